@@ -1,0 +1,49 @@
+# nnlab's commands. `make train` and `make test` set up .venv on a fresh machine first.
+#   make train ARGS="experiment=wave data.flip=true"
+#   make sweep                        # the rings grid: hidden nodes x activations, in parallel
+#   make tensorboard                  # every run in logs/, on http://localhost:6006
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+READY := $(VENV)/.installed
+ARGS ?=
+PORT ?= 6006
+
+.PHONY: setup train sweep test bench lint format tensorboard clean
+
+setup: $(READY)
+
+$(READY): pyproject.toml requirements.lock
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	touch $@
+
+train: $(READY)
+	$(BIN)/nnlab-train $(ARGS)
+
+sweep: $(READY)
+	$(BIN)/nnlab-train -m experiment=rings model.hidden_nodes=1,2,3,4,5,6 model.activation=sigmoid,relu,tanh $(ARGS)
+
+test: $(READY) lint
+	$(BIN)/python -m pytest $(ARGS)
+
+bench: $(READY)
+	$(BIN)/python benchmarks/rings.py $(ARGS)
+
+lint: $(READY)
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+format: $(READY)
+	$(BIN)/ruff format src tests benchmarks
+	$(BIN)/ruff check --fix src tests benchmarks
+
+tensorboard: $(READY)
+	$(BIN)/tensorboard --logdir logs --host 127.0.0.1 --port $(PORT)
+
+# Removes caches and build files. Runs in logs/ are never deleted by make: remove them yourself.
+clean:
+	rm -rf .pytest_cache .ruff_cache src/*.egg-info
+	find src tests benchmarks -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,1 @@
+"""LightningDataModules: they generate or load the splits and know nothing about models."""

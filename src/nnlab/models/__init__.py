@@ -1,0 +1,1 @@
+"""Networks: plain nn.Modules that know nothing about Lightning, logging or data."""

@@ -1,0 +1,123 @@
+"""What a run leaves behind: metrics.json, figures, TensorBoard's HPARAMS entry, and its summary."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lightning.pytorch.loggers import Logger, TensorBoardLogger
+from omegaconf import DictConfig, OmegaConf
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+METRICS_FILE = "metrics.json"
+HPARAM_GROUPS = ("data", "model", "task")  # the config nodes shown as columns in HPARAMS
+
+
+def write_metrics(run_dir: Path, metrics: Mapping[str, float], status: str) -> Path:
+    """Write metrics.json: the final metrics, keyed by their TensorBoard names, plus `status`.
+
+    The file is written to a temporary name and renamed, so a reader never sees half of it.
+    """
+    payload: dict[str, Any] = {name: float(value) for name, value in sorted(metrics.items())}
+    payload["status"] = status
+    path = run_dir / METRICS_FILE
+    partial = path.with_suffix(".json.partial")
+    # json writes NaN and Infinity, which Python reads back; a diverged run keeps its NaN.
+    partial.write_text(json.dumps(payload, indent=2) + "\n")
+    os.replace(partial, path)
+    return path
+
+
+def tensorboard_writers(loggers: Iterable[Logger]) -> list[Any]:
+    return [logger.experiment for logger in loggers if isinstance(logger, TensorBoardLogger)]
+
+
+def log_hparams(loggers: Iterable[Logger], cfg: DictConfig, metric_names: Iterable[str]) -> None:
+    """Register the run in TensorBoard's HPARAMS tab, with its metrics as the comparison columns.
+
+    Lightning's own `log_hyperparams(params, metrics)` also logs the metric values at step 0,
+    which would add a false point to every curve; writing the summaries directly avoids it.
+    TensorBoard reads each metric column from the latest scalar with that tag in the run.
+    """
+    from torch.utils.tensorboard.summary import hparams
+
+    flat = flat_hparams(cfg)
+    experiment, start, end = hparams(flat, dict.fromkeys(metric_names, 0.0))
+    for writer in tensorboard_writers(loggers):
+        file_writer = writer._get_file_writer()
+        for summary in (experiment, start, end):
+            file_writer.add_summary(summary)
+
+
+def flat_hparams(cfg: DictConfig) -> dict[str, Any]:
+    """The swept and sweepable values, as flat `group.key` entries that TensorBoard can show."""
+    values: dict[str, Any] = {"experiment": cfg.task_name, "seed": cfg.seed}
+    values["trainer.max_steps"] = cfg.trainer.get("max_steps")
+    for group in HPARAM_GROUPS:
+        _flatten(OmegaConf.to_container(cfg[group], resolve=True), group, values)
+    return {key: _tensorboard_value(value) for key, value in values.items()}
+
+
+def _flatten(node: Any, prefix: str, into: dict[str, Any]) -> None:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key != "_target_":
+                _flatten(value, f"{prefix}.{key}", into)
+    else:
+        into[prefix] = node
+
+
+def _tensorboard_value(value: Any) -> Any:
+    if isinstance(value, bool | int | float | str):
+        return value
+    return "null" if value is None else str(value)
+
+
+def save_figures(
+    figures: Mapping[str, Figure], run_dir: Path, loggers: Iterable[Logger], step: int
+) -> list[Path]:
+    """Save each figure as figures/<name>.png and log it to TensorBoard as `figures/<name>`."""
+    import numpy as np
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.image import imsave
+
+    folder = run_dir / "figures"
+    folder.mkdir(parents=True, exist_ok=True)
+    writers = tensorboard_writers(loggers)
+    paths = []
+    for name, figure in figures.items():
+        canvas = FigureCanvasAgg(figure)
+        canvas.draw()  # rendered once, for the PNG and for TensorBoard
+        pixels = np.asarray(canvas.buffer_rgba())
+        path = folder / f"{name}.png"
+        imsave(path, pixels)
+        for writer in writers:
+            writer.add_image(f"figures/{name}", pixels[..., :3], step, dataformats="HWC")
+        paths.append(path)
+    return paths
+
+
+def print_summary(
+    task_name: str, status: str, metrics: Mapping[str, float], run_dir: Path, seconds: float
+) -> None:
+    """Print the final metrics, where the run lives and how to look at it."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{task_name}: {status} in {seconds:.1f} s", title_justify="left")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for name, value in sorted(metrics.items()):
+        table.add_row(name, "nan" if math.isnan(value) else f"{value:.4f}")
+    console = Console(soft_wrap=True)
+    console.print(table)
+    console.print(f"Run dir:     {run_dir}")
+    console.print(
+        f"TensorBoard: tensorboard --logdir {run_dir}   (or `make tensorboard` for every run)"
+    )

@@ -1,0 +1,1 @@
+"""Figures: functions that take arrays and return matplotlib Figures, nothing else."""

@@ -1,0 +1,98 @@
+"""Figures of the rings task: what the classifier decides and how its hidden nodes see the plane."""
+
+from __future__ import annotations
+
+from itertools import combinations
+
+import numpy as np
+from matplotlib.figure import Figure
+
+CLASS_COLOURS = ("tab:red", "tab:green")
+MAX_TRIPLES = 20  # C(6, 3): every triple up to 6 hidden nodes, the first 20 beyond
+
+
+def _scatter_classes(ax, points: np.ndarray, labels: np.ndarray, **style) -> None:
+    for label, colour in enumerate(CLASS_COLOURS):
+        chosen = points[labels == label]
+        ax.scatter(*chosen.T, s=6, color=colour, label=f"class {label}", **style)
+
+
+def decision_boundary(
+    points: np.ndarray,
+    labels: np.ndarray,
+    grid_x: np.ndarray,
+    grid_y: np.ndarray,
+    probability: np.ndarray,
+) -> Figure:
+    """The data over the predicted probability of class 1, with the 0.5 contour as the boundary.
+
+    `grid_x`, `grid_y` and `probability` are (rows, cols) arrays from np.meshgrid.
+    """
+    figure = Figure(figsize=(6, 6))
+    ax = figure.add_subplot()
+    shading = ax.contourf(
+        grid_x, grid_y, probability, levels=np.linspace(0, 1, 11), cmap="RdYlGn", alpha=0.35
+    )
+    ax.contour(grid_x, grid_y, probability, levels=[0.5], colors="black", linewidths=1.5)
+    _scatter_classes(ax, points, labels)
+    figure.colorbar(shading, ax=ax, label="P(class 1)", shrink=0.8)
+    ax.set(xlabel="x", ylabel="y", title="Decision boundary (P = 0.5)", aspect="equal")
+    ax.legend(loc="upper right", framealpha=0.8)
+    return figure
+
+
+def hidden_lines(
+    points: np.ndarray, labels: np.ndarray, weights: np.ndarray, biases: np.ndarray
+) -> Figure:
+    """Each first-layer node's line w1 x + w2 y + b = 0 over the data: its new coordinates.
+
+    `weights` is (nodes, 2) and `biases` (nodes,). Each line splits the plane into the two sides
+    where that node is on or off; the output layer only sees which side each point is on.
+    """
+    figure = Figure(figsize=(6, 6))
+    ax = figure.add_subplot()
+    _scatter_classes(ax, points, labels, alpha=0.6)
+    (x_min, y_min), (x_max, y_max) = points.min(axis=0), points.max(axis=0)
+    x = np.linspace(x_min, x_max, 2)
+    y = np.linspace(y_min, y_max, 2)
+    for node, ((w1, w2), b) in enumerate(zip(weights, biases, strict=True)):
+        if abs(w2) >= abs(w1):  # solve for y unless the line is closer to vertical
+            ax.plot(x, -(w1 * x + b) / w2, linewidth=2, label=f"node {node}")
+        else:
+            ax.plot(-(w2 * y + b) / w1, y, linewidth=2, label=f"node {node}")
+    ax.set(xlim=(x_min, x_max), ylim=(y_min, y_max), xlabel="x", ylabel="y", aspect="equal")
+    ax.set_title("Hidden nodes' lines  w1 x + w2 y + b = 0")
+    ax.legend(loc="upper right", fontsize="small", framealpha=0.8)
+    return figure
+
+
+def hidden_space(activations: np.ndarray, labels: np.ndarray) -> Figure:
+    """The data in the coordinates of the hidden nodes: one 3-D panel per triple of nodes.
+
+    `activations` is (points, nodes). With fewer than three nodes, the single 1-D or 2-D view.
+    In the right coordinates the classes become separable by a plane, which is all the linear
+    output layer can draw.
+    """
+    nodes = activations.shape[1]
+    if nodes < 3:
+        figure = Figure(figsize=(6, 5))
+        ax = figure.add_subplot()
+        columns = activations if nodes == 2 else np.column_stack([activations[:, 0], labels])
+        _scatter_classes(ax, columns, labels, alpha=0.6)
+        ax.set(xlabel="node 0", ylabel="node 1" if nodes == 2 else "class")
+        ax.set_title(f"Hidden activations ({nodes} node{'s' if nodes > 1 else ''})")
+        ax.legend(framealpha=0.8)
+        return figure
+    triples = list(combinations(range(nodes), 3))[:MAX_TRIPLES]
+    columns = min(len(triples), 4)
+    rows = -(-len(triples) // columns)
+    figure = Figure(figsize=(4 * columns, 4 * rows))
+    for panel, triple in enumerate(triples, start=1):
+        ax = figure.add_subplot(rows, columns, panel, projection="3d")
+        for label, colour in enumerate(CLASS_COLOURS):
+            chosen = activations[labels == label][:, triple]
+            ax.scatter(*chosen.T, s=4, color=colour, depthshade=False)
+        ax.set(xlabel=f"node {triple[0]}", ylabel=f"node {triple[1]}", zlabel=f"node {triple[2]}")
+        ax.tick_params(labelsize="x-small")
+    figure.suptitle("Hidden activations\n(red: class 0, green: class 1)", fontsize="medium")
+    return figure

@@ -1,0 +1,81 @@
+"""Process-level settings of a run: its directory name, torch threads, and sweep detection."""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import warnings
+from datetime import datetime
+
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import OmegaConf
+
+from nnlab.config import check_int
+
+
+def run_stamp() -> str:
+    """`2026-11-29_14-03-07_a3f9c2`: a timestamp, plus a random suffix so that two runs started
+    in the same second never share a directory."""
+    return f"{datetime.now():%Y-%m-%d_%H-%M-%S}_{secrets.token_hex(3)}"
+
+
+def path_safe(text: str, max_length: int = 120) -> str:
+    """`text` as one path component: no '/', and short enough for any file system."""
+    text = text.replace("/", "|")
+    return text if len(text) <= max_length else text[: max_length - 3] + "..."
+
+
+def register_resolvers() -> None:
+    # use_cache: Hydra copies the resolved value into every job of a sweep, as it does for `now`,
+    # so all jobs agree on the sweep's directory even when they run in other processes.
+    OmegaConf.register_new_resolver("run_stamp", run_stamp, use_cache=True, replace=True)
+    OmegaConf.register_new_resolver("path_safe", path_safe, replace=True)
+
+
+def is_multirun() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def available_cores() -> int:
+    """The cores this process may use (a SLURM or cgroup CPU set, not the whole machine)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS and Windows
+        return os.cpu_count() or 1
+
+
+def parallel_jobs() -> int:
+    """How many jobs of this sweep run at once on this machine (1 outside parallel sweeps)."""
+    if not is_multirun():
+        return 1
+    launcher = HydraConfig.get().launcher
+    if "joblib" not in str(launcher.get("_target_", "")):
+        return 1
+    n_jobs = int(launcher.get("n_jobs") or 1)
+    cores = available_cores()
+    # joblib's convention: -1 is every core, -2 all but one, ...
+    return max(1, min(cores, n_jobs if n_jobs > 0 else cores + 1 + n_jobs))
+
+
+def configure_threads(threads: int | None) -> int:
+    """Set torch's thread count: `threads`, or this job's share of the cores when it is None.
+
+    Parallel jobs that each use every core fight over them; one job per core with one thread
+    each is faster in total.
+    """
+    if threads is None:
+        threads = max(1, available_cores() // parallel_jobs())
+    torch.set_num_threads(check_int("threads", threads, minimum=1))
+    return threads
+
+
+def silence_noise() -> None:
+    """Drop two messages that say nothing about the run: Lightning's advert for its cloud
+    logger, and a deprecation warning Lightning 2.6 triggers inside torch 2.14 at every fit."""
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
+        lambda record: not str(record.msg).startswith("💡 Tip")
+    )
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")

@@ -1,0 +1,1 @@
+"""Tasks: LightningModules that give a network its loss, metrics, logging and figures."""

@@ -1,0 +1,99 @@
+"""Regression of the damped sine, measuring the fit on each half of x separately."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics import MeanSquaredError, MetricCollection, R2Score
+
+from nnlab.config import check_choice, check_float
+from nnlab.data.wave import WaveDataModule
+from nnlab.models.mlp import MLP
+from nnlab.tasks.base import Batch, Task
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+CRITERIA = ("mse", "relative")
+
+
+class R2Between(R2Score):
+    """R², the share of the target's variance explained, over the points with low <= input < high.
+
+    The notebook's question is whether the large-amplitude left side fits better than the small
+    right side. Raw MSE would say yes whatever the fit, since the left's values are larger;
+    R² divides each side's error by that side's own variance.
+    """
+
+    def __init__(self, low: float, high: float) -> None:
+        super().__init__()
+        self.low, self.high = low, high
+
+    def update(self, preds: torch.Tensor, target: torch.Tensor, inputs: torch.Tensor) -> None:
+        inside = (inputs >= self.low) & (inputs < self.high)
+        super().update(preds[inside], target[inside])
+
+
+class WaveTask(Task):
+    """MSE on a linear output, or the notebook's relative error (`criterion: relative`)."""
+
+    def __init__(
+        self,
+        network: nn.Module,
+        criterion: str = "mse",
+        relative_eps: float = 0.1,
+        split_at: float = 0.0,
+        **task_options: Any,
+    ) -> None:
+        # Set before the base builds the metrics, which need split_at.
+        self.criterion = check_choice("criterion", criterion, CRITERIA)
+        self.relative_eps = check_float("relative_eps", relative_eps, above=0)
+        self.split_at = check_float("split_at", split_at)
+        super().__init__(network, **task_options)
+
+    def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        if self.criterion == "mse":
+            return F.mse_loss(outputs, targets)
+        # ((y - prediction) / y)^2, with eps keeping the zeros of the sine from dominating.
+        return (((outputs - targets) / (targets.abs() + self.relative_eps)) ** 2).mean()
+
+    def make_metrics(self) -> MetricCollection:
+        inf = float("inf")
+        return MetricCollection(
+            {
+                "mse": MeanSquaredError(),
+                "r2_left": R2Between(-inf, self.split_at),
+                "r2_right": R2Between(self.split_at, inf),
+            },
+            compute_groups=False,
+        )
+
+    def metric_arguments(self, outputs: torch.Tensor, batch: Batch) -> dict[str, torch.Tensor]:
+        inputs, targets = batch
+        return {
+            "preds": outputs.squeeze(-1),
+            "target": targets.squeeze(-1),
+            "inputs": inputs.squeeze(-1),
+        }
+
+    @torch.no_grad()
+    def figures(self, datamodule: WaveDataModule) -> dict[str, Figure]:
+        from nnlab.plots import wave as plots
+
+        network = self.network.cpu()
+        inputs, targets = (t.cpu() for t in datamodule.splits["train"])
+        predicted = network(inputs)
+        x, y = inputs.squeeze(-1).numpy(), targets.squeeze(-1).numpy()
+        figures = {
+            "prediction": plots.prediction(x, y, predicted.squeeze(-1).numpy(), self.split_at)
+        }
+        if isinstance(network, MLP) and network.widths:
+            binary = (network.hidden_activations(inputs)[-1] > 0.5).float()
+            thresholded = network.output(binary).squeeze(-1).numpy()
+            figures["binary_activations"] = plots.binary_activations(
+                x, y, predicted.squeeze(-1).numpy(), thresholded
+            )
+        return figures

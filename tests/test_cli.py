@@ -1,0 +1,69 @@
+"""A single run through the real command line: what it prints, and what its run dir holds."""
+
+from __future__ import annotations
+
+import re
+
+import yaml
+from conftest import is_finite_number, read_metrics, run_dirs
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams import plugin_data_pb2
+
+from nnlab.runtime import run_stamp
+
+
+def test_a_run_writes_its_dir_and_prints_where_it_is(cli, tmp_path):
+    result = cli("experiment=rings", "trainer.max_steps=1000", "model.hidden_nodes=4")
+    assert result.returncode == 0, result.stderr
+    (run_dir,) = run_dirs(tmp_path / "logs")
+    # <paths.log_dir>/<task_name>/runs/<timestamp>_<random>/
+    assert run_dir.parent == tmp_path / "logs" / "rings" / "runs"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d_[0-9a-f]{6}", run_dir.name)
+
+    metrics = read_metrics(run_dir)
+    assert metrics.pop("status") == "completed"
+    assert set(metrics) == {
+        f"{stage}/{name}" for stage in ("train", "val", "test") for name in ("loss", "acc")
+    }
+    assert all(is_finite_number(value) for value in metrics.values())
+
+    config = yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text())
+    assert config["model"]["hidden_nodes"] == 4
+    assert {p.name for p in (run_dir / "checkpoints").iterdir()} == {"best.ckpt", "last.ckpt"}
+    assert (run_dir / "train.log").read_text().count("Instantiating") >= 5
+
+    # The summary: final metrics, the run dir, and how to open TensorBoard on it.
+    assert f"{metrics['val/acc']:.4f}" in result.stdout
+    assert f"Run dir:     {run_dir}" in result.stdout
+    assert f"tensorboard --logdir {run_dir}" in result.stdout
+
+
+def test_tensorboard_holds_metrics_per_optimizer_step_figures_and_hparams(cli, tmp_path):
+    result = cli("experiment=rings", "trainer.max_steps=1000", "model.activation=tanh")
+    assert result.returncode == 0, result.stderr
+    (run_dir,) = run_dirs(tmp_path / "logs")
+    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "images": 0, "tensors": 0})
+    events.Reload()
+    scalars = set(events.Tags()["scalars"])
+    assert {"train/loss", "train/acc", "val/loss", "val/acc", "test/loss", "test/acc"} <= scalars
+    # x-axis: optimizer steps (100 per full batch), not Lightning's batch count
+    assert [event.step for event in events.Scalars("train/loss")] == list(range(100, 1001, 100))
+    assert events.Scalars("val/acc")[-1].step == 1000
+    assert {"figures/decision_boundary", "figures/hidden_lines"} <= set(events.Tags()["images"])
+
+    start = _hparams_session_start(events)
+    assert start.hparams["model.activation"].string_value == "tanh"
+    assert start.hparams["model.hidden_nodes"].number_value == 3
+
+
+def _hparams_session_start(events: EventAccumulator) -> plugin_data_pb2.SessionStartInfo:
+    for content in events.PluginTagToContent("hparams").values():
+        data = plugin_data_pb2.HParamsPluginData.FromString(content)
+        if data.HasField("session_start_info"):
+            return data.session_start_info
+    raise AssertionError("no hparams session in the event files")
+
+
+def test_run_stamps_differ_within_the_same_second():
+    stamps = {run_stamp() for _ in range(50)}
+    assert len(stamps) == 50

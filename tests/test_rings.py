@@ -1,0 +1,46 @@
+"""The rings task reproduces the notebook's finding, and draws its figures."""
+
+from __future__ import annotations
+
+import torch
+
+from nnlab.data.rings import RingsDataModule
+from nnlab.train import train
+
+
+def test_one_sigmoid_node_cannot_separate_the_rings(config):
+    # One node sees the plane through one line: the best half-plane cut is about 70% right.
+    metrics = train(config("experiment=rings", "model.hidden_nodes=1"))
+    assert metrics["val/acc"] < 0.8
+    assert metrics["test/acc"] < 0.8
+
+
+def test_three_sigmoid_nodes_separate_the_rings(config, tmp_path):
+    metrics = train(config("experiment=rings", "model.hidden_nodes=3"))
+    assert metrics["val/acc"] >= 0.99
+    assert metrics["test/acc"] >= 0.99
+    figures = {path.name for path in (tmp_path / "run" / "figures").iterdir()}
+    assert figures == {"decision_boundary.png", "hidden_lines.png", "hidden_activations.png"}
+    for name in figures:
+        png = (tmp_path / "run" / "figures" / name).read_bytes()
+        assert png.startswith(b"\x89PNG") and len(png) > 10_000  # a drawn figure, not a blank
+
+
+def test_rings_have_their_radii_and_balanced_classes():
+    data = RingsDataModule(train_per_class=300, val_per_class=50, test_per_class=70)
+    data.setup()
+    for split, per_class in [("train", 300), ("val", 50), ("test", 70)]:
+        points, labels = data.splits[split]
+        assert points.shape == (2 * per_class, 2) and labels.shape == (2 * per_class,)
+        assert int(labels.sum()) == per_class
+        radius = points.norm(dim=1)
+        assert radius[labels == 0].max() < 1.0
+        assert radius[labels == 1].min() >= 3.0 and radius[labels == 1].max() < 4.0
+
+
+def test_splits_are_independent_of_each_others_sizes():
+    small, large = RingsDataModule(train_per_class=10), RingsDataModule(train_per_class=500)
+    small.setup()
+    large.setup()
+    assert torch.equal(small.splits["test"][0], large.splits["test"][0])
+    assert not torch.equal(small.splits["train"][0], large.splits["train"][0][:20])
