@@ -1,6 +1,7 @@
 # nnlab's commands. `make train` and `make test` set up .venv on a fresh machine first.
 #   make train ARGS="experiment=wave data.flip=true"
 #   make sweep                        # the rings grid: hidden nodes x activations, in parallel
+#   make report DIR=logs/rings/multiruns/<stamp>   # report.md, report.csv, report.png of a sweep
 #   make tensorboard                  # every run in logs/, on http://localhost:6006
 
 PYTHON ?= python3
@@ -10,7 +11,7 @@ READY := $(VENV)/.installed
 ARGS ?=
 PORT ?= 6006
 
-.PHONY: setup train sweep test bench lint format tensorboard clean
+.PHONY: setup train sweep report test bench lint format tensorboard clean
 
 setup: $(READY)
 
@@ -25,6 +26,9 @@ train: $(READY)
 
 sweep: $(READY)
 	$(BIN)/nnlab-train -m experiment=rings model.hidden_nodes=1,2,3,4,5,6 model.activation=sigmoid,relu,tanh $(ARGS)
+
+report: $(READY)
+	$(BIN)/nnlab-report $(DIR) $(ARGS)
 
 test: $(READY) lint
 	$(BIN)/python -m pytest $(ARGS)

@@ -104,20 +104,32 @@ def save_figures(
 
 
 def print_summary(
-    task_name: str, status: str, metrics: Mapping[str, float], run_dir: Path, seconds: float
+    task_name: str,
+    status: str,
+    metrics: Mapping[str, float],
+    run_dir: Path,
+    seconds: float,
+    one_line: bool = False,
 ) -> None:
-    """Print the final metrics, where the run lives and how to look at it."""
+    """Print the final metrics, where the run lives and how to look at it.
+
+    `one_line` suits sweep jobs: their validation metrics and run dir, on one line.
+    """
     from rich.console import Console
     from rich.table import Table
 
+    console = Console(soft_wrap=True)
+    if one_line:
+        scores = "  ".join(
+            f"{k} {v:.4f}" for k, v in sorted(metrics.items()) if k.startswith("val/")
+        )
+        console.print(f"{run_dir.name}: {status} in {seconds:.1f} s  {scores}", highlight=False)
+        return
     table = Table(title=f"{task_name}: {status} in {seconds:.1f} s", title_justify="left")
     table.add_column("metric")
     table.add_column("value", justify="right")
     for name, value in sorted(metrics.items()):
         table.add_row(name, "nan" if math.isnan(value) else f"{value:.4f}")
-    console = Console(soft_wrap=True)
     console.print(table)
     console.print(f"Run dir:     {run_dir}")
-    console.print(
-        f"TensorBoard: tensorboard --logdir {run_dir}   (or `make tensorboard` for every run)"
-    )
+    console.print(f"TensorBoard: tensorboard --logdir {run_dir}   (`make tensorboard`: every run)")

@@ -65,8 +65,9 @@ def build_run(cfg: DictConfig) -> Run:
     callbacks = [_build(f"callbacks.{name}", node) for name, node in (cfg.callbacks or {}).items()]
     _check_budget(cfg.trainer)
     trainer_cfg = cfg.trainer
-    if is_multirun():  # parallel jobs would draw their progress bars over each other
-        trainer_cfg = OmegaConf.merge(trainer_cfg, {"enable_progress_bar": False})
+    if is_multirun():  # parallel jobs share one terminal: no progress bars or summary tables
+        quiet = {"enable_progress_bar": False, "enable_model_summary": False}
+        trainer_cfg = OmegaConf.merge(trainer_cfg, quiet)
     trainer = _build("trainer", trainer_cfg, logger=loggers or False, callbacks=callbacks)
     log.info(
         "Running %s on %s with %d torch thread(s)",
@@ -121,9 +122,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     finally:
         outputs.write_metrics(run_dir, metrics, status)
         if status == "completed":
-            outputs.print_summary(
-                cfg.task_name, status, metrics, run_dir, time.perf_counter() - started
-            )
+            seconds = time.perf_counter() - started
+            outputs.print_summary(cfg.task_name, status, metrics, run_dir, seconds, is_multirun())
 
 
 def _build(path: str, node: DictConfig, **extra: Any) -> Any:

@@ -52,6 +52,8 @@ class RingsDataModule(FullBatchDataModule):
         radius[:, 0] = rng.uniform(*self.inner_radius, size=n)
         radius[:, 1] = rng.uniform(*self.outer_radius, size=n)
         angle = rng.uniform(0.0, 2 * np.pi, size=(n, 2))
-        points = np.stack([radius * np.cos(angle), radius * np.sin(angle)], axis=-1)  # (n, class, xy)
+        points = np.stack(
+            [radius * np.cos(angle), radius * np.sin(angle)], axis=-1
+        )  # (n, class, xy)
         labels = np.broadcast_to(np.array([0.0, 1.0]), (n, 2))
         return as_tensor(points.reshape(-1, 2)), as_tensor(labels.reshape(-1))

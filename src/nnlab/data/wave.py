@@ -32,7 +32,9 @@ class WaveDataModule(FullBatchDataModule):
         if not self.x_min < self.x_max:
             raise ConfigError("x_max", x_max, f"expected a number > x_min ({x_min})")
         if (self.x_max - self.x_min) / self.step < 4:
-            raise ConfigError("step", step, "expected at least 4 grid points between x_min and x_max")
+            raise ConfigError(
+                "step", step, "expected at least 4 grid points between x_min and x_max"
+            )
         self.frequency = check_float("frequency", frequency)
         self.decay = check_float("decay", decay, above=0)
         self.flip = check_bool("flip", flip)
@@ -45,4 +47,7 @@ class WaveDataModule(FullBatchDataModule):
         grid = np.arange(self.x_min, self.x_max, self.step)
         midpoints = grid[:-1] + self.step / 2
         inputs = {"train": grid, "val": midpoints[0::2], "test": midpoints[1::2]}
-        return {split: (as_tensor(x[:, None]), as_tensor(self.curve(x)[:, None])) for split, x in inputs.items()}
+        return {
+            split: (as_tensor(x[:, None]), as_tensor(self.curve(x)[:, None]))
+            for split, x in inputs.items()
+        }

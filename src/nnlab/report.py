@@ -1,0 +1,239 @@
+"""`nnlab-report DIR`: one table and one picture of a sweep's runs.
+
+    nnlab-report logs/rings/multiruns/2026-11-29_14-03-07_a3f9c2
+    nnlab-report DIR --metric val/loss --x model.hidden_nodes --lines model.activation
+
+DIR is a multirun dir or any folder of run dirs (found by their .hydra/ folder). It writes
+report.csv (one row per run: the overrides that differ between runs, its status and every
+metric of its metrics.json), report.md (the same table, failed runs first) and report.png
+(one metric against one swept parameter, a line per value of a second one, mean and spread
+over seeds when seeds were swept). Runs that failed are listed with the reason their
+metrics.json gives; runs without one (killed, or still running) are listed as such.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import re
+import sys
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+SEED_KEYS = ("seed",)
+PREFERRED_METRICS = ("val/acc", "val/loss", "test/acc", "test/loss")
+
+
+@dataclass
+class RunRecord:
+    """One run dir: what it overrode, how it ended, and its final metrics."""
+
+    path: Path
+    overrides: dict[str, Any]
+    status: str
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def completed(self) -> bool:
+        return self.status == "completed"
+
+
+def read_runs(folder: Path) -> list[RunRecord]:
+    runs = []
+    for hydra_dir in sorted(folder.rglob(".hydra"), key=_natural_order):
+        run_dir = hydra_dir.parent
+        overrides = _parse_overrides(
+            yaml.safe_load((hydra_dir / "overrides.yaml").read_text()) or []
+        )
+        metrics_file = run_dir / "metrics.json"
+        if not metrics_file.is_file():
+            runs.append(RunRecord(run_dir, overrides, "no metrics.json: killed, or still running"))
+            continue
+        payload = json.loads(metrics_file.read_text())
+        status = str(payload.pop("status", "unknown"))
+        metrics = {k: float(v) for k, v in payload.items() if isinstance(v, int | float)}
+        runs.append(RunRecord(run_dir, overrides, status, metrics))
+    return runs
+
+
+def _natural_order(path: Path) -> list[Any]:
+    """Job 2 before job 10: numbers in the path compare as numbers."""
+    parts = re.split(r"(\d+)", str(path))
+    return [int(part) if part.isdigit() else part for part in parts]
+
+
+def _parse_overrides(items: list[str]) -> dict[str, Any]:
+    parsed = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        key = key.lstrip("+~")
+        try:
+            parsed[key] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            parsed[key] = value
+    return parsed
+
+
+def varying_keys(runs: list[RunRecord]) -> list[str]:
+    """The override keys whose values differ between runs: what the sweep swept."""
+    keys = sorted({key for run in runs for key in run.overrides})
+    return [key for key in keys if len({_hashable(run.overrides.get(key)) for run in runs}) > 1]
+
+
+def _hashable(value: Any) -> Any:
+    return json.dumps(value, sort_keys=True)
+
+
+def write_csv(runs: list[RunRecord], keys: list[str], metrics: list[str], path: Path) -> None:
+    with path.open("w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["run", *keys, "status", *metrics])
+        for run in runs:
+            values = [run.overrides.get(key, "") for key in keys]
+            scores = [run.metrics.get(name, "") for name in metrics]
+            writer.writerow([run.path.name, *values, run.status, *scores])
+
+
+def write_markdown(
+    runs: list[RunRecord], keys: list[str], metrics: list[str], picture: Path | None, path: Path
+) -> None:
+    lines = [f"# Sweep report: {path.parent}", ""]
+    failed = [run for run in runs if not run.completed]
+    lines.append(f"{len(runs)} runs, {len(runs) - len(failed)} completed, {len(failed)} not.")
+    lines.append("")
+    if failed:
+        lines += ["## Runs that did not complete", ""]
+        lines += [f"- `{run.path.name}`: {run.status}" for run in failed]
+        lines.append("")
+    if picture is not None:
+        lines += [f"![{picture.stem}]({picture.name})", ""]
+    header = ["run", *keys, "status", *metrics]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for run in runs:
+        cells = [run.path.name, *(str(run.overrides.get(key, "")) for key in keys), run.status]
+        cells += [_format(run.metrics.get(name)) for name in metrics]
+        lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _format(value: float | None) -> str:
+    return "" if value is None else f"{value:.4f}"
+
+
+def default_axes(
+    runs: list[RunRecord], keys: list[str], metric: str | None, x: str | None, lines: str | None
+) -> tuple[str, str | None, str | None]:
+    """The metric and the two parameters to plot, chosen from the sweep unless given."""
+    available = sorted({name for run in runs for name in run.metrics})
+    if metric is None:
+        metric = next(
+            (m for m in PREFERRED_METRICS if m in available), available[0] if available else ""
+        )
+    swept = [key for key in keys if key not in SEED_KEYS]
+
+    def distinct(key: str) -> int:
+        return len({_hashable(run.overrides.get(key)) for run in runs})
+
+    numeric = [k for k in swept if all(_is_number(r.overrides.get(k)) for r in runs)]
+    if x is None and swept:
+        x = max(numeric or swept, key=distinct)
+    if lines is None:
+        others = [key for key in swept if key != x]
+        lines = min(others, key=distinct) if others else None
+    return metric, x, lines
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def plot(runs: list[RunRecord], metric: str, x: str, lines: str | None, path: Path) -> Path:
+    """`metric` against `x`, one line per value of `lines`; mean and min-max band over seeds."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    groups: dict[Any, dict[Any, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for run in runs:
+        if run.completed and metric in run.metrics and math.isfinite(run.metrics[metric]):
+            label = run.overrides.get(lines) if lines else None
+            groups[label][run.overrides.get(x)].append(run.metrics[metric])
+    figure = Figure(figsize=(7, 4.5))
+    ax = figure.add_subplot()
+    for label in sorted(groups, key=str):
+        points = sorted(groups[label].items(), key=lambda item: _sort_key(item[0]))
+        xs = [_plot_value(value) for value, _ in points]
+        means = [sum(values) / len(values) for _, values in points]
+        name = f"{lines}={label}" if lines else metric
+        (line,) = ax.plot(xs, means, marker="o", label=name)
+        if any(len(values) > 1 for _, values in points):
+            low = [min(values) for _, values in points]
+            high = [max(values) for _, values in points]
+            ax.fill_between(xs, low, high, color=line.get_color(), alpha=0.2)
+    seeds = max((len(v) for g in groups.values() for v in g.values()), default=1)
+    spread = f"\nmean and range over {seeds} runs per point" if seeds > 1 else ""
+    ax.set(xlabel=x, ylabel=metric, title=f"{metric} against {x}{spread}")
+    ax.grid(alpha=0.3)
+    if groups:
+        ax.legend(framealpha=0.8)
+    FigureCanvasAgg(figure).print_png(str(path))
+    return path
+
+
+def _sort_key(value: Any) -> tuple[int, Any]:
+    return (0, value) if _is_number(value) else (1, str(value))
+
+
+def _plot_value(value: Any) -> Any:
+    return value if _is_number(value) else str(value)
+
+
+def report(
+    folder: Path, metric: str | None = None, x: str | None = None, lines: str | None = None
+) -> Path:
+    """Write report.csv, report.md and (when a parameter was swept) report.png into `folder`."""
+    runs = read_runs(folder)
+    if not runs:
+        raise SystemExit(f"nnlab-report: no run dirs (folders with .hydra/) under {folder}")
+    keys = varying_keys(runs)
+    metrics = sorted({name for run in runs for name in run.metrics})
+    metric, x, lines = default_axes(runs, keys, metric, x, lines)
+    if metrics and metric not in metrics:
+        raise SystemExit(f"nnlab-report: no metric {metric!r}; the runs have: {', '.join(metrics)}")
+    for option, key in (("--x", x), ("--lines", lines)):
+        if key is not None and key not in keys:
+            swept = ", ".join(keys) or "none"
+            raise SystemExit(f"nnlab-report: {option} {key!r} was not swept; swept: {swept}")
+    write_csv(runs, keys, metrics, folder / "report.csv")
+    picture = plot(runs, metric, x, lines, folder / "report.png") if x else None
+    write_markdown(runs, keys, metrics, picture, folder / "report.md")
+    return folder / "report.md"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="nnlab-report",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("dir", type=Path, help="a multirun dir, or any folder of run dirs")
+    parser.add_argument("--metric", help="the metric to plot (default: val/acc, else val/loss)")
+    parser.add_argument("--x", help="the swept parameter on the x-axis (default: the numeric one)")
+    parser.add_argument("--lines", help="one line per value of this parameter (default: the other)")
+    args = parser.parse_args(argv)
+    if not args.dir.is_dir():
+        raise SystemExit(f"nnlab-report: {args.dir} is not a directory")
+    written = report(args.dir, args.metric, args.x, args.lines)
+    print(
+        f"Wrote {written} and report.csv"
+        + (", report.png" if (args.dir / "report.png").exists() else "")
+    )
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

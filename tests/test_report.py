@@ -1,0 +1,44 @@
+"""nnlab-report on a real sweep, including a job that failed."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+
+from nnlab.report import main as report_main
+
+
+def test_report_tabulates_a_sweep_and_plots_its_metric(cli, tmp_path):
+    result = cli(
+        "experiment=rings",
+        "trainer.max_steps=200",
+        "model.hidden_nodes=1,3,-1",  # -1 is a bad value: that job fails, the others complete
+        "seed=0,1",
+        "hydra.launcher.n_jobs=2",
+        multirun=True,
+    )
+    assert result.returncode != 0  # Hydra reports the failed jobs once the sweep is done
+    (sweep_dir,) = (tmp_path / "logs" / "rings" / "multiruns").iterdir()
+
+    report_main([str(sweep_dir)])
+
+    rows = list(csv.DictReader((sweep_dir / "report.csv").open()))
+    assert len(rows) == 6
+    assert {"model.hidden_nodes", "seed", "status", "val/acc", "test/loss"} <= set(rows[0])
+    assert "experiment" not in rows[0]  # the same in every run, so not a column
+    failed = [row for row in rows if row["status"] != "completed"]
+    assert [row["model.hidden_nodes"] for row in failed] == ["-1", "-1"]
+    assert "model.hidden_nodes=-1: expected a positive integer" in failed[0]["status"]
+    assert all(float(row["val/acc"]) > 0 for row in rows if row["status"] == "completed")
+
+    markdown = (sweep_dir / "report.md").read_text()
+    assert "6 runs, 4 completed, 2 not." in markdown
+    assert "![report](report.png)" in markdown
+    assert (sweep_dir / "report.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_report_names_what_it_cannot_find(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        report_main([str(tmp_path)])
+    assert "no run dirs" in str(stop.value)
