@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 from conftest import read_metrics, run_dirs
 
 
@@ -42,3 +43,11 @@ def test_unknown_experiment_lists_the_available_ones(cli):
     result = cli("experiment=ringz")
     assert result.returncode != 0
     assert "ringz" in result.stderr and "rings" in result.stderr and "wave" in result.stderr
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_gpu_trainer_without_a_gpu_says_what_to_use(cli):
+    result = cli("experiment=rings", "trainer=gpu")
+    assert result.returncode == 2
+    assert "bad config trainer.accelerator='gpu': torch sees no CUDA GPU" in result.stderr
+    assert "trainer=cpu" in result.stderr and "Traceback" not in result.stderr

@@ -14,8 +14,7 @@ EXPERIMENTS = sorted(path.stem for path in (CONFIG_DIR / "experiment").glob("*.y
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_experiment_runs_under_fast_dev_run(config, tmp_path, experiment):
     metrics = train(config(f"experiment={experiment}", "debug=fdr"))
-    assert metrics["train/loss"] == pytest.approx(metrics["train/loss"])  # a number, not NaN
-    assert math.isfinite(metrics["test/loss"])
+    assert math.isfinite(metrics["train/loss"]) and math.isfinite(metrics["test/loss"])
     assert list((tmp_path / "run" / "figures").glob("*.png"))
 
 

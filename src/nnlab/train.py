@@ -16,6 +16,7 @@ from typing import Any
 
 import hydra
 import lightning as L
+import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
@@ -42,10 +43,6 @@ class Run:
     task: Task
     trainer: L.Trainer
 
-    @property
-    def dir(self) -> Path:
-        return Path(self.cfg.paths.output_dir)
-
 
 def build_run(cfg: DictConfig) -> Run:
     """Build data, network, optimizer, task, loggers, callbacks and trainer from the config.
@@ -63,7 +60,7 @@ def build_run(cfg: DictConfig) -> Run:
     task = _build("task", cfg.task, network=network, optimizer=optimizer)
     loggers = [_build(f"logger.{name}", node) for name, node in (cfg.logger or {}).items()]
     callbacks = [_build(f"callbacks.{name}", node) for name, node in (cfg.callbacks or {}).items()]
-    _check_budget(cfg.trainer)
+    _check_trainer(cfg.trainer)
     trainer_cfg = cfg.trainer
     if is_multirun():  # parallel jobs share one terminal: no progress bars or summary tables
         quiet = {"enable_progress_bar": False, "enable_model_summary": False}
@@ -131,13 +128,21 @@ def _build(path: str, node: DictConfig, **extra: Any) -> Any:
     return build(node, path, **extra)
 
 
-def _check_budget(trainer_cfg: DictConfig) -> None:
-    """nnlab's budgets are optimizer steps; -1 (no limit) only makes sense with an epoch limit."""
+def _check_trainer(trainer_cfg: DictConfig) -> None:
+    """The budget is in optimizer steps (-1, no limit, only with an epoch limit), and a GPU
+    that is asked for must exist: Lightning's own message says only 'No supported gpu backend'."""
     max_steps = trainer_cfg.get("max_steps", -1)
     if trainer_cfg.get("max_epochs") in (None, -1) and not trainer_cfg.get("fast_dev_run"):
         check_int("trainer.max_steps", max_steps, minimum=1)
     else:
         check_int("trainer.max_steps", max_steps, minimum=-1)
+    if trainer_cfg.get("accelerator") in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigError(
+            "trainer.accelerator",
+            trainer_cfg.accelerator,
+            "torch sees no CUDA GPU on this machine; use trainer=cpu, or trainer=auto "
+            "to take a GPU when there is one",
+        )
 
 
 def _check_optimizer(
