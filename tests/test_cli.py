@@ -54,6 +54,8 @@ def test_tensorboard_holds_metrics_per_optimizer_step_figures_and_hparams(cli, t
     start = _hparams_session_start(events)
     assert start.hparams["model.activation"].string_value == "tanh"
     assert start.hparams["model.hidden_nodes"].number_value == 3
+    assert start.hparams["optimizer.class"].string_value == "Adam"
+    assert start.hparams["optimizer.lr"].number_value == 1e-3
 
 
 def _hparams_session_start(events: EventAccumulator) -> plugin_data_pb2.SessionStartInfo:

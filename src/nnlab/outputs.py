@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 METRICS_FILE = "metrics.json"
-HPARAM_GROUPS = ("data", "model", "task")  # the config nodes shown as columns in HPARAMS
+HPARAM_GROUPS = ("data", "model", "task", "optimizer")  # the config nodes shown in HPARAMS
 
 
 def write_metrics(run_dir: Path, metrics: Mapping[str, float], status: str) -> Path:
@@ -65,12 +65,14 @@ def flat_hparams(cfg: DictConfig) -> dict[str, Any]:
 
 
 def _flatten(node: Any, prefix: str, into: dict[str, Any]) -> None:
-    if isinstance(node, dict):
-        for key, value in node.items():
-            if key != "_target_":
-                _flatten(value, f"{prefix}.{key}", into)
-    else:
+    if not isinstance(node, dict):
         into[prefix] = node
+        return
+    for key, value in node.items():
+        if key == "_target_":  # the class, by its short name: optimizer.class = Adam
+            into[f"{prefix}.class"] = str(value).rsplit(".", 1)[-1]
+        elif not key.startswith("_"):
+            _flatten(value, f"{prefix}.{key}", into)
 
 
 def _tensorboard_value(value: Any) -> Any:
