@@ -21,6 +21,10 @@ from conftest import read_metrics, run_dirs
         ("trainer.max_steps=-5", "trainer.max_steps=-5: expected an integer >= 1"),
         ("+model.hidden_size=4", "model.hidden_size=4: unknown key; MLP takes: in_features"),
         ("data.train_per_class=zero", "data.train_per_class='zero': expected an integer"),
+        ("data.inner_radius=[1,0]", "data.inner_radius=[1, 0]: expected low < high"),
+        ("task.steps_per_batch=0", "task.steps_per_batch=0: expected an integer >= 1"),
+        ("optimizer._target_=torch.optim.Nope", "optimizer._target_='torch.optim.Nope': cannot be"),
+        ("model.hidden_layers=two", "model.hidden_layers='two': expected an integer"),
     ],
 )
 def test_bad_value_stops_with_one_clear_message(cli, tmp_path, override, expected):
@@ -33,21 +37,67 @@ def test_bad_value_stops_with_one_clear_message(cli, tmp_path, override, expecte
     assert not (run_dir / "checkpoints").exists()  # stopped before training
 
 
-def test_unknown_key_without_plus_is_refused_by_hydra(cli):
-    result = cli("experiment=rings", "model.hidden_size=4")
-    assert result.returncode != 0
-    assert "model.hidden_size" in result.stderr and "Traceback" not in result.stderr
-
-
-def test_unknown_experiment_lists_the_available_ones(cli):
-    result = cli("experiment=ringz")
-    assert result.returncode != 0
-    assert "ringz" in result.stderr and "rings" in result.stderr and "wave" in result.stderr
-
-
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
 def test_gpu_trainer_without_a_gpu_says_what_to_use(cli):
     result = cli("experiment=rings", "trainer=gpu")
     assert result.returncode == 2
     assert "bad config trainer.accelerator='gpu': torch sees no CUDA GPU" in result.stderr
     assert "trainer=cpu" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        (
+            "model.hidden_size=4",
+            "model.hidden_size=4: unknown key; model has: _target_, in_features, out_features,",
+        ),
+        ("modle.hidden_nodes=3", "modle.hidden_nodes=3: unknown key; the config has: task_name,"),
+        ("experiment=ringz", "experiment='ringz': no such option; available: rings, wave"),
+        ("optimizer=adamm", "optimizer='adamm': no such option; available: adam, adamw, sgd"),
+    ],
+)
+def test_keys_and_options_that_do_not_exist_are_named_with_the_ones_that_do(
+    cli, tmp_path, override, expected
+):
+    result = cli("experiment=rings", override)
+    assert result.returncode == 2
+    assert f"nnlab: bad config {expected}" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "logs").exists()  # refused before Hydra made a run dir
+
+
+def test_unwritable_log_dir_is_refused_before_the_run(cli, tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    result = cli("experiment=rings", f"paths.log_dir={blocker / 'logs'}")
+    assert result.returncode == 2
+    assert f"bad config paths.log_dir='{blocker / 'logs'}': cannot write there" in result.stderr
+
+
+def test_full_error_shows_the_traceback_for_debugging(cli, monkeypatch):
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
+    result = cli("experiment=rings", "model.hidden_nodes=0")
+    assert result.returncode != 0
+    assert "Traceback" in result.stderr and "model.hidden_nodes=0" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["+seeds=0"], "bad config seeds=0: unknown top-level key; the config has: task_name,"),
+        (["data=wave"], "bad config model.in_features=2: the data have 1 input features"),
+        (["+trainer.gradient_clip_val=1.0"], "trainer.gradient_clip_val=1.0: nnlab's tasks step"),
+        (["trainer.devices=2"], "bad config trainer.devices=2: one device per run for now"),
+        (["optimizer._target_=torch.optim.LBFGS", "~optimizer.weight_decay"], "needs a closure"),
+        (
+            ["+optimizer.betas=[0.9]"],
+            "bad config optimizer: torch.optim.Adam refused its arguments",
+        ),
+    ],
+)
+def test_values_the_run_cannot_honour_are_refused_with_what_to_do(cli, overrides, expected):
+    result = cli("experiment=rings", *overrides)
+    assert result.returncode == 2
+    assert expected in result.stderr
+    assert "Traceback" not in result.stderr

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nnlab.config import ConfigError
+from nnlab.errors import ConfigError
 from nnlab.models.mlp import MLP
 
 

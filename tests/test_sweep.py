@@ -14,7 +14,7 @@ def test_sweep_writes_one_run_dir_per_job(cli, tmp_path):
         "trainer.max_steps=300",
         "model.hidden_nodes=1,2",
         "model.activation=sigmoid,relu",
-        "hydra.launcher.n_jobs=2",
+        "threads=null",  # the automatic share: cores / jobs running at once
         multirun=True,
     )
     assert result.returncode == 0, result.stderr
@@ -31,6 +31,22 @@ def test_sweep_writes_one_run_dir_per_job(cli, tmp_path):
         seen.add((model["hidden_nodes"], model["activation"]))
         # the job's dir says which job it is
         assert f"model.hidden_nodes={model['hidden_nodes']}" in job.name
-        threads = max(1, available_cores() // 2)
+        threads = max(1, available_cores() // min(available_cores(), 4))  # n_jobs=-1, 4 jobs
         assert f"with {threads} torch thread(s)" in (job / "train.log").read_text()
     assert seen == {(1, "sigmoid"), (1, "relu"), (2, "sigmoid"), (2, "relu")}
+
+
+def test_a_bad_job_fails_alone_and_the_sweep_reports_it(cli, tmp_path):
+    result = cli(
+        "experiment=rings", "trainer.max_steps=200", "model.hidden_nodes=2,0", multirun=True
+    )
+    assert result.returncode != 0
+    assert "bad config model.hidden_nodes=0: expected a positive integer" in result.stderr
+    statuses = {
+        yaml.safe_load((job / ".hydra" / "config.yaml").read_text())["model"][
+            "hidden_nodes"
+        ]: read_metrics(job)["status"]
+        for job in run_dirs(tmp_path / "logs")
+    }
+    assert statuses[2] == "completed"
+    assert statuses[0].startswith("failed: bad config model.hidden_nodes=0")

@@ -12,42 +12,16 @@ from __future__ import annotations
 import functools
 import importlib
 import inspect
+import math
 from collections.abc import Iterable
 from typing import Any
 
-from hydra.errors import CompactHydraException
 from omegaconf import DictConfig, OmegaConf
+
+from nnlab.errors import NO_VALUE, ConfigError
 
 # Keys Hydra reserves in an instantiable node; nnlab's builder ignores them.
 _HYDRA_KEYS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}
-
-
-class ConfigError(CompactHydraException):
-    """A config value that cannot work. Hydra prints it as one line, without a traceback."""
-
-    def __init__(self, key: str, value: Any, expected: str) -> None:
-        self.key, self.value, self.expected = key, value, expected
-        super().__init__(str(self))
-
-    def __str__(self) -> str:
-        shown = "" if self.value is _NO_VALUE else f"={self.value!r}"
-        return f"bad config {self.key}{shown}: {self.expected}"
-
-    def __reduce__(self) -> tuple[type, tuple[str, Any, str]]:
-        # Parallel sweeps pickle a failed job's exception back to the parent process.
-        return (type(self), (self.key, self.value, self.expected))
-
-    def under(self, path: str) -> ConfigError:
-        """The same error, its key under a config node: `hidden_nodes` -> `model.hidden_nodes`."""
-        return ConfigError(f"{path}.{self.key}" if self.key else path, self.value, self.expected)
-
-
-class _NoValue:
-    def __repr__(self) -> str:
-        return "<no value>"
-
-
-_NO_VALUE: Any = _NoValue()
 
 
 def check_int(name: str, value: Any, *, minimum: int | None = None) -> int:
@@ -61,8 +35,8 @@ def check_int(name: str, value: Any, *, minimum: int | None = None) -> int:
 def check_float(
     name: str, value: Any, *, above: float | None = None, minimum: float | None = None
 ) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
-        raise ConfigError(name, value, "expected a number")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ConfigError(name, value, "expected a finite number")
     if above is not None and not value > above:
         raise ConfigError(name, value, f"expected a number > {above:g}")
     if minimum is not None and value < minimum:
@@ -94,9 +68,8 @@ def check_range(name: str, value: Any) -> tuple[float, float]:
     return low, high
 
 
-def target_of(node: DictConfig, path: str) -> Any:
-    """The class or function a node's `_target_` names."""
-    dotted = node.get("_target_")
+def target_of(dotted: Any, path: str) -> Any:
+    """The class or function a `_target_` names."""
     if not isinstance(dotted, str) or "." not in dotted:
         raise ConfigError(
             f"{path}._target_", dotted, "expected a dotted path like pkg.module.Class"
@@ -112,17 +85,22 @@ def build(node: DictConfig, path: str, **extra: Any) -> Any:
     """Instantiate `node` (a `_target_` plus keyword arguments), reporting errors under `path`.
 
     `extra` passes objects that are not config values, such as the network a task trains.
-    With `_partial_: true` the result is a functools.partial, completed later (an optimizer
-    gets its parameters that way).
+    Arguments that are themselves nodes with a `_target_` are built first, as Hydra's
+    `instantiate` does. With `_partial_: true` the result is a functools.partial, completed
+    later (an optimizer gets its parameters that way).
     """
-    target = target_of(node, path)
+    return _build_spec(OmegaConf.to_container(node, resolve=True), path, extra)
+
+
+def _build_spec(spec: dict[str, Any], path: str, extra: dict[str, Any]) -> Any:
+    target = target_of(spec.get("_target_"), path)
     kwargs = {
-        key: value
-        for key, value in OmegaConf.to_container(node, resolve=True).items()
+        key: _build_value(value, f"{path}.{key}")
+        for key, value in spec.items()
         if key not in _HYDRA_KEYS
     }
     _check_keys(target, kwargs, path)
-    if node.get("_partial_"):
+    if spec.get("_partial_"):
         return functools.partial(target, **kwargs, **extra)
     try:
         return target(**kwargs, **extra)
@@ -131,12 +109,20 @@ def build(node: DictConfig, path: str, **extra: Any) -> Any:
     except (TypeError, ValueError) as error:
         if target.__module__.startswith("nnlab."):
             raise  # a bug in nnlab, not a bad value: keep the traceback
-        raise ConfigError(path, _NO_VALUE, str(error)) from None
+        raise ConfigError(path, NO_VALUE, str(error)) from None
     except Exception as error:
         # Lightning raises MisconfigurationException (a subclass of Exception) for bad arguments.
         if type(error).__name__ != "MisconfigurationException":
             raise
-        raise ConfigError(path, _NO_VALUE, str(error)) from None
+        raise ConfigError(path, NO_VALUE, str(error)) from None
+
+
+def _build_value(value: Any, path: str) -> Any:
+    if isinstance(value, dict) and "_target_" in value:
+        return _build_spec(value, path, {})
+    if isinstance(value, list):
+        return [_build_value(item, f"{path}[{index}]") for index, item in enumerate(value)]
+    return value
 
 
 def _check_keys(target: Any, kwargs: dict[str, Any], path: str) -> None:

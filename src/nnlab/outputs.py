@@ -112,6 +112,7 @@ def print_summary(
     run_dir: Path,
     seconds: float,
     one_line: bool = False,
+    tensorboard: bool = True,
 ) -> None:
     """Print the final metrics, where the run lives and how to look at it.
 
@@ -134,4 +135,7 @@ def print_summary(
         table.add_row(name, "nan" if math.isnan(value) else f"{value:.4f}")
     console.print(table)
     console.print(f"Run dir:     {run_dir}")
-    console.print(f"TensorBoard: tensorboard --logdir {run_dir}   (`make tensorboard`: every run)")
+    if tensorboard:
+        console.print(
+            f"TensorBoard: tensorboard --logdir {run_dir}   (`make tensorboard`: every run)"
+        )

@@ -7,9 +7,11 @@ import os
 import secrets
 import warnings
 from datetime import datetime
+from pathlib import Path
 
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
@@ -51,13 +53,27 @@ def parallel_jobs() -> int:
     """How many jobs of this sweep run at once on this machine (1 outside parallel sweeps)."""
     if not is_multirun():
         return 1
-    launcher = HydraConfig.get().launcher
-    if "joblib" not in str(launcher.get("_target_", "")):
+    hydra_cfg = HydraConfig.get()
+    if "joblib" not in str(hydra_cfg.launcher.get("_target_", "")):
         return 1
-    n_jobs = int(launcher.get("n_jobs") or 1)
+    n_jobs = int(hydra_cfg.launcher.get("n_jobs") or 1)
     cores = available_cores()
     # joblib's convention: -1 is every core, -2 all but one, ...
-    return max(1, min(cores, n_jobs if n_jobs > 0 else cores + 1 + n_jobs))
+    limit = n_jobs if n_jobs > 0 else cores + 1 + n_jobs
+    return max(1, min(cores, limit, sweep_size(Path(hydra_cfg.sweep.dir))))
+
+
+def sweep_size(sweep_dir: Path) -> int:
+    """The number of jobs in the sweep: the product of the numbers of swept values."""
+    try:
+        overrides = list(OmegaConf.load(sweep_dir / "multirun.yaml").hydra.overrides.task)
+    except (OSError, AttributeError):  # no record of the sweep: assume it fills the machine
+        return available_cores()
+    size = 1
+    for override in OverridesParser.create().parse_overrides(overrides):
+        if override.is_sweep_override():
+            size *= len(list(override.sweep_string_iterator()))
+    return size
 
 
 def configure_threads(threads: int | None) -> int:

@@ -2,27 +2,27 @@
 
 nnlab-train experiment=wave model.hidden_nodes=20
 nnlab-train -m experiment=rings model.hidden_nodes=1,2,3 model.activation=sigmoid,relu
+nnlab-train experiment=wave ckpt_path=last      # resume the newest wave run
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import hydra
 import lightning as L
-import torch
-from omegaconf import DictConfig, OmegaConf
-from torch import nn
+from omegaconf import DictConfig
 
 from nnlab import outputs
-from nnlab.config import ConfigError, build, check_float, check_int
-from nnlab.runtime import configure_threads, is_multirun, register_resolvers, silence_noise
+from nnlab.errors import ConfigError, RunStopped
+from nnlab.preflight import check_writable, compose_checked, first_job
+from nnlab.resume import resume_overrides
+from nnlab.run import build_run, check_checkpoint
+from nnlab.runtime import is_multirun, register_resolvers, silence_noise
 from nnlab.tasks.base import Task
 
 log = logging.getLogger("nnlab")
@@ -32,47 +32,6 @@ silence_noise()
 # The repository's conf/. (Hydra resolves a relative config_path of a console script's module as
 # a package resource, which the top-level conf/ is not, so main() hands Hydra the folder itself.)
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "conf"
-
-
-@dataclass
-class Run:
-    """Everything a run trains and evaluates, built from its config."""
-
-    cfg: DictConfig
-    datamodule: L.LightningDataModule
-    task: Task
-    trainer: L.Trainer
-
-
-def build_run(cfg: DictConfig) -> Run:
-    """Build data, network, optimizer, task, loggers, callbacks and trainer from the config.
-
-    Constructors only store and check their arguments (the data are made in `setup`), so a bad
-    value anywhere stops the run here, before any work.
-    """
-    threads = configure_threads(cfg.get("threads"))
-    if cfg.get("seed") is not None:
-        L.seed_everything(check_int("seed", cfg.seed, minimum=0), workers=True, verbose=False)
-    datamodule = _build("data", cfg.data)
-    network = _build("model", cfg.model)
-    optimizer = _build("optimizer", cfg.optimizer)
-    _check_optimizer(cfg.optimizer, optimizer, network)
-    task = _build("task", cfg.task, network=network, optimizer=optimizer)
-    loggers = [_build(f"logger.{name}", node) for name, node in (cfg.logger or {}).items()]
-    callbacks = [_build(f"callbacks.{name}", node) for name, node in (cfg.callbacks or {}).items()]
-    _check_trainer(cfg.trainer)
-    trainer_cfg = cfg.trainer
-    if is_multirun():  # parallel jobs share one terminal: no progress bars or summary tables
-        quiet = {"enable_progress_bar": False, "enable_model_summary": False}
-        trainer_cfg = OmegaConf.merge(trainer_cfg, quiet)
-    trainer = _build("trainer", trainer_cfg, logger=loggers or False, callbacks=callbacks)
-    log.info(
-        "Running %s on %s with %d torch thread(s)",
-        cfg.task_name,
-        trainer.accelerator.__class__.__name__,
-        threads,
-    )
-    return Run(cfg, datamodule, task, trainer)
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
@@ -85,30 +44,29 @@ def train(cfg: DictConfig) -> dict[str, float]:
     started = time.perf_counter()
     metrics: dict[str, float] = {}
     status = "failed"
+    run = None
     try:
         run = build_run(cfg)
         trainer, task, datamodule = run.trainer, run.task, run.datamodule
+        ckpt_path = check_checkpoint(cfg.ckpt_path) if cfg.get("ckpt_path") else None
         if trainer.is_global_zero:
             outputs.log_hparams(trainer.loggers, cfg, task.metric_names)
 
-        trainer.fit(task, datamodule=datamodule)
+        trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path)
         metrics.update(_final(trainer, task))
         if trainer.limit_val_batches and task.last_validated_step != trainer.global_step:
-            trainer.validate(
-                task, datamodule=datamodule, verbose=False
-            )  # val/* of the final weights
+            trainer.validate(task, datamodule=datamodule, verbose=False)  # the final weights'
             metrics.update(_final(trainer, task))
         trainer.test(task, datamodule=datamodule, verbose=False)
         metrics.update(_final(trainer, task))
 
         if trainer.is_global_zero:
-            outputs.save_figures(
-                task.figures(datamodule), run_dir, trainer.loggers, trainer.global_step
-            )
+            figures = task.figures(datamodule)
+            outputs.save_figures(figures, run_dir, trainer.loggers, trainer.global_step)
         status = "completed"
         return metrics
-    except ConfigError as error:
-        status = f"failed: {error}"
+    except RunStopped as error:
+        status = error.status
         raise
     except (KeyboardInterrupt, SystemExit):
         status = "interrupted"
@@ -117,44 +75,15 @@ def train(cfg: DictConfig) -> dict[str, float]:
         status = f"failed: {type(error).__name__}: {error}".splitlines()[0]
         raise
     finally:
+        if run is not None and status != "completed":  # the latest values, for the report
+            metrics.update(_final(run.trainer, run.task))
         outputs.write_metrics(run_dir, metrics, status)
-        if status == "completed":
+        if status == "completed" and run is not None:
             seconds = time.perf_counter() - started
-            outputs.print_summary(cfg.task_name, status, metrics, run_dir, seconds, is_multirun())
-
-
-def _build(path: str, node: DictConfig, **extra: Any) -> Any:
-    log.info("Instantiating %s <%s>", path, node.get("_target_"))
-    return build(node, path, **extra)
-
-
-def _check_trainer(trainer_cfg: DictConfig) -> None:
-    """The budget is in optimizer steps (-1, no limit, only with an epoch limit), and a GPU
-    that is asked for must exist: Lightning's own message says only 'No supported gpu backend'."""
-    max_steps = trainer_cfg.get("max_steps", -1)
-    if trainer_cfg.get("max_epochs") in (None, -1) and not trainer_cfg.get("fast_dev_run"):
-        check_int("trainer.max_steps", max_steps, minimum=1)
-    else:
-        check_int("trainer.max_steps", max_steps, minimum=-1)
-    if trainer_cfg.get("accelerator") in ("gpu", "cuda") and not torch.cuda.is_available():
-        raise ConfigError(
-            "trainer.accelerator",
-            trainer_cfg.accelerator,
-            "torch sees no CUDA GPU on this machine; use trainer=cpu, or trainer=auto "
-            "to take a GPU when there is one",
-        )
-
-
-def _check_optimizer(
-    node: DictConfig, make_optimizer: Callable[..., Any], network: nn.Module
-) -> None:
-    """Build the optimizer once now, so that torch's checks of its values run before training."""
-    if "lr" in node:
-        check_float("optimizer.lr", node.lr, above=0)
-    try:
-        make_optimizer(network.parameters())
-    except (TypeError, ValueError) as error:
-        raise ConfigError("optimizer", node.get("_target_"), str(error)) from None
+            logged = bool(outputs.tensorboard_writers(run.trainer.loggers))
+            outputs.print_summary(
+                cfg.task_name, status, metrics, run_dir, seconds, is_multirun(), logged
+            )
 
 
 def _final(trainer: L.Trainer, task: Task) -> dict[str, float]:
@@ -163,21 +92,48 @@ def _final(trainer: L.Trainer, task: Task) -> dict[str, float]:
     return {name: float(latest[name]) for name in task.metric_names if name in latest}
 
 
+def _full_error() -> bool:
+    return os.environ.get("HYDRA_FULL_ERROR") == "1"
+
+
 @hydra.main(version_base="1.3", config_path=None, config_name="train")
 def _hydra_main(cfg: DictConfig) -> dict[str, float]:
     try:
         return train(cfg)
-    except ConfigError as error:
+    except RunStopped as error:
         log.error("%s", error)
-        if is_multirun():
-            raise  # this job fails alone; Hydra reports it once the sweep is done
-        raise SystemExit(2) from None
+        if is_multirun() or _full_error():
+            raise  # a sweep's job fails alone; Hydra reports it once the sweep is done
+        raise SystemExit(error.exit_code) from None
+
+
+def preflight(arguments: list[str]) -> list[str]:
+    """Check the command before Hydra runs it; return it, rewritten when it resumes a run."""
+    flags = [a for a in arguments if a.startswith("-")]
+    if set(flags) - {"-m", "--multirun"}:
+        return arguments  # --help, --cfg, --info ...: Hydra's own business
+    overrides = [a for a in arguments if not a.startswith("-")]
+    multirun = bool(flags)
+    cfg = compose_checked(CONFIG_DIR, first_job(overrides) if multirun else overrides)
+    check_writable("paths.log_dir", str(cfg.paths.log_dir))
+    if cfg.get("ckpt_path") is None:
+        return arguments
+    if multirun:
+        raise ConfigError("ckpt_path", cfg.ckpt_path, "resume runs one at a time, without -m")
+    return resume_overrides(overrides, cfg)
 
 
 def main() -> None:
     if not (CONFIG_DIR / "train.yaml").is_file():
         sys.exit(f"nnlab: no configs at {CONFIG_DIR}; install nnlab with `pip install -e <repo>`")
-    sys.argv[1:1] = ["--config-dir", str(CONFIG_DIR)]
+    try:
+        arguments = preflight(sys.argv[1:])
+    except RunStopped as error:
+        if _full_error():
+            raise
+        print(f"nnlab: {error}", file=sys.stderr)
+        sys.exit(error.exit_code)
+    sys.argv[1:] = ["--config-dir", str(CONFIG_DIR), *arguments]
     _hydra_main()
 
 

@@ -34,6 +34,8 @@ class FullBatchDataModule(L.LightningDataModule, ABC):
     iterate, and makes one epoch equal one batch.
     """
 
+    input_features: int  # the width of one input, which the network's first layer must match
+
     def __init__(self) -> None:
         super().__init__()
         self.splits: dict[str, Batch] = {}

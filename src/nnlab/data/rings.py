@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from nnlab.config import ConfigError, check_int, check_range
+from nnlab.config import check_int, check_range
 from nnlab.data.full_batch import SPLITS, Batch, FullBatchDataModule, as_tensor
+from nnlab.errors import ConfigError
 
 
 class RingsDataModule(FullBatchDataModule):
@@ -15,6 +16,8 @@ class RingsDataModule(FullBatchDataModule):
     [0, 2 pi), so points crowd towards the centre of each ring. Inputs are (n, 2) float32,
     targets (n,) float32 in {0, 1}, classes interleaved as the notebook draws them.
     """
+
+    input_features = 2
 
     def __init__(
         self,

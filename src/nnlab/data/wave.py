@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from nnlab.config import ConfigError, check_bool, check_float
+from nnlab.config import check_bool, check_float
 from nnlab.data.full_batch import Batch, FullBatchDataModule, as_tensor
+from nnlab.errors import ConfigError
 
 
 class WaveDataModule(FullBatchDataModule):
@@ -15,6 +16,8 @@ class WaveDataModule(FullBatchDataModule):
     whole range. `flip` mirrors the curve, y(x) = f(-x): the notebook's test of why the large
     left side fits better than the small right side. Inputs and targets are (n, 1) float32.
     """
+
+    input_features = 1
 
     def __init__(
         self,

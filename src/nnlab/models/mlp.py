@@ -8,7 +8,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from nnlab.config import ConfigError, check_choice, check_int
+from nnlab.config import check_choice, check_int
+from nnlab.errors import ConfigError
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "sigmoid": nn.Sigmoid,
@@ -40,6 +41,7 @@ class MLP(nn.Module):
         check_int("out_features", out_features, minimum=1)
         check_int("hidden_layers", hidden_layers, minimum=0)
         check_choice("activation", activation, ACTIVATIONS)
+        self.in_features = in_features
         self.widths = _layer_widths(hidden_nodes, hidden_layers)
         sizes = [in_features, *self.widths]
         self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in itertools.pairwise(sizes))

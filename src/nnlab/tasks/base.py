@@ -12,7 +12,8 @@ from lightning.pytorch.strategies import SingleDeviceStrategy
 from torch import nn
 from torchmetrics import MetricCollection
 
-from nnlab.config import check_int
+from nnlab.config import check_float, check_int
+from nnlab.errors import Diverged
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -47,12 +48,21 @@ class Task(L.LightningModule, ABC):
         network: nn.Module,
         optimizer: OptimizerFactory = torch.optim.Adam,
         steps_per_batch: int = 1,
+        gradient_clip_val: float | None = None,
     ) -> None:
         super().__init__()
+        # The task's own arguments go into checkpoints and hparams.yaml; the run's whole
+        # config is in .hydra/config.yaml.
+        self.save_hyperparameters(ignore=["network", "optimizer"])
         self.automatic_optimization = False
         self.network = network
         self.make_optimizer = optimizer
         self.steps_per_batch = check_int("steps_per_batch", steps_per_batch, minimum=1)
+        self.gradient_clip_val = (
+            None
+            if gradient_clip_val is None
+            else check_float("gradient_clip_val", gradient_clip_val, above=0)
+        )
         # As attributes (train_metrics, ...) so that Lightning moves them with the module.
         for stage in STAGES:
             setattr(self, f"{stage}_metrics", self.make_metrics().clone(prefix=f"{stage}/"))
@@ -104,18 +114,30 @@ class Task(L.LightningModule, ABC):
         inputs, targets = batch
         optimizer = self.optimizers()
         steps = self._steps_for_this_batch()
+        first_step = self.global_step + 1
+        losses = []
         for step in range(steps):
             outputs = self.network(inputs)
             loss = self.loss(outputs, targets)
             optimizer.zero_grad()
-            if self._plain_inner_steps and step < steps - 1:
-                loss.backward()
+            plain = self._plain_inner_steps and step < steps - 1
+            loss.backward() if plain else self.manual_backward(loss)
+            if self.gradient_clip_val is not None:  # by norm, as Lightning's own option does
+                self.clip_gradients(optimizer, self.gradient_clip_val, "norm")
+            if plain:
                 optimizer.optimizer.step()
                 self._count_plain_step()
             else:
-                self.manual_backward(loss)
                 optimizer.step()
-        self._log_stage("train", loss.detach(), outputs.detach(), batch)
+            losses.append(loss.detach())
+            if self.trainer.should_stop:  # a stop signal or callback: end after this step
+                break
+        self._check_finite(torch.stack(losses), first_step)
+        self._log_stage("train", losses[-1], outputs.detach(), batch)
+        if 0 < self.trainer.max_steps <= self.global_step:
+            # Stopping "early" at the budget makes Lightning validate, and so checkpoint, the
+            # final weights inside fit, even when the budget is not a multiple of the interval.
+            self.trainer.should_stop = True
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         self._evaluate("val", batch)
@@ -126,6 +148,18 @@ class Task(L.LightningModule, ABC):
     def on_validation_epoch_end(self) -> None:
         if not self.trainer.sanity_checking:
             self.last_validated_step = self.global_step
+
+    def _check_finite(self, losses: torch.Tensor, first_step: int) -> None:
+        """Stop at the first NaN or infinite loss of the batch, naming its step.
+
+        Checked once per batch, not per step: reading a value back from a GPU waits for it.
+        """
+        finite = torch.isfinite(losses)
+        if bool(finite.all()):
+            return
+        bad = int((~finite).nonzero()[0])
+        checkpoint = getattr(self.trainer.checkpoint_callback, "last_model_path", "") or None
+        raise Diverged(first_step + bad, "train/loss", float(losses[bad]), checkpoint)
 
     def _count_plain_step(self) -> None:
         """Count a step Lightning did not see, as its own optimizer wrapper would: global_step,

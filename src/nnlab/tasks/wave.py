@@ -36,6 +36,12 @@ class R2Between(R2Score):
         inside = (inputs >= self.low) & (inputs < self.high)
         super().update(preds[inside], target[inside])
 
+    def compute(self) -> torch.Tensor:
+        # NaN, not an error, when the interval holds fewer than two points (split_at near an end).
+        if self.total < 2:
+            return torch.tensor(float("nan"), device=self.sum_error.device)
+        return super().compute()
+
 
 class WaveTask(Task):
     """MSE on a linear output, or the notebook's relative error (`criterion: relative`)."""

@@ -1,0 +1,124 @@
+"""Runs that go wrong: divergence, interruption and resumption, and what they leave behind."""
+
+from __future__ import annotations
+
+import math
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from conftest import read_metrics, run_dirs
+
+from nnlab.errors import Diverged
+from nnlab.tasks.rings import RingsTask
+from nnlab.train import train
+
+
+def test_nan_loss_stops_at_its_step_and_keeps_the_last_good_checkpoint(
+    config, tmp_path, monkeypatch
+):
+    honest_loss = RingsTask.loss
+
+    def loss_that_turns_nan(self, outputs, targets):
+        loss = honest_loss(self, outputs, targets)
+        return loss * float("nan") if self.global_step >= 650 else loss
+
+    monkeypatch.setattr(RingsTask, "loss", loss_that_turns_nan)
+    with pytest.raises(Diverged) as stop:
+        train(config("experiment=rings", "trainer.max_steps=3000"))
+    assert stop.value.step == 651  # the first step whose loss was NaN, counted from 1
+    assert "diverged: train/loss is nan at step 651" in str(stop.value)
+    assert str(stop.value.checkpoint).endswith("last.ckpt")
+
+    run_dir = tmp_path / "run"
+    metrics = read_metrics(run_dir)
+    assert metrics["status"] == "diverged"
+    assert math.isfinite(metrics["val/loss"])  # the last values logged before the NaN
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    assert checkpoint["global_step"] == 500  # the validation before the NaN
+    assert all(torch.isfinite(value).all() for value in checkpoint["state_dict"].values())
+
+
+def test_diverging_run_exits_with_status_3(cli, tmp_path):
+    result = cli("experiment=wave", "optimizer=sgd", "optimizer.lr=10", "trainer.max_steps=500")
+    assert result.returncode == 3
+    assert "diverged: train/loss is inf at step" in result.stderr
+    (run_dir,) = run_dirs(tmp_path / "logs")
+    assert read_metrics(run_dir)["status"] == "diverged"
+
+
+def test_sigterm_saves_the_run_and_resuming_ends_where_an_uninterrupted_run_ends(cli, tmp_path):
+    overrides = ["experiment=rings", "trainer.max_steps=12000", "model.hidden_nodes=4"]
+    logs = tmp_path / "logs"
+    command = [sys.executable, "-m", "nnlab.train", f"paths.log_dir={logs}", *overrides]
+    process = subprocess.Popen(
+        command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    # Signal once training is under way: the first validation (step 500) writes last.ckpt.
+    deadline = time.monotonic() + 120
+    while not list(logs.glob("rings/runs/*/checkpoints/last.ckpt")) and process.poll() is None:
+        assert time.monotonic() < deadline, "the run never reached its first checkpoint"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGTERM, stderr
+    (run_dir,) = run_dirs(logs)
+    assert read_metrics(run_dir)["status"] == "interrupted"
+    stopped_at = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)[
+        "global_step"
+    ]
+    assert 500 <= stopped_at < 12000
+    assert f"at step {stopped_at}; saved {run_dir / 'checkpoints' / 'last.ckpt'}" in stderr
+
+    resumed = cli("experiment=rings", "ckpt_path=last")  # its other overrides come from the run
+    assert resumed.returncode == 0, resumed.stderr
+    assert run_dirs(logs) == [run_dir]  # resumed in place: one run, one TensorBoard run
+    assert (run_dir / ".hydra" / "overrides.yaml").read_text().count("model.hidden_nodes=4") == 1
+    assert len(list((run_dir / ".hydra" / "resumed").iterdir())) == 1
+
+    uninterrupted = cli(*overrides, f"paths.log_dir={tmp_path / 'straight'}")
+    assert uninterrupted.returncode == 0, uninterrupted.stderr
+    (straight_dir,) = run_dirs(tmp_path / "straight")
+    resumed_metrics, straight_metrics = read_metrics(run_dir), read_metrics(straight_dir)
+    assert resumed_metrics.pop("status") == straight_metrics.pop("status") == "completed"
+    assert resumed_metrics == pytest.approx(straight_metrics, rel=1e-5, abs=1e-7)
+
+    again = cli("experiment=rings", "ckpt_path=last")
+    assert again.returncode == 2
+    assert "completed; a finished run is never overwritten" in again.stderr
+    assert read_metrics(run_dir)["status"] == "completed"
+
+
+def test_corrupt_checkpoint_is_refused_before_the_run_starts(cli, tmp_path):
+    run_dir = tmp_path / "logs" / "rings" / "runs" / "2026-01-01_00-00-00_abcdef"
+    (run_dir / ".hydra").mkdir(parents=True)
+    (run_dir / ".hydra" / "overrides.yaml").write_text("- experiment=rings\n")
+    (run_dir / "checkpoints").mkdir()
+    (run_dir / "checkpoints" / "last.ckpt").write_bytes(b"PK\x03\x04 half a zip file")
+    (run_dir / "metrics.json").write_text('{"status": "interrupted"}')
+
+    result = cli("experiment=rings", "ckpt_path=last")
+    assert result.returncode == 2
+    assert "bad config ckpt_path=" in result.stderr and "not a readable checkpoint" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert read_metrics(run_dir)["status"] == "interrupted"  # untouched
+
+
+def test_missing_checkpoint_is_refused(cli, tmp_path):
+    result = cli("experiment=rings", f"ckpt_path={tmp_path / 'nowhere' / 'last.ckpt'}")
+    assert result.returncode == 2
+    assert "is not an nnlab run dir" in result.stderr
+    assert not (tmp_path / "logs" / "rings").exists()  # nothing was started
+
+
+def test_an_exception_mid_run_is_recorded_with_its_message(config, tmp_path, monkeypatch):
+    def broken_loss(self, outputs, targets):
+        raise RuntimeError("the loss broke\nsecond line")
+
+    monkeypatch.setattr(RingsTask, "loss", broken_loss)
+    with pytest.raises(RuntimeError):
+        train(config("experiment=rings", "trainer.max_steps=300"))
+    assert read_metrics(tmp_path / "run")["status"] == "failed: RuntimeError: the loss broke"
