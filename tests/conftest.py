@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 from nnlab.train import CONFIG_DIR
+
+# pytest-xdist runs one worker per core: one torch thread each, in-process and in the nnlab
+# commands the tests start, so that workers do not fight over cores.
+os.environ.setdefault("NNLAB_THREADS", "1")
 
 
 def read_metrics(run_dir: Path) -> dict:
@@ -52,3 +58,35 @@ def config(tmp_path: Path) -> Callable[..., DictConfig]:
             )
 
     return make
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    """An idx file as MNIST ships them: 0, 0, type 8 (ubyte), rank, big-endian sizes, data."""
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(int(n).to_bytes(4, "big") for n in array.shape)
+    path.write_bytes(header + array.astype(np.uint8).tobytes())
+
+
+def blocky_digits(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Easy 28x28 images: class k is a bright 7x7 block at the k-th of 10 places, plus noise."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 10, count)
+    images = rng.integers(0, 60, (count, 28, 28))
+    for image, label in zip(images, labels, strict=True):
+        row, column = divmod(int(label), 5)
+        image[3 + 12 * row : 10 + 12 * row, 1 + 5 * column : 8 + 5 * column] = 230
+    return images.astype(np.uint8), labels.astype(np.uint8)
+
+
+@pytest.fixture(scope="session")
+def tiny_mnist(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data_dir with idx files of 400 training and 200 test blocky digits, under both MNIST/
+    and FashionMNIST/, so every image experiment finds data there without a download."""
+    data_dir = tmp_path_factory.mktemp("data")
+    for folder in ("MNIST", "FashionMNIST"):
+        raw = data_dir / folder / "raw"
+        raw.mkdir(parents=True)
+        for prefix, count, seed in (("train", 400, 1), ("t10k", 200, 2)):
+            images, labels = blocky_digits(count, seed)
+            write_idx(raw / f"{prefix}-images-idx3-ubyte", images)
+            write_idx(raw / f"{prefix}-labels-idx1-ubyte", labels)
+    return data_dir

@@ -22,7 +22,7 @@ from conftest import read_metrics, run_dirs
         ("+model.hidden_size=4", "model.hidden_size=4: unknown key; MLP takes: in_features"),
         ("data.train_per_class=zero", "data.train_per_class='zero': expected an integer"),
         ("data.inner_radius=[1,0]", "data.inner_radius=[1, 0]: expected low < high"),
-        ("task.steps_per_batch=0", "task.steps_per_batch=0: expected an integer >= 1"),
+        ("data.steps_per_batch=0", "data.steps_per_batch=0: expected an integer >= 1"),
         ("optimizer._target_=torch.optim.Nope", "optimizer._target_='torch.optim.Nope': cannot be"),
         ("model.hidden_layers=two", "model.hidden_layers='two': expected an integer"),
     ],
@@ -53,7 +53,7 @@ def test_gpu_trainer_without_a_gpu_says_what_to_use(cli):
             "model.hidden_size=4: unknown key; model has: _target_, in_features, out_features,",
         ),
         ("modle.hidden_nodes=3", "modle.hidden_nodes=3: unknown key; the config has: task_name,"),
-        ("experiment=ringz", "experiment='ringz': no such option; available: rings, wave"),
+        ("experiment=ringz", "experiment='ringz': no such option; available: fashion_cnn,"),
         ("optimizer=adamm", "optimizer='adamm': no such option; available: adam, adamw, sgd"),
     ],
 )

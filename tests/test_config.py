@@ -43,10 +43,9 @@ def test_errors_name_the_nested_key():
 
 
 def test_unknown_keys_follow_kwargs_to_the_base_class():
-    node = OmegaConf.create({"_target_": "nnlab.tasks.wave.WaveTask", "steps_per_bach": 3})
+    node = OmegaConf.create({"_target_": "nnlab.tasks.wave.WaveTask", "lr_shedule": "cosine"})
     with pytest.raises(ConfigError) as error:
         build(node, "task", network=None)
-    assert "task.steps_per_bach=3: unknown key; WaveTask takes: network, criterion" in str(
-        error.value
-    )
-    assert "steps_per_batch" in str(error.value)
+    message = str(error.value)
+    assert "task.lr_shedule='cosine': unknown key; WaveTask takes: network, criterion" in message
+    assert "lr_schedule" in message  # an argument of the base class Task

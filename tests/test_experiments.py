@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -15,8 +16,10 @@ EXPERIMENTS = sorted(path.stem for path in (CONFIG_DIR / "experiment").glob("*.y
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
-def test_experiment_runs_under_fast_dev_run(config, tmp_path, experiment):
-    metrics = train(config(f"experiment={experiment}", "debug=fdr"))
+def test_experiment_runs_under_fast_dev_run(config, tmp_path, tiny_mnist, experiment):
+    images = experiment.startswith(("mnist", "fashion"))
+    data = [f"paths.data_dir={tiny_mnist}", "data.download=false"] if images else []
+    metrics = train(config(f"experiment={experiment}", "debug=fdr", *data))
     assert math.isfinite(metrics["train/loss"]) and math.isfinite(metrics["test/loss"])
     assert list((tmp_path / "run" / "figures").glob("*.png"))
 
@@ -71,3 +74,24 @@ def test_relative_error_criterion_lowers_its_loss(config):
     assert (
         after < 0.8 * before
     )  # 0.68 -> 0.50: relative error is slow to optimise, as the notebook warns
+
+
+def test_cosine_schedule_decays_once_over_the_whole_budget(config, tiny_mnist):
+    overrides = [
+        "experiment=mnist_mlp",
+        "data.batch_size=16",
+        "trainer.max_epochs=3",
+        "logger=none",
+    ]
+    run = build_run(config(*overrides, f"paths.data_dir={tiny_mnist}", "data.download=false"))
+    seen = []
+
+    class RecordLr(Callback):
+        def on_train_batch_end(self, trainer, *args):
+            seen.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+    run.trainer.callbacks.append(RecordLr())
+    run.trainer.fit(run.task, datamodule=run.datamodule)
+    assert run.trainer.global_step == 3 * 23  # 360 training images in batches of 16
+    assert all(later <= earlier for earlier, later in itertools.pairwise(seen))
+    assert seen[-1] < 1e-6 < seen[0]

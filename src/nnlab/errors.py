@@ -90,3 +90,25 @@ class Interrupted(RunStopped):
 
     def __reduce__(self) -> tuple[type, tuple[int, int, str]]:
         return (type(self), (self.signum, self.step, self.checkpoint))
+
+
+class DataNotFound(RunStopped):
+    """A dataset that is nowhere nnlab looked: where it looked, and the ways to get it."""
+
+    exit_code = 2
+
+    def __init__(self, title: str, looked: list[str], note: str, ways: list[str]) -> None:
+        self.title, self.looked, self.note, self.ways = title, looked, note, ways
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        numbered = "; ".join(f"({i}) {way}" for i, way in enumerate(self.ways, start=1))
+        looked = " and ".join(self.looked)
+        return f"{self.title} not found: looked in {looked}; {self.note}. Get it by {numbered}"
+
+    @property
+    def status(self) -> str:
+        return f"failed: {self}"
+
+    def __reduce__(self) -> tuple[type, tuple[str, list[str], str, list[str]]]:
+        return (type(self), (self.title, self.looked, self.note, self.ways))

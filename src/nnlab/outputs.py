@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import os
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
@@ -81,11 +84,58 @@ def _tensorboard_value(value: Any) -> Any:
     return "null" if value is None else str(value)
 
 
+@dataclass
+class Analysis:
+    """What a task reports after testing, beyond the metrics it logged while training.
+
+    figures: saved as figures/<name>.png and logged as TensorBoard images.
+    metrics: added to metrics.json and logged as scalars.
+    tables: rows of a table, saved as <name>.csv and shown in TensorBoard's TEXT tab.
+    arrays: saved together as <name>.npz (predictions, for nnlab-compare).
+    """
+
+    figures: dict[str, Figure] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    tables: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    arrays: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+
+
+def save_analysis(analysis: Analysis, run_dir: Path, loggers: Iterable[Logger], step: int) -> None:
+    loggers = list(loggers)
+    save_figures(analysis.figures, run_dir, loggers, step)
+    for logger in loggers:
+        if analysis.metrics:
+            logger.log_metrics(analysis.metrics, step)
+    for name, rows in analysis.tables.items():
+        _save_table(name, rows, run_dir, loggers, step)
+    for name, arrays in analysis.arrays.items():
+        np.savez_compressed(run_dir / f"{name}.npz", **arrays)
+
+
+def _save_table(
+    name: str, rows: list[dict[str, Any]], run_dir: Path, loggers: list[Logger], step: int
+) -> None:
+    if not rows:
+        return
+    columns = list(rows[0])
+    with (run_dir / f"{name}.csv").open("w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(_cell(row[c]) for c in columns) + " |" for row in rows]
+    for writer in tensorboard_writers(loggers):
+        writer.add_text(f"tables/{name}", "\n".join(lines), step)
+
+
+def _cell(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
 def save_figures(
     figures: Mapping[str, Figure], run_dir: Path, loggers: Iterable[Logger], step: int
 ) -> list[Path]:
     """Save each figure as figures/<name>.png and log it to TensorBoard as `figures/<name>`."""
-    import numpy as np
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.image import imsave
 

@@ -95,7 +95,7 @@ TOP_LEVEL_KEYS = (
 MANUAL_OPTIMIZATION_INSTEAD = {
     "gradient_clip_val": ((None, 0), "task.gradient_clip_val"),
     "gradient_clip_algorithm": ((None, "norm"), "task.gradient_clip_val (clipping by norm)"),
-    "accumulate_grad_batches": ((1,), "a larger batch, or task.steps_per_batch for full batches"),
+    "accumulate_grad_batches": ((1,), "a larger data.batch_size"),
 }
 
 

@@ -61,8 +61,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
         metrics.update(_final(trainer, task))
 
         if trainer.is_global_zero:
-            figures = task.figures(datamodule)
-            outputs.save_figures(figures, run_dir, trainer.loggers, trainer.global_step)
+            analysis = task.analyse(datamodule)
+            outputs.save_analysis(analysis, run_dir, trainer.loggers, trainer.global_step)
+            metrics.update(analysis.metrics)
         status = "completed"
         return metrics
     except RunStopped as error:

@@ -1,44 +1,54 @@
-"""In-memory splits served as one batch each: the data path of the small synthetic tasks."""
+"""In-memory splits served whole: the data path of the small synthetic tasks."""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
+from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
+
+from nnlab.config import check_int
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 SPLITS = ("train", "val", "test")
 
 
 class SingleBatch:
-    """An iterable of exactly one batch. Lightning takes any sized iterable as a dataloader."""
+    """An iterable of exactly one item. Lightning takes any sized iterable as a dataloader."""
 
-    def __init__(self, batch: Batch) -> None:
-        self.batch = batch
+    def __init__(self, item: Any) -> None:
+        self.item = item
 
-    def __iter__(self) -> Iterator[Batch]:
-        yield self.batch
+    def __iter__(self) -> Iterator[Any]:
+        yield self.item
 
     def __len__(self) -> int:
         return 1
 
 
 class FullBatchDataModule(L.LightningDataModule, ABC):
-    """Generates every split once, then hands each to Lightning as a single (inputs, targets) batch.
+    """Generates every split once; full-batch gradient descent on the training split.
 
-    The notebook trains with full-batch gradient descent on a few thousand points. A DataLoader
-    would rebuild that batch item by item on every step; a SingleBatch costs nothing to
-    iterate, and makes one epoch equal one batch.
+    A training batch is the whole training set `steps_per_batch` times over: the task takes one
+    optimizer step per entry (see nnlab.tasks.base.Task), so Lightning's per-batch work is paid
+    once per `steps_per_batch` steps, and one epoch is one such batch. Val and test are one
+    (inputs, targets) batch each. A DataLoader would rebuild these item by item on every step.
     """
 
     input_features: int  # the width of one input, which the network's first layer must match
 
-    def __init__(self) -> None:
+    def __init__(self, steps_per_batch: int = 100) -> None:
         super().__init__()
+        self.steps_per_batch = check_int("steps_per_batch", steps_per_batch, minimum=1)
         self.splits: dict[str, Batch] = {}
+
+    @property
+    def steps_per_epoch(self) -> int:
+        """Optimizer steps per pass of the training dataloader."""
+        return self.steps_per_batch
 
     @abstractmethod
     def generate(self) -> dict[str, Batch]:
@@ -49,7 +59,7 @@ class FullBatchDataModule(L.LightningDataModule, ABC):
             self.splits = self.generate()
 
     def train_dataloader(self) -> SingleBatch:
-        return SingleBatch(self.splits["train"])
+        return SingleBatch([self.splits["train"]] * self.steps_per_batch)
 
     def val_dataloader(self) -> SingleBatch:
         return SingleBatch(self.splits["val"])

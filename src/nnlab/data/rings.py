@@ -27,8 +27,9 @@ class RingsDataModule(FullBatchDataModule):
         inner_radius: tuple[float, float] = (0.0, 1.0),
         outer_radius: tuple[float, float] = (3.0, 4.0),
         seed: int = 100,
+        steps_per_batch: int = 100,
     ) -> None:
-        super().__init__()
+        super().__init__(steps_per_batch)
         self.seed = check_int("seed", seed, minimum=0)
         self.per_class = {
             "train": check_int("train_per_class", train_per_class, minimum=1),

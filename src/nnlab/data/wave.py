@@ -27,8 +27,9 @@ class WaveDataModule(FullBatchDataModule):
         frequency: float = 3.0,
         decay: float = 8.0,
         flip: bool = False,
+        steps_per_batch: int = 100,
     ) -> None:
-        super().__init__()
+        super().__init__(steps_per_batch)
         self.x_min = check_float("x_min", x_min)
         self.x_max = check_float("x_max", x_max)
         self.step = check_float("step", step, above=0)

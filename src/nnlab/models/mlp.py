@@ -49,14 +49,14 @@ class MLP(nn.Module):
         self.output = nn.Linear(sizes[-1], out_features)
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
-        features = inputs
+        features = inputs.flatten(1)  # images (n, 1, 28, 28) -> (n, 784); (n, 2) stays as it is
         for layer in self.hidden:
             features = self.activation(layer(features))
         return self.output(features)
 
     def hidden_activations(self, inputs: torch.Tensor) -> list[torch.Tensor]:
         """Each hidden layer's activations, (batch, width) each: the network's new coordinates."""
-        activations, features = [], inputs
+        activations, features = [], inputs.flatten(1)
         for layer in self.hidden:
             features = self.activation(layer(features))
             activations.append(features)

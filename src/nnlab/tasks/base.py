@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING
+from typing import Any
 
 import lightning as L
 import torch
@@ -12,32 +12,31 @@ from lightning.pytorch.strategies import SingleDeviceStrategy
 from torch import nn
 from torchmetrics import MetricCollection
 
-from nnlab.config import check_float, check_int
-from nnlab.errors import Diverged
-
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
+from nnlab.config import check_choice, check_float
+from nnlab.errors import ConfigError, Diverged
+from nnlab.outputs import Analysis
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 STAGES = ("train", "val", "test")
+LR_SCHEDULES = ("constant", "cosine")
 
 
 class Task(L.LightningModule, ABC):
-    """A network, its loss and its metrics, trained by `steps_per_batch` optimizer steps per batch.
+    """A network, its loss and its metrics; one optimizer step per minibatch it is given.
 
-    Lightning's per-batch machinery (hooks, logging, progress bar, data fetching) costs about
-    as much as a whole optimizer step of the notebook's tiny full-batch networks. Running several
-    steps inside one `training_step` (manual optimization) pays it once per `steps_per_batch`
-    steps; mini-batch tasks keep `steps_per_batch=1`. `trainer.max_steps` still counts optimizer
-    steps, and the last batch is cut short so that the budget is met exactly.
+    Lightning's per-batch machinery (hooks, logging, progress bar, moving data) costs about as
+    much as a whole optimizer step of the notebook's small networks. So each training batch
+    Lightning hands over is a list of minibatches, and the task takes one step per minibatch
+    inside one `training_step` (manual optimization): the data module decides how many
+    (`data.steps_per_batch`; for full-batch gradient descent the list repeats the whole
+    training set). `trainer.max_steps` still counts optimizer steps, exactly.
 
     Lightning also runs five hooks around every backward and optimizer step, about 0.1 ms in
-    all: a quarter of the notebook's step. So when nothing needs them (one process, no gradient
-    scaling), all but the last step of a batch are plain `loss.backward()` and
-    `optimizer.step()` calls; the last goes through Lightning, so callbacks see one step per
-    batch, as they see everything else. Under DDP or fp16 every step goes through Lightning,
-    which syncs and scales the gradients.
+    all. So when nothing needs them (one process, no gradient scaling), all but the last step
+    of a batch are plain `loss.backward()` and `optimizer.step()` calls; the last goes through
+    Lightning, so callbacks see one step per batch, as they see everything else. Under DDP or
+    fp16 every step goes through Lightning, which syncs and scales the gradients.
 
     Metrics are logged as `<stage>/<name>` (`train/loss`, `val/acc`, ...) against the optimizer
     step. Train values describe the last step of each batch; val and test values the whole split.
@@ -47,8 +46,8 @@ class Task(L.LightningModule, ABC):
         self,
         network: nn.Module,
         optimizer: OptimizerFactory = torch.optim.Adam,
-        steps_per_batch: int = 1,
         gradient_clip_val: float | None = None,
+        lr_schedule: str = "constant",
     ) -> None:
         super().__init__()
         # The task's own arguments go into checkpoints and hparams.yaml; the run's whole
@@ -57,23 +56,28 @@ class Task(L.LightningModule, ABC):
         self.automatic_optimization = False
         self.network = network
         self.make_optimizer = optimizer
-        self.steps_per_batch = check_int("steps_per_batch", steps_per_batch, minimum=1)
         self.gradient_clip_val = (
             None
             if gradient_clip_val is None
             else check_float("gradient_clip_val", gradient_clip_val, above=0)
         )
+        self.lr_schedule = check_choice("lr_schedule", lr_schedule, LR_SCHEDULES)
         # As attributes (train_metrics, ...) so that Lightning moves them with the module.
         for stage in STAGES:
             setattr(self, f"{stage}_metrics", self.make_metrics().clone(prefix=f"{stage}/"))
         self.last_validated_step = -1
         self._plain_inner_steps = False
+        self._scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
 
     # What each task defines.
 
     @abstractmethod
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """The scalar training loss of the network's raw outputs."""
+
+    def targets(self, batch: Batch) -> torch.Tensor:
+        """What the network's outputs are compared with: the labels (an autoencoder: the inputs)."""
+        return batch[1]
 
     @abstractmethod
     def make_metrics(self) -> MetricCollection:
@@ -83,9 +87,10 @@ class Task(L.LightningModule, ABC):
     def metric_arguments(self, outputs: torch.Tensor, batch: Batch) -> dict[str, torch.Tensor]:
         """Keyword arguments for the metrics' `update` (`preds`, `target`, and any extras)."""
 
-    def figures(self, datamodule: L.LightningDataModule) -> dict[str, Figure]:
-        """Figures of the trained network, by file name (without `.png`)."""
-        return {}
+    def analyse(self, datamodule: L.LightningDataModule) -> Analysis:
+        """After testing: the trained network's figures, and any metrics, tables or arrays
+        beyond those logged while training (see nnlab.outputs.Analysis)."""
+        return Analysis()
 
     # The shared path.
 
@@ -101,26 +106,47 @@ class Task(L.LightningModule, ABC):
     def stage_metrics(self, stage: str) -> MetricCollection:
         return getattr(self, f"{stage}_metrics")
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return self.make_optimizer(self.network.parameters())
+    def configure_optimizers(self) -> dict[str, Any]:
+        optimizer = self.make_optimizer(self.network.parameters())
+        if self.lr_schedule == "constant":
+            return {"optimizer": optimizer}
+        # Cosine decay to zero over the whole budget, one scheduler step per optimizer step.
+        total = self._budget_in_steps()
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
+
+    def _budget_in_steps(self) -> int:
+        """The optimizer steps this fit will take: max_steps, or max_epochs times the data
+        module's `steps_per_epoch` (Lightning's own estimate counts batches, not steps)."""
+        trainer = self.trainer
+        per_epoch = getattr(trainer.datamodule, "steps_per_epoch", None)
+        limits = [trainer.max_steps] if trainer.max_steps and trainer.max_steps > 0 else []
+        if per_epoch and trainer.max_epochs and trainer.max_epochs > 0:
+            limits.append(per_epoch * trainer.max_epochs)
+        if not limits:
+            raise ConfigError("task.lr_schedule", self.lr_schedule, "needs a step or epoch budget")
+        return min(limits)
 
     def on_train_start(self) -> None:
         trainer = self.trainer
         self._plain_inner_steps = isinstance(trainer.strategy, SingleDeviceStrategy) and (
             getattr(trainer.precision_plugin, "scaler", None) is None
         )
+        self._scheduler = self.lr_schedulers() if self.lr_schedule != "constant" else None
 
-    def training_step(self, batch: Batch, batch_idx: int) -> None:
-        inputs, targets = batch
+    def training_step(self, batch: list[Batch], batch_idx: int) -> None:
         optimizer = self.optimizers()
-        steps = self._steps_for_this_batch()
+        minibatches = batch[: self._steps_left()]
         first_step = self.global_step + 1
         losses = []
-        for step in range(steps):
-            outputs = self.network(inputs)
-            loss = self.loss(outputs, targets)
+        for index, minibatch in enumerate(minibatches):
+            outputs = self.network(minibatch[0])
+            loss = self.loss(outputs, self.targets(minibatch))
             optimizer.zero_grad()
-            plain = self._plain_inner_steps and step < steps - 1
+            plain = self._plain_inner_steps and index < len(minibatches) - 1
             loss.backward() if plain else self.manual_backward(loss)
             if self.gradient_clip_val is not None:  # by norm, as Lightning's own option does
                 self.clip_gradients(optimizer, self.gradient_clip_val, "norm")
@@ -129,11 +155,14 @@ class Task(L.LightningModule, ABC):
                 self._count_plain_step()
             else:
                 optimizer.step()
+            if self._scheduler is not None:  # manual optimization steps its schedule itself
+                self._scheduler.step()
             losses.append(loss.detach())
             if self.trainer.should_stop:  # a stop signal or callback: end after this step
                 break
         self._check_finite(torch.stack(losses), first_step)
-        self._log_stage("train", losses[-1], outputs.detach(), batch)
+        if self._logging_this_batch():
+            self._log_stage("train", losses[-1], outputs.detach(), minibatch)
         if 0 < self.trainer.max_steps <= self.global_step:
             # Stopping "early" at the budget makes Lightning validate, and so checkpoint, the
             # final weights inside fit, even when the budget is not a multiple of the interval.
@@ -168,29 +197,38 @@ class Task(L.LightningModule, ABC):
         progress.increment_ready()
         progress.increment_completed()
 
-    def _steps_for_this_batch(self) -> int:
+    def _logging_this_batch(self) -> bool:
+        """Whether Lightning writes the logs after this batch (every trainer.log_every_n_steps
+        batches), or it ends an epoch. Each `self.log` costs about 1.5 ms, as much as an
+        optimizer step of the MNIST MLP, so the train metrics are computed and logged only then.
+        """
+        trainer = self.trainer
+        if trainer.is_last_batch or 0 < trainer.max_steps <= self.global_step:
+            return True
+        return getattr(trainer._logger_connector, "should_update_logs", True)
+
+    def _steps_left(self) -> int | None:
+        """Optimizer steps left in the budget (None: no step budget)."""
         max_steps = self.trainer.max_steps
-        if max_steps is None or max_steps < 0:
-            return self.steps_per_batch
-        return max(1, min(self.steps_per_batch, max_steps - self.global_step))
+        return None if max_steps is None or max_steps < 0 else max(1, max_steps - self.global_step)
 
     def _evaluate(self, stage: str, batch: Batch) -> None:
-        inputs, targets = batch
-        outputs = self.network(inputs)
-        self._log_stage(stage, self.loss(outputs, targets), outputs, batch)
+        outputs = self.network(batch[0])
+        self._log_stage(stage, self.loss(outputs, self.targets(batch)), outputs, batch)
 
     def _log_stage(
         self, stage: str, loss: torch.Tensor, outputs: torch.Tensor, batch: Batch
     ) -> None:
         per_step = stage == "train"
         metrics = self.stage_metrics(stage)
-        arguments = self.metric_arguments(outputs, batch)
-        if per_step:
-            metrics(**arguments)  # forward: this batch's values, which Lightning logs per step
-        else:
-            metrics.update(**arguments)  # Lightning computes (and syncs) them at the epoch's end
         options = {"on_step": per_step, "on_epoch": not per_step, "batch_size": len(batch[1])}
         self.log(f"{stage}/loss", loss, prog_bar=True, **options)
-        self.log_dict(metrics, **options)
+        if len(metrics):
+            arguments = self.metric_arguments(outputs, batch)
+            if per_step:
+                metrics(**arguments)  # forward: this batch's values, which Lightning logs per step
+            else:
+                metrics.update(**arguments)  # computed (and synced) at the epoch's end
+            self.log_dict(metrics, **options)
         # Lightning uses a metric called "step" as the x-axis: optimizer steps, not batches.
         self.log("step", float(self.global_step), **options)

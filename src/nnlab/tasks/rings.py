@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -12,10 +10,8 @@ from torchmetrics.classification import BinaryAccuracy
 
 from nnlab.data.rings import RingsDataModule
 from nnlab.models.mlp import MLP
+from nnlab.outputs import Analysis
 from nnlab.tasks.base import Batch, Task
-
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
 
 FIGURE_POINTS = 600  # points drawn per figure: enough to see the rings, few enough to render fast
 
@@ -34,7 +30,7 @@ class RingsTask(Task):
         return {"preds": (outputs.squeeze(-1) > 0).long(), "target": batch[1].long()}
 
     @torch.no_grad()
-    def figures(self, datamodule: RingsDataModule) -> dict[str, Figure]:
+    def analyse(self, datamodule: RingsDataModule) -> Analysis:
         from nnlab.plots import rings as plots
 
         network = self.network.cpu()
@@ -62,7 +58,7 @@ class RingsTask(Task):
             )
             last_hidden = network.hidden_activations(points)[-1]
             figures["hidden_activations"] = plots.hidden_space(last_hidden.numpy(), labels.numpy())
-        return figures
+        return Analysis(figures=figures)
 
 
 def _limits(points: torch.Tensor) -> list[tuple[float, float]]:

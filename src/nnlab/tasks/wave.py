@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -12,10 +12,8 @@ from torchmetrics import MeanSquaredError, MetricCollection, R2Score
 from nnlab.config import check_choice, check_float
 from nnlab.data.wave import WaveDataModule
 from nnlab.models.mlp import MLP
+from nnlab.outputs import Analysis
 from nnlab.tasks.base import Batch, Task
-
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
 
 CRITERIA = ("mse", "relative")
 
@@ -86,7 +84,7 @@ class WaveTask(Task):
         }
 
     @torch.no_grad()
-    def figures(self, datamodule: WaveDataModule) -> dict[str, Figure]:
+    def analyse(self, datamodule: WaveDataModule) -> Analysis:
         from nnlab.plots import wave as plots
 
         network = self.network.cpu()
@@ -102,4 +100,4 @@ class WaveTask(Task):
             figures["binary_activations"] = plots.binary_activations(
                 x, y, predicted.squeeze(-1).numpy(), thresholded
             )
-        return figures
+        return Analysis(figures=figures)

@@ -1,0 +1,98 @@
+"""Autoencoders: reconstruct the input, then search images by the cosine similarity of codes."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics import MetricCollection
+
+from nnlab.config import check_int
+from nnlab.data.images import ImageDataModule, Split
+from nnlab.outputs import Analysis
+from nnlab.search import cosine_top_k, precision_at_k
+from nnlab.tasks.base import Batch, Task
+
+
+class AutoencoderTask(Task):
+    """MSE between the images and their reconstructions; labels are only used to score the search.
+
+    After testing: test images beside their reconstructions; each test image's `top_k` nearest
+    training images by the cosine similarity of their codes, scored as `test/precision_at_<k>`
+    (the share of neighbours with the query's label); and a figure of one query's matches.
+    """
+
+    def __init__(
+        self,
+        network: nn.Module,
+        top_k: int = 5,
+        query: int = 0,
+        **task_options: object,
+    ) -> None:
+        super().__init__(network, **task_options)
+        self.top_k = check_int("top_k", top_k, minimum=1)
+        self.query = check_int("query", query, minimum=0)
+
+    def targets(self, batch: Batch) -> torch.Tensor:
+        return batch[0]
+
+    def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return F.mse_loss(outputs, targets)
+
+    def make_metrics(self) -> MetricCollection:
+        return MetricCollection({})  # the loss is the metric
+
+    def metric_arguments(self, outputs: torch.Tensor, batch: Batch) -> dict[str, torch.Tensor]:
+        return {}
+
+    @property
+    def metric_names(self) -> list[str]:
+        return [*super().metric_names, f"test/precision_at_{self.top_k}"]
+
+    @torch.inference_mode()
+    def analyse(self, datamodule: ImageDataModule) -> Analysis:
+        from nnlab.plots import images as plots
+
+        self.network.eval()
+        test, gallery = datamodule.on_device("test"), datamodule.on_device("train")
+        shown = test.images[:8]
+        inputs = datamodule.prepare(shown)
+        rebuilt = self.network(inputs).squeeze(1).clamp(0, 1).cpu().numpy()
+        pairs = [*(shown.cpu().numpy() / 255), *rebuilt]
+        figures = {
+            "reconstructions": plots.image_grid(
+                pairs,
+                ["input"] * len(shown) + ["reconstruction"] * len(shown),
+                "Test images and reconstructions",
+            )
+        }
+        query_codes, gallery_codes = (
+            self._encode(datamodule, test),
+            self._encode(datamodule, gallery),
+        )
+        scores, neighbours = cosine_top_k(query_codes, gallery_codes, self.top_k)
+        precision = precision_at_k(test.labels, gallery.labels, neighbours)
+        query = min(self.query, len(test.labels) - 1)
+        found = neighbours[query]
+        classes = datamodule.classes
+        figures["search"] = plots.image_grid(
+            torch.cat([test.images[query : query + 1], gallery.images[found]]).cpu().numpy() / 255,
+            [f"query: {classes[test.labels[query]]}"]
+            + [
+                f"{classes[gallery.labels[i]]} {s:.3f}"
+                for i, s in zip(found, scores[query], strict=True)
+            ],
+            f"Nearest training images by cosine similarity of codes; precision@{self.top_k} "
+            f"{precision:.3f}",
+            columns=self.top_k + 1,
+        )
+        return Analysis(figures=figures, metrics={f"test/precision_at_{self.top_k}": precision})
+
+    def _encode(self, datamodule: ImageDataModule, split: Split) -> torch.Tensor:
+        size = datamodule.eval_batch_size
+        return torch.cat(
+            [
+                self.network.encode(datamodule.prepare(split.images[start : start + size]))
+                for start in range(0, len(split.labels), size)
+            ]
+        )

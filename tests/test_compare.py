@@ -1,0 +1,50 @@
+"""McNemar's exact test and the alignment of two runs' predictions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from nnlab.compare import compare, mcnemar_exact
+
+
+def predictions(predicted, target=None, index=None):
+    predicted = np.asarray(predicted)
+    target = np.zeros_like(predicted) if target is None else np.asarray(target)
+    index = np.arange(len(predicted)) if index is None else np.asarray(index)
+    return {"index": index, "target": target, "predicted": predicted}
+
+
+def test_mcnemar_exact_known_values():
+    assert mcnemar_exact(0, 10) == pytest.approx(2 / 2**10)  # all ten discordant images favour B
+    assert mcnemar_exact(5, 5) == 1.0
+    assert mcnemar_exact(0, 0) == 1.0
+    assert mcnemar_exact(2, 12) == pytest.approx(2 * (1 + 14 + 91) / 2**14)
+
+
+def test_clearly_different_predictions_are_significant():
+    a = predictions([1] * 40 + [0] * 60)  # wrong on the first 40 images
+    b = predictions([0] * 100)
+    result = compare(a, b)
+    assert (result.only_a, result.only_b) == (0, 40)
+    assert result.p_value < 0.05
+
+
+def test_identical_predictions_give_a_large_p_value():
+    a = predictions([1] * 30 + [0] * 70)
+    result = compare(a, predictions([1] * 30 + [0] * 70))
+    assert result.p_value == 1.0 and result.accuracy_a == result.accuracy_b == 0.7
+
+
+def test_predictions_are_aligned_by_image_index():
+    a = predictions([0, 1, 0], index=[5, 6, 7])
+    b = predictions(
+        [0, 1, 0][::-1], index=[7, 6, 5]
+    )  # the same predictions, saved in another order
+    assert compare(a, b).p_value == 1.0 and compare(a, b).only_a == 0
+
+
+def test_runs_on_different_test_images_are_refused():
+    with pytest.raises(SystemExit) as stop:
+        compare(predictions([0, 0]), predictions([0, 0], index=[0, 9]))
+    assert "tested on different images (2 and 2, 1 shared)" in str(stop.value)

@@ -1,0 +1,207 @@
+"""The image tasks on small idx files written here, and on Debian's Fashion-MNIST when installed."""
+
+from __future__ import annotations
+
+import gzip
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import blocky_digits, write_idx
+
+from nnlab.data import images
+from nnlab.data.images import ImageDataModule
+from nnlab.errors import DataNotFound
+from nnlab.train import train
+
+DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
+
+
+def image_run(config, data_dir, *overrides):
+    return config(f"paths.data_dir={data_dir}", "data.download=false", *overrides)
+
+
+def test_mlp_learns_the_digits_and_reports_classes_mistakes_and_robustness(
+    config, tmp_path, tiny_mnist
+):
+    metrics = train(
+        image_run(
+            config, tiny_mnist, "experiment=mnist_mlp", "trainer.max_epochs=4", "data.batch_size=32"
+        )
+    )
+    assert metrics["test/acc"] >= 0.95
+    assert {f"test/acc_class_{c}" for c in range(10)} <= set(metrics)
+    run_dir = tmp_path / "run"
+    rows = (run_dir / "robustness.csv").read_text().splitlines()
+    assert rows[0] == "perturbation,strength,unit,accuracy" and len(rows) == 1 + 9
+    assert metrics["robustness/shift_6"] < metrics["test/acc"]  # the blocks move out of place
+    with np.load(run_dir / "test_predictions.npz") as saved:
+        assert len(saved["index"]) == 200 and set(saved["index"]) == set(range(200))
+        accuracy = float((saved["predicted"] == saved["target"]).mean())
+    assert accuracy == pytest.approx(metrics["test/acc"])
+    figures = {p.stem for p in (run_dir / "figures").iterdir()}
+    assert {"confusion_matrix", "robustness"} <= figures
+
+
+def test_autoencoder_search_finds_neighbours_of_the_same_class(config, tmp_path, tiny_mnist):
+    metrics = train(
+        image_run(config, tiny_mnist, "experiment=mnist_autoencoder", "trainer.max_epochs=6")
+    )
+    assert math.isfinite(metrics["test/loss"]) and metrics["test/loss"] < metrics["train/loss"] * 2
+    assert metrics["test/precision_at_5"] > 0.5  # chance is 0.1
+    figures = {p.stem for p in (tmp_path / "run" / "figures").iterdir()}
+    assert figures == {"reconstructions", "search"}
+
+
+def test_conv_autoencoder_learns_to_reconstruct(config, tmp_path, tiny_mnist):
+    overrides = ["experiment=mnist_autoencoder", "model=conv_autoencoder", "data.batch_size=16"]
+    metrics = train(image_run(config, tiny_mnist, *overrides, "trainer.max_epochs=8"))
+    blank = ((torch.tensor(blocky_digits(200, 2)[0]).float() / 255) ** 2).mean().item()
+    assert metrics["test/loss"] < 0.5 * blank  # better than predicting an empty image
+    assert (tmp_path / "run" / "figures" / "reconstructions.png").is_file()
+
+
+def test_val_split_is_seeded_disjoint_and_normalised_with_training_statistics(tiny_mnist):
+    data = ImageDataModule(
+        data_dir=str(tiny_mnist), download=False, val_fraction=0.25, normalize=True, seed=3
+    )
+    data.setup()
+    train_split, val_split = data.splits["train"], data.splits["val"]
+    assert len(train_split.labels) == 300 and len(val_split.labels) == 100
+    assert not set(train_split.index.tolist()) & set(val_split.index.tolist())
+    assert data.mean == pytest.approx(train_split.images.float().div(255).mean().item(), rel=1e-5)
+    again = ImageDataModule(data_dir=str(tiny_mnist), download=False, val_fraction=0.25, seed=3)
+    again.setup()
+    assert torch.equal(again.splits["val"].index, val_split.index)
+
+
+def test_subsets_draw_distinct_images(tiny_mnist):
+    data = ImageDataModule(
+        data_dir=str(tiny_mnist), download=False, train_subset=120, test_subset=50
+    )
+    data.setup()
+    indices = torch.cat([data.splits["train"].index, data.splits["val"].index])
+    assert len(indices) == 120 and len(set(indices.tolist())) == 120
+    assert len(set(data.splits["test"].index.tolist())) == 50
+
+
+def test_training_batches_hold_several_mini_batches(tiny_mnist):
+    data = ImageDataModule(
+        data_dir=str(tiny_mnist), download=False, val_fraction=0.1, batch_size=32, steps_per_batch=4
+    )
+    data.setup()
+    items = list(data.train_dataloader())
+    assert len(items) == len(data.train_dataloader()) == 3  # 360 images, 128 per item
+    first = items[0]
+    assert (
+        len(first) == 4
+        and first[0][0].shape == (32, 1, 28, 28)
+        and first[0][0].dtype == torch.float32
+    )
+    assert float(first[0][0].max()) <= 1.0
+    assert sum(len(labels) for item in items for _, labels in item) == 360
+
+
+def test_debian_copy_is_unpacked_when_the_files_are_missing(tmp_path, monkeypatch):
+    debian = tmp_path / "debian"
+    debian.mkdir()
+    for prefix, count in (("train", 60), ("t10k", 20)):
+        images_, labels = blocky_digits(count, 0)
+        for name, array in (
+            (f"{prefix}-images-idx3-ubyte", images_),
+            (f"{prefix}-labels-idx1-ubyte", labels),
+        ):
+            write_idx(tmp_path / name, array)
+            (debian / f"{name}.gz").write_bytes(gzip.compress((tmp_path / name).read_bytes()))
+    info = images.DATASETS["fashion_mnist"]
+    monkeypatch.setitem(
+        images.DATASETS, "fashion_mnist", info.__class__(**{**info.__dict__, "debian": debian})
+    )
+    data = ImageDataModule(
+        "fashion_mnist", data_dir=str(tmp_path / "data"), download=False, val_fraction=0.5
+    )
+    data.setup()
+    assert (tmp_path / "data" / "FashionMNIST" / "raw" / "t10k-labels-idx1-ubyte").is_file()
+    assert len(data.splits["test"].labels) == 20
+
+
+def test_missing_data_names_where_it_looked_and_the_ways_to_get_it(tmp_path, monkeypatch):
+    info = images.DATASETS["fashion_mnist"]
+    monkeypatch.setitem(
+        images.DATASETS,
+        "fashion_mnist",
+        info.__class__(**{**info.__dict__, "debian": tmp_path / "nowhere"}),
+    )
+    data = ImageDataModule("fashion_mnist", data_dir=str(tmp_path / "data"), download=False)
+    with pytest.raises(DataNotFound) as missing:
+        data.setup()
+    message = str(missing.value)
+    assert message.startswith(
+        f"Fashion-MNIST not found: looked in {tmp_path / 'data' / 'FashionMNIST' / 'raw'}"
+    )
+    assert (
+        str(tmp_path / "nowhere") in message
+        and "downloading is off (data.download=false)" in message
+    )
+    assert (
+        "(1) data.download=true" in message
+        and "(2) `apt-get install dataset-fashion-mnist`" in message
+    )
+    assert "(3) copying train-images-idx3-ubyte" in message
+
+
+def test_missing_data_stops_the_command_with_status_2(cli, tmp_path):
+    result = cli(
+        "experiment=mnist_mlp", f"paths.data_dir={tmp_path / 'empty'}", "data.download=false"
+    )
+    assert result.returncode == 2
+    assert "MNIST not found: looked in" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.real_data
+@pytest.mark.skipif(
+    not DEBIAN_FASHION.is_dir(), reason="Debian's dataset-fashion-mnist is not installed"
+)
+def test_real_fashion_mnist_from_the_debian_package_reaches_an_accuracy_floor(config, tmp_path):
+    metrics = train(
+        image_run(
+            config,
+            tmp_path / "data",
+            "experiment=fashion_mlp",
+            "trainer.max_epochs=2",
+            "task.robustness=null",
+        )
+    )
+    assert metrics["test/acc"] >= 0.83  # 2 of the default 20 epochs; the full budget reaches 0.887
+    with np.load(tmp_path / "run" / "test_predictions.npz") as saved:
+        assert len(saved["index"]) == 10_000
+
+
+def test_compare_command_prints_the_verdict(tmp_path):
+    target = np.arange(1000) % 10
+    for name, wrong in (("a", 150), ("b", 20)):
+        predicted = target.copy()
+        predicted[:wrong] = (predicted[:wrong] + 1) % 10
+        (tmp_path / name).mkdir()
+        np.savez(
+            tmp_path / name / "test_predictions.npz",
+            index=np.arange(1000),
+            target=target,
+            predicted=predicted,
+        )
+    result = subprocess.run(
+        [sys.executable, "-m", "nnlab.compare", str(tmp_path / "a"), str(tmp_path / "b")],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert (
+        "test accuracy 0.8500 (850/1000)" in result.stdout
+        and "test accuracy 0.9800" in result.stdout
+    )
+    assert "only A right on 0 images, only B right on 130" in result.stdout
+    assert "Verdict: significant at 0.05" in result.stdout
