@@ -75,6 +75,10 @@ class Task(L.LightningModule, ABC):
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """The scalar training loss of the network's raw outputs."""
 
+    def outputs(self, batch: Batch) -> torch.Tensor:
+        """The network's outputs for a batch (an encoder-decoder also gets its teacher here)."""
+        return self.network(batch[0])
+
     def targets(self, batch: Batch) -> torch.Tensor:
         """What the network's outputs are compared with: the labels (an autoencoder: the inputs)."""
         return batch[1]
@@ -143,7 +147,7 @@ class Task(L.LightningModule, ABC):
         first_step = self.global_step + 1
         losses = []
         for index, minibatch in enumerate(minibatches):
-            outputs = self.network(minibatch[0])
+            outputs = self.outputs(minibatch)
             loss = self.loss(outputs, self.targets(minibatch))
             optimizer.zero_grad()
             plain = self._plain_inner_steps and index < len(minibatches) - 1
@@ -213,7 +217,7 @@ class Task(L.LightningModule, ABC):
         return None if max_steps is None or max_steps < 0 else max(1, max_steps - self.global_step)
 
     def _evaluate(self, stage: str, batch: Batch) -> None:
-        outputs = self.network(batch[0])
+        outputs = self.outputs(batch)
         self._log_stage(stage, self.loss(outputs, self.targets(batch)), outputs, batch)
 
     def _log_stage(

@@ -1,0 +1,198 @@
+"""Time series for the recurrent task: generated, windowed, split in time order, scaled.
+
+The notebook's RNN section drew one noise value for its whole series and took its test
+targets from the training range; here noise is drawn per point, the split is chronological
+(a window belongs to the split its target falls in), and the scaling statistics come from
+the training range only: the series is non-stationary, and the test range must stay unseen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import lightning as L
+import numpy as np
+import torch
+
+from nnlab.config import check_bool, check_choice, check_float, check_int
+from nnlab.errors import ConfigError
+
+GENERATORS = ("linear", "quadratic", "sine", "random_walk")
+SPLITS = ("train", "val", "test")
+
+# inputs (n, window, 1), step targets (n, window), horizon targets (n, horizon), base level (n,)
+SeriesBatch = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def generate(kind: str, length: int, noise: float, rng: np.random.Generator) -> np.ndarray:
+    """A series of `length` points; Gaussian noise of std `noise` drawn for every point."""
+    t = np.arange(length, dtype=np.float64)
+    jitter = noise * rng.standard_normal(length)
+    if kind == "linear":  # the notebook's 4 + 3t
+        return 4 + 3 * t + jitter
+    if kind == "quadratic":
+        return 4 + 0.5 * t + 0.002 * t**2 + jitter
+    if kind == "sine":  # a season of 50 steps on a slow trend
+        return 0.01 * t + np.sin(2 * np.pi * t / 50) + jitter
+    if kind == "random_walk":
+        return np.cumsum(rng.standard_normal(length)) + jitter
+    raise ValueError(kind)
+
+
+@dataclass(frozen=True)
+class Scaler:
+    """Model space <-> series levels. With `difference`, the model sees one-step changes and
+    predicts the change over `lag` steps, added to the last known level."""
+
+    mean: float
+    std: float
+    difference: bool
+
+    def to_levels(self, predicted: torch.Tensor, base_level: torch.Tensor) -> torch.Tensor:
+        values = predicted * self.std + self.mean
+        return base_level + values if self.difference else values
+
+
+class SeriesDataModule(L.LightningDataModule):
+    """Windows of `window` past values, each predicting the value `lag` steps after its end.
+
+    The task gets, per window: its inputs; the step targets (the value `lag` after every
+    input, for teacher forcing over the whole window, as the notebook trains); the next
+    `horizon` values from `lag` on (for the encoder-decoder); and the last level, to turn
+    predictions back into the series' units.
+    """
+
+    def __init__(
+        self,
+        generator: str = "sine",
+        length: int = 1200,
+        noise: float = 0.1,
+        lag: int = 1,
+        window: int = 30,
+        horizon: int = 1,
+        val_fraction: float = 0.15,
+        test_fraction: float = 0.15,
+        difference: bool = False,
+        batch_size: int = 32,
+        steps_per_batch: int = 10,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.generator = check_choice("generator", generator, GENERATORS)
+        self.length = check_int("length", length, minimum=10)
+        self.noise = check_float("noise", noise, minimum=0)
+        self.lag = check_int("lag", lag, minimum=1)
+        self.window = check_int("window", window, minimum=1)
+        self.horizon = check_int("horizon", horizon, minimum=1)
+        self.val_fraction = check_float("val_fraction", val_fraction, above=0)
+        self.test_fraction = check_float("test_fraction", test_fraction, above=0)
+        if not self.val_fraction + self.test_fraction < 1:
+            raise ConfigError(
+                "test_fraction", test_fraction, "val_fraction + test_fraction must be < 1"
+            )
+        self.difference = check_bool("difference", difference)
+        self.batch_size = check_int("batch_size", batch_size, minimum=1)
+        self.steps_per_batch = check_int("steps_per_batch", steps_per_batch, minimum=1)
+        self.seed = check_int("seed", seed, minimum=0)
+        val_start = round(length * (1 - self.val_fraction - self.test_fraction))
+        test_start = round(length * (1 - self.test_fraction))
+        self.ranges = {
+            "train": (0, val_start),
+            "val": (val_start, test_start),
+            "test": (test_start, length),
+        }
+        # The first window ends at `offset`; its last target must still lie in the training range.
+        self.offset = self.window - 1 + int(self.difference)
+        if self.offset + self.lag + self.horizon > val_start:
+            raise ConfigError(
+                "window",
+                window,
+                f"too long: the training range has {val_start} of the {length} points",
+            )
+        if min(test_start - val_start, length - test_start) < self.horizon:
+            raise ConfigError("horizon", horizon, "longer than the val or test range")
+        self.series = np.empty(0)
+        self.scaler = Scaler(0.0, 1.0, self.difference)
+        self.splits: dict[str, SeriesBatch] = {}
+        self.targets_at: dict[str, np.ndarray] = {}  # each window's target index in the series
+
+    input_features = None  # the recurrent networks read one value per step
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        rng = np.random.default_rng(self.seed)
+        self.series = generate(self.generator, self.length, self.noise, rng)
+        inputs = np.diff(self.series, prepend=np.nan) if self.difference else self.series
+        seen = inputs[int(self.difference) : self.ranges["train"][1]]  # the training range only
+        self.scaler = Scaler(float(seen.mean()), float(seen.std()) or 1.0, self.difference)
+        self.model_inputs = (inputs - self.scaler.mean) / self.scaler.std
+        for split, (first, end) in self.ranges.items():
+            # The windows whose targets (lag .. lag + horizon - 1 after their end) lie in the range.
+            last = np.arange(max(first - self.lag, self.offset), end - self.lag - self.horizon + 1)
+            self.targets_at[split] = last + self.lag
+            self.splits[split] = self._windows(last)
+
+    def _windows(self, last: np.ndarray) -> SeriesBatch:
+        positions = last[:, None] - np.arange(self.window)[::-1]  # (n, window), in time order
+        ahead = last[:, None] + self.lag + np.arange(self.horizon)  # (n, horizon)
+        return (
+            _float(self.model_inputs[positions][..., None]),
+            _float(self._targets(positions, positions + self.lag)),
+            _float(self._targets(np.broadcast_to(last[:, None], ahead.shape), ahead)),
+            _float(self.series[last]),
+        )
+
+    def _targets(self, origins: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        """Model-space targets: the level at `targets`, or its change since `origins`."""
+        values = (
+            self.series[targets] - self.series[origins] if self.difference else self.series[targets]
+        )
+        return (values - self.scaler.mean) / self.scaler.std
+
+    def train_dataloader(self) -> _Shuffled:
+        return _Shuffled(self.splits["train"], self.batch_size, self.steps_per_batch, self.seed)
+
+    def val_dataloader(self) -> _Whole:
+        return _Whole(self.splits["val"])
+
+    def test_dataloader(self) -> _Whole:
+        return _Whole(self.splits["test"])
+
+
+def _float(array: np.ndarray) -> torch.Tensor:
+    return torch.as_tensor(np.ascontiguousarray(array), dtype=torch.float32)
+
+
+class _Whole:
+    """The whole split as one batch."""
+
+    def __init__(self, batch: SeriesBatch) -> None:
+        self.batch = batch
+
+    def __iter__(self) -> Iterator[SeriesBatch]:
+        yield self.batch
+
+    def __len__(self) -> int:
+        return 1
+
+
+class _Shuffled:
+    """Shuffled mini-batches of windows, `steps_per_batch` to a training batch."""
+
+    def __init__(
+        self, split: SeriesBatch, batch_size: int, steps_per_batch: int, seed: int
+    ) -> None:
+        self.split, self.batch_size, self.steps_per_batch = split, batch_size, steps_per_batch
+        self.generator = torch.Generator().manual_seed(seed + 1)
+
+    def __len__(self) -> int:
+        return -(-len(self.split[0]) // (self.batch_size * self.steps_per_batch))
+
+    def __iter__(self) -> Iterator[list[SeriesBatch]]:
+        order = torch.randperm(len(self.split[0]), generator=self.generator)
+        per_item = self.batch_size * self.steps_per_batch
+        for start in range(0, len(order), per_item):
+            chosen = order[start : start + per_item].split(self.batch_size)
+            yield [tuple(part[indices] for part in self.split) for indices in chosen]
