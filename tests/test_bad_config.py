@@ -25,6 +25,8 @@ from conftest import read_metrics, run_dirs
         ("data.steps_per_batch=0", "data.steps_per_batch=0: expected an integer >= 1"),
         ("optimizer._target_=torch.optim.Nope", "optimizer._target_='torch.optim.Nope': cannot be"),
         ("model.hidden_layers=two", "model.hidden_layers='two': expected an integer"),
+        ("trainer.max_epochs=abc", "trainer.max_epochs='abc': expected an integer"),
+        ("callbacks.model_checkpoint.mode=maximum", "callbacks.model_checkpoint: `mode` can be min"),
     ],
 )
 def test_bad_value_stops_with_one_clear_message(cli, tmp_path, override, expected):

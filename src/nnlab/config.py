@@ -106,10 +106,13 @@ def _build_spec(spec: dict[str, Any], path: str, extra: dict[str, Any]) -> Any:
         return target(**kwargs, **extra)
     except ConfigError as error:
         raise error.under(path) from None
-    except (TypeError, ValueError) as error:
+    except (TypeError, ValueError, AssertionError) as error:
         if target.__module__.startswith("nnlab."):
             raise  # a bug in nnlab, not a bad value: keep the traceback
-        raise ConfigError(path, NO_VALUE, str(error)) from None
+        reason = (
+            str(error) or f"{getattr(target, '__name__', target)} rejected one of its arguments"
+        )
+        raise ConfigError(path, NO_VALUE, reason) from None
     except Exception as error:
         # Lightning raises MisconfigurationException (a subclass of Exception) for bad arguments.
         if type(error).__name__ != "MisconfigurationException":

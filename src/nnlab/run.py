@@ -18,6 +18,7 @@ from torch import nn
 from nnlab.callbacks import GracefulStop
 from nnlab.config import build, check_float, check_int
 from nnlab.errors import NO_VALUE, ConfigError
+from nnlab.preflight import check_writable
 from nnlab.runtime import configure_threads, is_multirun
 from nnlab.tasks.base import Task
 
@@ -54,6 +55,9 @@ def build_run(cfg: DictConfig) -> Run:
     optimizer = _build("optimizer", cfg.optimizer)
     _check_optimizer(cfg.optimizer, optimizer, network)
     task = _build("task", cfg.task, network=network, optimizer=optimizer)
+    for name, node in (cfg.logger or {}).items():
+        if node.get("save_dir"):
+            check_writable(f"logger.{name}.save_dir", str(node.save_dir))
     loggers = [_build(f"logger.{name}", node) for name, node in (cfg.logger or {}).items()]
     callbacks = [_build(f"callbacks.{name}", node) for name, node in (cfg.callbacks or {}).items()]
     callbacks.append(GracefulStop(_checkpoint_dir(callbacks, cfg) / "last.ckpt"))
@@ -90,6 +94,16 @@ TOP_LEVEL_KEYS = (
     "paths", "data", "model", "task", "optimizer", "trainer", "logger", "callbacks",
 )  # fmt: skip
 
+# Trainer counts that Lightning checks with bare asserts, and their smallest allowed values.
+TRAINER_INTEGERS = {
+    "max_epochs": -1,
+    "min_epochs": 0,
+    "min_steps": -1,
+    "check_val_every_n_epoch": 1,
+    "log_every_n_steps": 0,
+    "num_sanity_val_steps": -1,
+}
+
 # Trainer options that manual optimization (see tasks/base.py) cannot honour: their harmless
 # values, and what to use instead.
 MANUAL_OPTIMIZATION_INSTEAD = {
@@ -124,6 +138,9 @@ def _check_shapes(datamodule: Any, network: Any) -> None:
 def _check_trainer(trainer_cfg: DictConfig) -> None:
     """The budget is in optimizer steps (-1, no limit, only with an epoch limit); options that
     manual optimization or a missing GPU cannot honour are refused with what to use instead."""
+    for key, minimum in TRAINER_INTEGERS.items():
+        if trainer_cfg.get(key) is not None:
+            check_int(f"trainer.{key}", trainer_cfg[key], minimum=minimum)
     max_steps = trainer_cfg.get("max_steps", -1)
     if trainer_cfg.get("max_epochs") in (None, -1) and not trainer_cfg.get("fast_dev_run"):
         check_int("trainer.max_steps", max_steps, minimum=1)
