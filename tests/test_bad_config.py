@@ -26,7 +26,10 @@ from conftest import read_metrics, run_dirs
         ("optimizer._target_=torch.optim.Nope", "optimizer._target_='torch.optim.Nope': cannot be"),
         ("model.hidden_layers=two", "model.hidden_layers='two': expected an integer"),
         ("trainer.max_epochs=abc", "trainer.max_epochs='abc': expected an integer"),
-        ("callbacks.model_checkpoint.mode=maximum", "callbacks.model_checkpoint: `mode` can be min"),
+        (
+            "callbacks.model_checkpoint.mode=maximum",
+            "callbacks.model_checkpoint: `mode` can be min",
+        ),
     ],
 )
 def test_bad_value_stops_with_one_clear_message(cli, tmp_path, override, expected):

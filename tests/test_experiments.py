@@ -95,3 +95,31 @@ def test_cosine_schedule_decays_once_over_the_whole_budget(config, tiny_mnist):
     assert run.trainer.global_step == 3 * 23  # 360 training images in batches of 16
     assert all(later <= earlier for earlier, later in itertools.pairwise(seen))
     assert seen[-1] < 1e-6 < seen[0]
+
+
+def test_the_same_seed_gives_identical_metrics_twice(config, tmp_path, tiny_mnist):
+    overrides = [
+        "experiment=mnist_cnn",
+        "seed=7",
+        "trainer.deterministic=true",
+        "trainer.max_epochs=2",
+    ]
+    data = [
+        f"paths.data_dir={tiny_mnist}",
+        "data.download=false",
+        "data.batch_size=16",
+        "task.robustness=null",
+    ]
+    first = train(config(*overrides, *data, f"paths.output_dir={tmp_path / 'first'}"))
+    second = train(config(*overrides, *data, f"paths.output_dir={tmp_path / 'second'}"))
+    assert first == second  # exactly: same shuffles, same initial weights, deterministic kernels
+    different = train(
+        config(
+            *overrides[:1],
+            "seed=8",
+            *overrides[2:],
+            *data,
+            f"paths.output_dir={tmp_path / 'third'}",
+        )
+    )
+    assert different["train/loss"] != first["train/loss"]

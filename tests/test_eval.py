@@ -1,0 +1,37 @@
+"""nnlab-eval: a run's checkpoint tested again from its own config."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from conftest import read_metrics, run_dirs
+
+from nnlab.eval import evaluate
+
+
+def test_eval_reproduces_the_runs_test_metrics_and_leaves_its_files_alone(cli, tmp_path):
+    assert cli("experiment=rings", "trainer.max_steps=700", "model.hidden_nodes=3").returncode == 0
+    (run_dir,) = run_dirs(tmp_path / "logs")
+    before = (run_dir / "metrics.json").read_text()
+    metrics = evaluate(run_dir, "last")
+    trained = read_metrics(run_dir)
+    assert metrics["test/acc"] == pytest.approx(trained["test/acc"])
+    assert metrics["test/loss"] == pytest.approx(trained["test/loss"], rel=1e-6)
+    (eval_dir,) = (run_dir / "evals").iterdir()
+    assert read_metrics(eval_dir)["status"].startswith("completed; tested ")
+    assert (eval_dir / "figures" / "decision_boundary.png").is_file()
+    assert (run_dir / "metrics.json").read_text() == before
+
+    # another test set, same model: 20 points per class instead of 500
+    other = evaluate(run_dir, "last", ["data.test_per_class=20"])
+    assert other["test/acc"] * 40 == pytest.approx(round(other["test/acc"] * 40))
+
+
+def test_eval_names_what_is_wrong(tmp_path):
+    command = [sys.executable, "-m", "nnlab.eval", f"run_dir={tmp_path}"]
+    result = subprocess.run(command, capture_output=True, text=True)
+    assert result.returncode == 2
+    assert f"nnlab-eval: bad config run_dir='{tmp_path}': not an nnlab run dir" in result.stderr
+    assert "Traceback" not in result.stderr
