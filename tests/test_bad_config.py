@@ -93,7 +93,6 @@ def test_full_error_shows_the_traceback_for_debugging(cli, monkeypatch):
         (["+seeds=0"], "bad config seeds=0: unknown top-level key; the config has: task_name,"),
         (["data=wave"], "bad config model.in_features=2: the data have 1 input features"),
         (["+trainer.gradient_clip_val=1.0"], "trainer.gradient_clip_val=1.0: nnlab's tasks step"),
-        (["trainer.devices=2"], "bad config trainer.devices=2: one device per run for now"),
         (["optimizer._target_=torch.optim.LBFGS", "~optimizer.weight_decay"], "needs a closure"),
         (
             ["+optimizer.betas=[0.9]"],

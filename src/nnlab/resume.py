@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 
 from nnlab.errors import ConfigError
 from nnlab.run import check_checkpoint
-from nnlab.runtime import run_stamp
+from nnlab.runtime import quoted, run_stamp
 
 CHECKPOINT = Path("checkpoints") / "last.ckpt"
 
@@ -33,9 +33,9 @@ def resume_overrides(overrides: list[str], cfg: DictConfig) -> list[str]:
     return [
         *kept,
         *new,
-        f"ckpt_path={_quoted(str(checkpoint))}",
-        f"hydra.run.dir={_quoted(str(run_dir))}",
-        f"hydra.output_subdir={_quoted(f'.hydra/resumed/{run_stamp()}')}",
+        f"ckpt_path={quoted(str(checkpoint))}",
+        f"hydra.run.dir={quoted(str(run_dir))}",
+        f"hydra.output_subdir={quoted(f'.hydra/resumed/{run_stamp()}')}",
     ]
 
 
@@ -74,8 +74,3 @@ def _status(run_dir: Path) -> str | None:
 
 def _key(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~")
-
-
-def _quoted(text: str) -> str:
-    """A value Hydra's override parser takes verbatim: paths may hold '=' and ','."""
-    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"

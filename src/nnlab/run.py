@@ -19,7 +19,7 @@ from nnlab.callbacks import GracefulStop
 from nnlab.config import build, check_float, check_int
 from nnlab.errors import NO_VALUE, ConfigError
 from nnlab.preflight import check_writable
-from nnlab.runtime import configure_threads, is_multirun
+from nnlab.runtime import configure_threads, in_joblib_sweep, is_multirun
 from nnlab.tasks.base import Task
 
 log = logging.getLogger("nnlab")
@@ -153,12 +153,13 @@ def _check_trainer(trainer_cfg: DictConfig) -> None:
                 trainer_cfg[key],
                 f"nnlab's tasks step their own optimizers; use {instead}",
             )
-    devices, nodes = trainer_cfg.get("devices", 1), trainer_cfg.get("num_nodes", 1)
-    if devices not in (1, "1", "auto") or nodes not in (None, 1):
+    devices = trainer_cfg.get("devices", 1)
+    if devices not in (1, "1", "auto") and in_joblib_sweep():
         raise ConfigError(
             "trainer.devices",
             devices,
-            "one device per run for now (multi-device DDP is not supported yet)",
+            "DDP starts its own processes, which a joblib sweep's workers cannot; sweep with "
+            "hydra/launcher=slurm (or basic) instead",
         )
     if trainer_cfg.get("accelerator") in ("gpu", "cuda") and not torch.cuda.is_available():
         raise ConfigError(

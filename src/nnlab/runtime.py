@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import sys
 import warnings
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import torch
 from hydra.core.hydra_config import HydraConfig
@@ -49,13 +51,16 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
+def in_joblib_sweep() -> bool:
+    """Whether this job runs in a worker process of Hydra's joblib launcher."""
+    return is_multirun() and "joblib" in str(HydraConfig.get().launcher.get("_target_", ""))
+
+
 def parallel_jobs() -> int:
     """How many jobs of this sweep run at once on this machine (1 outside parallel sweeps)."""
-    if not is_multirun():
+    if not in_joblib_sweep():
         return 1
     hydra_cfg = HydraConfig.get()
-    if "joblib" not in str(hydra_cfg.launcher.get("_target_", "")):
-        return 1
     n_jobs = int(hydra_cfg.launcher.get("n_jobs") or 1)
     cores = available_cores()
     # joblib's convention: -1 is every core, -2 all but one, ...
@@ -95,3 +100,32 @@ def silence_noise() -> None:
         lambda record: not str(record.msg).startswith("💡 Tip")
     )
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+
+
+def prepare_ddp_children(trainer: Any, run_dir: Path, config_dir: Path) -> None:
+    """Make the processes Lightning's DDP starts run this job, in this run dir.
+
+    Lightning starts DDP's other ranks by running this process's command line again. Run as
+    is, each would compose its own config and make its own run dir (a known failure of Hydra
+    with DDP) and, in a sweep, start the whole sweep again. So the command line becomes this
+    job's overrides, pinned to this run dir, writing no .hydra/ files (the ranks' log lines
+    share train.log).
+    """
+    launches_ranks = trainer.world_size > 1 and not (
+        trainer.strategy.cluster_environment.creates_processes_externally
+    )
+    if not launches_ranks or os.environ.get("LOCAL_RANK") is not None:
+        return
+    overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    sys.argv[1:] = [
+        "--config-dir",
+        str(config_dir),
+        *overrides,
+        f"hydra.run.dir={quoted(str(run_dir))}",
+        "hydra.output_subdir=null",
+    ]
+
+
+def quoted(text: str) -> str:
+    """A value Hydra's override parser takes verbatim: paths may hold '=' and ','."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"

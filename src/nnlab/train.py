@@ -22,7 +22,7 @@ from nnlab.errors import ConfigError, RunStopped
 from nnlab.preflight import check_writable, compose_checked, first_job
 from nnlab.resume import resume_overrides
 from nnlab.run import build_run, check_checkpoint
-from nnlab.runtime import is_multirun, register_resolvers, silence_noise
+from nnlab.runtime import is_multirun, prepare_ddp_children, register_resolvers, silence_noise
 from nnlab.tasks.base import Task
 
 log = logging.getLogger("nnlab")
@@ -51,6 +51,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         ckpt_path = check_checkpoint(cfg.ckpt_path) if cfg.get("ckpt_path") else None
         if trainer.is_global_zero:
             outputs.log_hparams(trainer.loggers, cfg, task.metric_names)
+        prepare_ddp_children(trainer, run_dir, CONFIG_DIR)
 
         trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path)
         metrics.update(_final(trainer, task))
@@ -78,8 +79,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     finally:
         if run is not None and status != "completed":  # the latest values, for the report
             metrics.update(_final(run.trainer, run.task))
-        outputs.write_metrics(run_dir, metrics, status)
-        if status == "completed" and run is not None:
+        if run is None or run.trainer.is_global_zero:  # DDP: rank 0 writes for the run
+            outputs.write_metrics(run_dir, metrics, status)
+        if status == "completed" and run is not None and run.trainer.is_global_zero:
             seconds = time.perf_counter() - started
             logged = bool(outputs.tensorboard_writers(run.trainer.loggers))
             outputs.print_summary(

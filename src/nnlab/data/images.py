@@ -81,7 +81,7 @@ class ImageBatches:
     `prepare` turns uint8 images into the network's input. With `steps_per_batch` > 1 each item
     is a list of that many mini-batches (the task steps once per mini-batch), prepared together.
     A shuffled pass draws a new order from `generator` each time it starts, so epochs differ
-    and runs with the same seed agree.
+    and runs with the same seed agree. Under DDP, process `rank` of `world` takes its share.
     """
 
     def __init__(
@@ -91,13 +91,16 @@ class ImageBatches:
         prepare: Callable[[torch.Tensor], torch.Tensor],
         generator: torch.Generator | None = None,
         steps_per_batch: int | None = None,
+        rank: int = 0,
+        world: int = 1,
     ) -> None:
         self.split, self.batch_size, self.prepare = split, batch_size, prepare
         self.generator, self.steps_per_batch = generator, steps_per_batch
+        self.rank, self.world = rank, world
 
     def __len__(self) -> int:
         per_item = self.batch_size * (self.steps_per_batch or 1)
-        return -(-len(self.split.labels) // per_item)
+        return -(-(len(self.split.labels) // self.world) // per_item)
 
     def __iter__(self) -> Iterator[Batch | list[Batch]]:
         count = len(self.split.labels)
@@ -105,9 +108,9 @@ class ImageBatches:
             order = torch.arange(count)
         else:
             order = torch.randperm(count, generator=self.generator)
-        order = order.to(self.split.labels.device)
+        order = shard(order, self.rank, self.world).to(self.split.labels.device)
         per_item = self.batch_size * (self.steps_per_batch or 1)
-        for start in range(0, count, per_item):
+        for start in range(0, len(order), per_item):
             chosen = order[start : start + per_item]
             images, labels = self.prepare(self.split.images[chosen]), self.split.labels[chosen]
             if self.steps_per_batch is None:
@@ -116,6 +119,13 @@ class ImageBatches:
                 yield list(
                     zip(images.split(self.batch_size), labels.split(self.batch_size), strict=True)
                 )
+
+
+def shard(order: torch.Tensor, rank: int, world: int) -> torch.Tensor:
+    """This DDP process's share of an order that every process drew alike: equal shares, so
+    that all processes take the same number of steps (the remainder is left out)."""
+    share = len(order) // world
+    return order[rank * share : (rank + 1) * share]
 
 
 class ImageDataModule(L.LightningDataModule):
@@ -168,7 +178,8 @@ class ImageDataModule(L.LightningDataModule):
     @property
     def steps_per_epoch(self) -> int:
         """Optimizer steps (mini-batches) per pass over the training split; needs setup()."""
-        return -(-len(self.splits["train"].labels) // self.batch_size)
+        world = self.trainer.world_size if self.trainer is not None else 1
+        return -(-(len(self.splits["train"].labels) // world) // self.batch_size)
 
     @property
     def raw_folder(self) -> Path:
@@ -252,8 +263,13 @@ class ImageDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> ImageBatches:
         generator = torch.Generator().manual_seed(self.seed + 1)
+        rank, world = (
+            (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
+        )
         train = self.on_device("train")
-        return ImageBatches(train, self.batch_size, self.prepare, generator, self.steps_per_batch)
+        return ImageBatches(
+            train, self.batch_size, self.prepare, generator, self.steps_per_batch, rank, world
+        )
 
     def val_dataloader(self) -> ImageBatches:
         return ImageBatches(self.on_device("val"), self.eval_batch_size, self.prepare)

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from nnlab.config import check_bool, check_choice, check_float, check_int
+from nnlab.data.images import shard
 from nnlab.errors import ConfigError
 
 GENERATORS = ("linear", "quadratic", "sine", "random_walk")
@@ -152,7 +153,11 @@ class SeriesDataModule(L.LightningDataModule):
         return (values - self.scaler.mean) / self.scaler.std
 
     def train_dataloader(self) -> _Shuffled:
-        return _Shuffled(self.splits["train"], self.batch_size, self.steps_per_batch, self.seed)
+        rank, world = (
+            (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
+        )
+        split = self.splits["train"]
+        return _Shuffled(split, self.batch_size, self.steps_per_batch, self.seed, rank, world)
 
     def val_dataloader(self) -> _Whole:
         return _Whole(self.splits["val"])
@@ -179,19 +184,29 @@ class _Whole:
 
 
 class _Shuffled:
-    """Shuffled mini-batches of windows, `steps_per_batch` to a training batch."""
+    """Shuffled mini-batches of windows, `steps_per_batch` to a training batch; under DDP,
+    this process's share of them."""
 
     def __init__(
-        self, split: SeriesBatch, batch_size: int, steps_per_batch: int, seed: int
+        self,
+        split: SeriesBatch,
+        batch_size: int,
+        steps_per_batch: int,
+        seed: int,
+        rank: int = 0,
+        world: int = 1,
     ) -> None:
         self.split, self.batch_size, self.steps_per_batch = split, batch_size, steps_per_batch
         self.generator = torch.Generator().manual_seed(seed + 1)
+        self.rank, self.world = rank, world
 
     def __len__(self) -> int:
-        return -(-len(self.split[0]) // (self.batch_size * self.steps_per_batch))
+        per_item = self.batch_size * self.steps_per_batch
+        return -(-(len(self.split[0]) // self.world) // per_item)
 
     def __iter__(self) -> Iterator[list[SeriesBatch]]:
         order = torch.randperm(len(self.split[0]), generator=self.generator)
+        order = shard(order, self.rank, self.world)
         per_item = self.batch_size * self.steps_per_batch
         for start in range(0, len(order), per_item):
             chosen = order[start : start + per_item].split(self.batch_size)

@@ -226,6 +226,8 @@ class Task(L.LightningModule, ABC):
         per_step = stage == "train"
         metrics = self.stage_metrics(stage)
         options = {"on_step": per_step, "on_epoch": not per_step, "batch_size": len(batch[1])}
+        # Under DDP, epoch values are averaged over the processes (a no-op on one device).
+        options["sync_dist"] = not per_step
         self.log(f"{stage}/loss", loss, prog_bar=True, **options)
         if len(metrics):
             arguments = self.metric_arguments(outputs, batch)
