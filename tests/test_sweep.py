@@ -34,6 +34,9 @@ def test_sweep_writes_one_run_dir_per_job(cli, tmp_path):
         threads = max(1, available_cores() // min(available_cores(), 4))  # n_jobs=-1, 4 jobs
         assert f"with {threads} torch thread(s)" in (job / "train.log").read_text()
     assert seen == {(1, "sigmoid"), (1, "relu"), (2, "sigmoid"), (2, "relu")}
+    # the shared terminal gets one result line per job; the INFO logs stay in each train.log
+    assert sum(": completed in " in line for line in result.stdout.splitlines()) == 4
+    assert "Instantiating" not in result.stderr and "GPU available" not in result.stderr
 
 
 def test_a_bad_job_fails_alone_and_the_sweep_reports_it(cli, tmp_path):

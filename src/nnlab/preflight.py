@@ -13,6 +13,7 @@ from pathlib import Path
 import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import IntervalSweep
 from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError
@@ -38,10 +39,15 @@ def compose_checked(config_dir: Path, overrides: list[str]) -> DictConfig:
 
 
 def first_job(overrides: list[str]) -> list[str]:
-    """The overrides of a sweep's first job: each swept key at its first value."""
+    """The overrides of a sweep's first job: each swept key at its first value.
+
+    An interval (which only a search samples) stands at its lower end.
+    """
     job = []
     for override in OverridesParser.create().parse_overrides(overrides):
-        if override.is_sweep_override():
+        if isinstance(override.value(), IntervalSweep):
+            job.append(f"{override.get_key_element()}={override.value().start!r}")
+        elif override.is_sweep_override():
             first = next(iter(override.sweep_string_iterator()))
             job.append(f"{override.get_key_element()}={first}")
         else:

@@ -19,7 +19,7 @@ from nnlab.callbacks import GracefulStop
 from nnlab.config import build, check_float, check_int
 from nnlab.errors import NO_VALUE, ConfigError
 from nnlab.preflight import check_writable
-from nnlab.runtime import configure_threads, in_joblib_sweep, is_multirun
+from nnlab.runtime import configure_threads, in_joblib_sweep, is_multirun, quiet_console
 from nnlab.tasks.base import Task
 
 log = logging.getLogger("nnlab")
@@ -45,6 +45,8 @@ def build_run(cfg: DictConfig) -> Run:
     Constructors only store and check their arguments (the data are made in `setup`), so a bad
     value anywhere stops the run here, before any work.
     """
+    if is_multirun():
+        quiet_console()
     _check_top_level_keys(cfg)
     threads = configure_threads(cfg.get("threads"))
     if cfg.get("seed") is not None:

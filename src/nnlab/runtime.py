@@ -43,6 +43,19 @@ def is_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
+def quiet_console() -> None:
+    """Console logs at WARNING and above: a sweep's parallel jobs share one terminal.
+
+    Each job's train.log keeps everything; the terminal gets warnings, errors and each job's
+    one-line result (printed on stdout). Lightning's "GPU available" lines and the like go
+    through its own handler, which is quieted too.
+    """
+    for logger in (logging.getLogger(), logging.getLogger("lightning.pytorch")):
+        for handler in logger.handlers:
+            if type(handler) is logging.StreamHandler or "colorlog" in type(handler).__module__:
+                handler.setLevel(logging.WARNING)
+
+
 def available_cores() -> int:
     """The cores this process may use (a SLURM or cgroup CPU set, not the whole machine)."""
     try:
@@ -65,7 +78,10 @@ def parallel_jobs() -> int:
     cores = available_cores()
     # joblib's convention: -1 is every core, -2 all but one, ...
     limit = n_jobs if n_jobs > 0 else cores + 1 + n_jobs
-    return max(1, min(cores, limit, sweep_size(Path(hydra_cfg.sweep.dir))))
+    # An Optuna search launches `n_jobs` trials at a time; a grid, all its jobs at once.
+    searching = hydra_cfg.sweeper.get("n_jobs")
+    at_once = searching if searching else sweep_size(Path(hydra_cfg.sweep.dir))
+    return max(1, min(cores, limit, at_once))
 
 
 def sweep_size(sweep_dir: Path) -> int:

@@ -10,7 +10,7 @@ from torchmetrics import MetricCollection
 from nnlab.config import check_int
 from nnlab.data.images import ImageDataModule, Split
 from nnlab.outputs import Analysis
-from nnlab.search import cosine_top_k, precision_at_k
+from nnlab.similarity import cosine_top_k, precision_at_k
 from nnlab.tasks.base import Batch, Task
 
 

@@ -1,0 +1,34 @@
+"""The Hydra plugin shim: Hydra only instantiates sweepers found in the hydra_plugins package.
+
+(No `from __future__ import annotations` here: OmegaConf reads this dataclass's annotations
+as types, and Hydra imports plugin modules in a way that postponed annotations cannot resolve.)
+"""
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, Optional  # noqa: UP035 (OmegaConf wants typing's forms)
+
+from hydra.core.config_store import ConfigStore
+
+from nnlab.hparams_search import OptunaSweeper
+
+
+@dataclass
+class OptunaSweeperConf:
+    _target_: str = "hydra_plugins.nnlab_optuna_sweeper.sweeper.NnlabOptunaSweeper"
+    study_name: str = "search"
+    storage: Optional[str] = None  # noqa: UP045  an SQLite file; None keeps the study in memory
+    metric: str = "val/acc"
+    direction: str = "maximize"
+    n_trials: int = 20
+    n_jobs: int = 1
+    seed: Optional[int] = 0  # noqa: UP045
+    params: Dict[str, Any] = field(default_factory=dict)  # noqa: UP006
+
+
+class NnlabOptunaSweeper(OptunaSweeper):
+    pass
+
+
+ConfigStore.instance().store(
+    group="hydra/sweeper", name="nnlab_optuna", node=OptunaSweeperConf, provider="nnlab"
+)
