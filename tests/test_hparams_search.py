@@ -11,12 +11,14 @@ from nnlab.errors import ConfigError
 from nnlab.hparams_search import distribution
 
 
-def search(cli, tmp_path, trials, *extra):
+def search(cli, tmp_path, trials, *extra, parallel=False):
+    """A search of `trials` in all; in-process trials (Hydra's basic launcher) unless parallel."""
     return cli(
         "hparams_search=rings_optuna",
         f"hydra.sweeper.n_trials={trials}",
-        "trainer.max_steps=300",
+        "trainer.max_steps=100",
         *extra,
+        *([] if parallel else ["hydra/launcher=basic"]),
         multirun=True,
     )
 
@@ -27,11 +29,11 @@ def load_study(tmp_path):
 
 
 def test_a_search_resumes_where_it_stopped_without_redoing_trials(cli, tmp_path):
-    assert search(cli, tmp_path, 2).returncode == 0
+    assert search(cli, tmp_path, 2, parallel=True).returncode == 0
     first = [(t.number, t.params, t.value) for t in load_study(tmp_path).trials]
     assert len(first) == 2 and all(value is not None for *_, value in first)
 
-    assert search(cli, tmp_path, 4).returncode == 0  # the same command, a larger budget
+    assert search(cli, tmp_path, 4, parallel=True).returncode == 0  # the same, a larger budget
     study = load_study(tmp_path)
     assert [(t.number, t.params, t.value) for t in study.trials[:2]] == first
     assert len(study.trials) == 4
@@ -67,7 +69,7 @@ def test_a_trial_left_running_by_a_killed_search_is_rerun(cli, tmp_path):
 
 def test_a_failing_trial_is_recorded_and_the_search_goes_on(cli, tmp_path):
     # A command-line sweep joins the search; trials drawing the unknown activation raise.
-    result = search(cli, tmp_path, 5, "model.activation=choice(relu, no_such)")
+    result = search(cli, tmp_path, 5, "model.activation=choice(relu, no_such)", parallel=True)
     assert result.returncode == 0
     trials = load_study(tmp_path).trials
     assert len(trials) == 5
@@ -80,17 +82,6 @@ def test_a_failing_trial_is_recorded_and_the_search_goes_on(cli, tmp_path):
     assert results["failed"] == sum(t.state == optuna.trial.TrialState.FAIL for t in trials)
 
 
-def test_a_study_refuses_a_changed_search_space_before_any_trial(cli, tmp_path):
-    assert search(cli, tmp_path, 1).returncode == 0
-    result = search(cli, tmp_path, 2, "model.activation=choice(relu, gelu)")
-    assert result.returncode == 2
-    assert (
-        "bad config model.activation='choice(relu, gelu)': study rings_optuna searched"
-        " choice(sigmoid, relu, tanh)" in result.stderr
-    )
-    assert len(load_study(tmp_path).trials) == 1
-
-
 def test_parameter_syntax_becomes_optuna_distributions():
     assert distribution("a", "choice(relu, tanh)").choices == ("relu", "tanh")
     ints = distribution("n", "range(1, 9)")
@@ -99,3 +90,54 @@ def test_parameter_syntax_becomes_optuna_distributions():
     assert (lr.low, lr.high, lr.log) == (1e-4, 3e-2, True)
     with pytest.raises(ConfigError):
         distribution("x", "7")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["hydra.sweeper.n_trials=0"], "bad config hydra.sweeper.n_trials=0: expected an integer"),
+        (["hydra.sweeper.direction=up"], "bad config hydra.sweeper.direction='up': expected one"),
+        (["model.hidden_nodes=7"], None),  # fixed for every trial: not an error
+    ],
+)
+def test_sweeper_settings_are_checked_before_any_trial(cli, tmp_path, overrides, message):
+    result = search(cli, tmp_path, 1, *overrides)
+    if message is None:
+        assert result.returncode == 0
+        (trial,) = load_study(tmp_path).trials
+        assert "model.hidden_nodes" not in trial.params  # taken out of the search
+        (run,) = run_dirs(tmp_path / "logs")
+        assert (
+            yaml.safe_load((run / ".hydra" / "config.yaml").read_text())["model"]["hidden_nodes"]
+            == 7
+        )
+        return
+    assert result.returncode == 2 and message in result.stderr
+    assert run_dirs(tmp_path / "logs") == []
+
+
+def test_a_metric_that_no_trial_reports_stops_the_search(cli, tmp_path):
+    result = search(cli, tmp_path, 6, "hydra.sweeper.metric=val/accuracy")
+    assert result.returncode == 2
+    assert "bad config hydra.sweeper.metric='val/accuracy': not among the trial's metrics:" in (
+        result.stderr
+    )
+    assert "val/acc" in result.stderr.rsplit("metrics:", 1)[1]
+    assert len(load_study(tmp_path).trials) == 2  # the first batch of n_jobs, not all 6
+
+
+def test_a_study_keeps_its_space_and_metric_and_a_search_needs_multirun(cli, tmp_path):
+    assert search(cli, tmp_path, 1).returncode == 0
+    space = search(cli, tmp_path, 2, "model.activation=choice(relu, gelu)")
+    assert space.returncode == 2
+    assert (
+        "bad config model.activation='choice(relu, gelu)': study rings_optuna searched"
+        " choice(sigmoid, relu, tanh)" in space.stderr
+    )
+    metric = search(cli, tmp_path, 2, "hydra.sweeper.metric=val/loss")
+    assert metric.returncode == 2
+    assert "study rings_optuna optimises val/acc; name a new study" in metric.stderr
+    assert len(load_study(tmp_path).trials) == 1
+    single = cli("hparams_search=rings_optuna")
+    assert single.returncode == 2
+    assert "a search runs its trials as a sweep: add -m" in single.stderr

@@ -29,6 +29,7 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
+from nnlab.config import check_choice, check_int
 from nnlab.errors import ConfigError
 
 log = logging.getLogger("nnlab")
@@ -48,8 +49,16 @@ class OptunaSweeper(Sweeper):
         params: dict[str, Any],
     ) -> None:
         self.study_name, self.storage, self.metric = study_name, storage, metric
-        self.direction, self.n_trials, self.n_jobs = direction, n_trials, max(1, n_jobs)
+        self.direction, self.n_trials, self.n_jobs = direction, n_trials, n_jobs
         self.seed, self.params = seed, dict(params)
+
+    def _check(self) -> None:
+        """The sweeper's own settings; Hydra builds the sweeper before nnlab can check them."""
+        check_int("hydra.sweeper.n_trials", self.n_trials, minimum=1)
+        check_int("hydra.sweeper.n_jobs", self.n_jobs, minimum=1)
+        check_choice("hydra.sweeper.direction", self.direction, ["maximize", "minimize"])
+        if self.seed is not None:
+            check_int("hydra.sweeper.seed", self.seed, minimum=0)
 
     def setup(
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
@@ -65,9 +74,11 @@ class OptunaSweeper(Sweeper):
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         try:
+            self._check()
             distributions, arguments = self._search_space(arguments)
             study = self._study()
             _check_same_space(study, distributions)
+            self._check_same_goal(study)
         except ConfigError as error:  # before any trial: one line and exit 2, as for a run
             print(f"nnlab: {error}", file=sys.stderr)
             raise SystemExit(error.exit_code) from None
@@ -91,18 +102,51 @@ class OptunaSweeper(Sweeper):
                 [*arguments, *(f"{k}={_override_value(v)}" for k, v in t.params.items())]
                 for t in trials
             ]
-            for trial, result in zip(
-                trials, self.launcher.launch(jobs, initial_job_idx=job), strict=True
-            ):
+            results = self.launcher.launch(jobs, initial_job_idx=job)
+            for trial, result in zip(trials, results, strict=True):
                 value = _value(result, self.metric)
                 if value is None:
                     study.tell(trial, state=TrialState.FAIL)
                     log.warning("Trial %d failed; the search goes on", trial.number)
                 else:
                     study.tell(trial, value)
+            self._check_metric(results)
             job += len(trials)
             finished += len(trials)
         self._save_results(study, sweep_dir)
+
+    def _check_same_goal(self, study: Any) -> None:
+        """A study optimises one metric in one direction; trials of another would mislead TPE."""
+        metric = study.user_attrs.get("metric", self.metric)
+        if metric != self.metric:
+            raise ConfigError(
+                "hydra.sweeper.metric",
+                self.metric,
+                f"study {self.study_name} optimises {metric}; name a new study"
+                " (hydra.sweeper.study_name=...)",
+            )
+        direction = study.direction.name.lower()
+        if direction != self.direction:
+            raise ConfigError(
+                "hydra.sweeper.direction",
+                self.direction,
+                f"study {self.study_name} was created to {direction}; name a new study"
+                " (hydra.sweeper.study_name=...)",
+            )
+        study.set_user_attr("metric", self.metric)
+
+    def _check_metric(self, results: list[Any]) -> None:
+        """Stop, exit 2, when a trial completed without the metric: no later one would have it."""
+        for result in results:
+            values = result.return_value if result.status == JobStatus.COMPLETED else None
+            if isinstance(values, dict) and self.metric not in values:
+                error = ConfigError(
+                    "hydra.sweeper.metric",
+                    self.metric,
+                    f"not among the trial's metrics: {', '.join(sorted(values))}",
+                )
+                print(f"nnlab: {error}", file=sys.stderr)
+                raise SystemExit(error.exit_code)
 
     def _study(self) -> Any:
         import optuna
@@ -138,7 +182,8 @@ class OptunaSweeper(Sweeper):
         """The distributions of `params` and of the command's own sweeps; the fixed overrides.
 
         A sweep on the command line (`optimizer.lr='interval(1e-3, 1e-1)'`, `model.depth=1,2`)
-        joins the search, replacing a parameter of the same key.
+        joins the search, replacing a parameter of the same key; a plain value
+        (`model.hidden_nodes=7`) takes its key out of the search.
         """
         space = {key: distribution(key, str(spec)) for key, spec in self.params.items()}
         fixed = []
@@ -147,6 +192,7 @@ class OptunaSweeper(Sweeper):
                 key = override.get_key_element()  # with its + or ++
                 space[key] = _distribution_of(override, key, override.input_line)
             else:
+                space.pop(override.get_key_element().lstrip("+"), None)  # fixed, not searched
                 fixed.append(override.input_line)
         return space, fixed
 

@@ -118,12 +118,21 @@ def preflight(arguments: list[str]) -> list[str]:
     overrides = [a for a in arguments if not a.startswith("-")]
     multirun = bool(flags)
     cfg = compose_checked(CONFIG_DIR, first_job(overrides) if multirun else overrides)
+    search = _override_value(overrides, "hparams_search")
+    if search not in (None, "null") and not multirun:
+        raise ConfigError("hparams_search", search, "a search runs its trials as a sweep: add -m")
     check_writable("paths.log_dir", str(cfg.paths.log_dir))
     if cfg.get("ckpt_path") is None:
         return arguments
     if multirun:
         raise ConfigError("ckpt_path", cfg.ckpt_path, "resume runs one at a time, without -m")
     return resume_overrides(overrides, cfg)
+
+
+def _override_value(overrides: list[str], key: str) -> str | None:
+    """The value the command line gives `key` (the last one wins, as in Hydra), or None."""
+    values = [o.partition("=")[2] for o in overrides if o.partition("=")[0].lstrip("+") == key]
+    return values[-1] if values else None
 
 
 def main() -> None:
