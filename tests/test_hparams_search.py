@@ -8,7 +8,7 @@ import yaml
 from conftest import run_dirs
 
 from nnlab.errors import ConfigError
-from nnlab.hparams_search import distribution
+from nnlab.search_space import distribution
 
 
 def search(cli, tmp_path, trials, *extra, parallel=False):
@@ -88,8 +88,13 @@ def test_parameter_syntax_becomes_optuna_distributions():
     assert (ints.low, ints.high, ints.step) == (1, 8, 1)
     lr = distribution("lr", "tag(log, interval(1e-4, 3e-2))")
     assert (lr.low, lr.high, lr.log) == (1e-4, 3e-2, True)
-    with pytest.raises(ConfigError):
-        distribution("x", "7")
+    stepped = distribution("n", "range(1, 10, 4)")  # 1, 5, 9
+    assert (stepped.low, stepped.high, stepped.step) == (1, 9, 4)
+    assert distribution("p", "range(0.5, 2.0, 0.5)").choices == (0.5, 1.0, 1.5)
+    assert distribution("a", "relu,tanh").choices == ("relu", "tanh")
+    for spec in ["7", "interval(3, 1)", "range(5, 1)"]:
+        with pytest.raises(ConfigError, match="expected choice"):
+            distribution("x", spec)
 
 
 @pytest.mark.parametrize(
