@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+import time
+
 import optuna
 import pytest
 import yaml
 from conftest import run_dirs
 
 from nnlab.errors import ConfigError
+from nnlab.hparams_search import RESULTS as RESULTS_FILE
 from nnlab.search_space import distribution
 
 
@@ -43,28 +49,45 @@ def test_a_search_resumes_where_it_stopped_without_redoing_trials(cli, tmp_path)
     assert results["completed"] == 4 and results["best_value"] == study.best_value
 
 
-def test_a_trial_left_running_by_a_killed_search_is_rerun(cli, tmp_path):
-    # What SQLite holds after a search is killed mid-trial: a trial still RUNNING.
-    (tmp_path / "logs" / "rings" / "searches").mkdir(parents=True)
-    storage = f"sqlite:///{tmp_path / 'logs' / 'rings' / 'searches' / 'rings_optuna.db'}"
-    study = optuna.create_study(study_name="rings_optuna", storage=storage, direction="maximize")
-    killed = study.ask(
-        {
-            "model.hidden_nodes": optuna.distributions.IntDistribution(1, 8),
-            "model.activation": optuna.distributions.CategoricalDistribution(
-                ["sigmoid", "relu", "tanh"]
-            ),
-            "optimizer.lr": optuna.distributions.FloatDistribution(1e-4, 3e-2, log=True),
-        }
+def test_a_search_stopped_by_sigterm_exits_143_and_runs_its_unfinished_trial_again(cli, tmp_path):
+    logs = tmp_path / "logs"
+    command = [sys.executable, "-m", "nnlab.train", "-m", f"paths.log_dir={logs}"]
+    command += ["hparams_search=rings_optuna", "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=1"]
+    command += ["hydra/launcher=basic"]  # in-process trials: the signal reaches the trial
+    process = subprocess.Popen(
+        [*command, "trainer.max_steps=40000"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
-    killed_params = killed.params
+    deadline = time.monotonic() + 120  # signal once the first trial has saved a checkpoint
+    while not list(logs.glob("rings/multiruns/*/*/checkpoints/last.ckpt")):
+        assert process.poll() is None and time.monotonic() < deadline, process.stderr.read()
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGTERM, stderr
+    assert (
+        "search rings_optuna interrupted by SIGTERM with 0 of 2 trials done; the same command"
+        " continues it" in stderr
+    )
+    (stopped,) = load_study(tmp_path).trials
+    assert stopped.state == optuna.trial.TrialState.RUNNING
 
-    assert search(cli, tmp_path, 2).returncode == 0
+    again = subprocess.run(  # the same search, on a shorter budget per trial
+        [*command, "trainer.max_steps=100"], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert again.returncode == 0, again.stderr
     trials = load_study(tmp_path).trials
-    assert trials[0].state == optuna.trial.TrialState.FAIL
-    assert trials[1].params == killed_params  # rerun first, with the same values
-    assert [t.state for t in trials[1:]] == [optuna.trial.TrialState.COMPLETE] * 2
-    assert len(run_dirs(tmp_path / "logs")) == 2  # the budget counts the 2 that ran, not the kill
+    assert [t.state for t in trials] == [optuna.trial.TrialState.FAIL] + [
+        optuna.trial.TrialState.COMPLETE
+    ] * 2
+    assert trials[1].params == stopped.params  # run again first, with the same values
+    assert len(run_dirs(logs)) == 3  # the stopped trial's run, then 2 trials: the budget holds
+    last_sweep = sorted((logs / "rings" / "multiruns").iterdir())[-1]
+    results = yaml.safe_load((last_sweep / RESULTS_FILE).read_text())
+    assert (results["completed"], results["failed"], results["interrupted_and_rerun"]) == (2, 0, 1)
 
 
 def test_a_failing_trial_is_recorded_and_the_search_goes_on(cli, tmp_path):

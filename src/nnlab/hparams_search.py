@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import logging
 import math
+import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import optuna
 import yaml
@@ -28,7 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
 from nnlab.config import check_choice, check_int
-from nnlab.errors import ConfigError
+from nnlab.errors import ConfigError, Interrupted
 from nnlab.search_space import check_same_space, search_space
 
 log = logging.getLogger("nnlab")
@@ -98,18 +99,38 @@ class OptunaSweeper(Sweeper):
                 [*arguments, *(f"{k}={_override_value(v)}" for k, v in t.params.items())]
                 for t in trials
             ]
-            results = self.launcher.launch(jobs, initial_job_idx=job)
-            for trial, result in zip(trials, results, strict=True):
+            try:
+                results = self.launcher.launch(jobs, initial_job_idx=job)
+            except KeyboardInterrupt:  # Ctrl-C: the trials stay RUNNING in the study
+                self._stop(study, sweep_dir, signal.SIGINT, finished)
+            stops = [_interruption(result) for result in results]
+            for trial, result, stop in zip(trials, results, stops, strict=True):
                 value = _value(result, self.metric)
+                if stop is not None:
+                    continue  # left RUNNING: the next search runs it again
                 if value is None:
                     study.tell(trial, state=TrialState.FAIL)
                     log.warning("Trial %d failed; the search goes on", trial.number)
                 else:
                     study.tell(trial, value)
+                finished += 1
+            if any(stops):
+                signum = next(stop for stop in stops if stop is not None).signum
+                self._stop(study, sweep_dir, signum, finished)
             self._check_metric(results)
             job += len(trials)
-            finished += len(trials)
         self._save_results(study, sweep_dir)
+
+    def _stop(self, study: optuna.Study, sweep_dir: Path, signum: int, finished: int) -> NoReturn:
+        """End an interrupted search as a run ends: one line, exit 128 + the signal's number."""
+        self._save_results(study, sweep_dir)
+        print(
+            f"nnlab: search {self.study_name} interrupted by {signal.Signals(signum).name} with"
+            f" {finished} of {self.n_trials} trials done; the same command continues it, and the"
+            " unfinished trials run again",
+            file=sys.stderr,
+        )
+        raise SystemExit(128 + signum)
 
     def _check_same_goal(self, study: optuna.Study) -> None:
         """A study optimises one metric in one direction; trials of another would mislead TPE."""
@@ -200,6 +221,13 @@ class OptunaSweeper(Sweeper):
 
 def _override_value(value: Any) -> str:
     return repr(value) if isinstance(value, float) else str(value)
+
+
+def _interruption(result: JobReturn) -> Interrupted | None:
+    """The signal that stopped a trial (SIGINT, SIGTERM), if one did."""
+    # A failed job keeps its exception in _return_value; `return_value` would raise it.
+    error = result._return_value if result.status == JobStatus.FAILED else None
+    return error if isinstance(error, Interrupted) else None
 
 
 def _value(result: JobReturn, metric: str) -> float | None:
