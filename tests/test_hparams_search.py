@@ -1,108 +1,256 @@
-"""The Optuna search: it resumes from its SQLite study, and failed trials do not end it."""
+"""The Optuna search: it continues from its SQLite study, and failed trials do not end it."""
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import optuna
 import pytest
 import yaml
 from conftest import run_dirs
+from optuna.trial import TrialState
 
 from nnlab.errors import ConfigError
-from nnlab.hparams_search import RESULTS as RESULTS_FILE
-from nnlab.search_space import distribution
+from nnlab.hparams_search import RESULTS_FILE, OptunaSweeper
+from nnlab.search_space import as_override_value, distribution, search_space
+
+Cli = Callable[..., subprocess.CompletedProcess]
 
 
-def search(cli, tmp_path, trials, *extra, parallel=False):
-    """A search of `trials` in all; in-process trials (Hydra's basic launcher) unless parallel."""
+def search(cli: Cli, trials: int, *extra: str) -> Any:
+    """A search of `trials` in all, its trials in its own process (Hydra's basic launcher).
+
+    The parallel launcher's path is the SIGTERM test's, with joblib's worker processes.
+    """
     return cli(
         "hparams_search=rings_optuna",
         f"hydra.sweeper.n_trials={trials}",
         "trainer.max_steps=100",
         *extra,
-        *([] if parallel else ["hydra/launcher=basic"]),
+        "hydra/launcher=basic",
         multirun=True,
     )
 
 
-def load_study(tmp_path):
+def load_study(tmp_path: Path) -> optuna.Study:
     storage = f"sqlite:///{tmp_path / 'logs' / 'rings' / 'searches' / 'rings_optuna.db'}"
     return optuna.load_study(study_name="rings_optuna", storage=storage)
 
 
-def test_a_search_resumes_where_it_stopped_without_redoing_trials(cli, tmp_path):
-    assert search(cli, tmp_path, 2, parallel=True).returncode == 0
+def results_of_last_sweep(tmp_path: Path) -> dict[str, Any]:
+    last_sweep = sorted((tmp_path / "logs" / "rings" / "multiruns").iterdir())[-1]
+    return yaml.safe_load((last_sweep / RESULTS_FILE).read_text())
+
+
+def test_a_search_continues_where_it_stopped_without_redoing_trials(cli, tmp_path):
+    assert search(cli, 2).returncode == 0
     first = [(t.number, t.params, t.value) for t in load_study(tmp_path).trials]
     assert len(first) == 2 and all(value is not None for *_, value in first)
 
-    assert search(cli, tmp_path, 4, parallel=True).returncode == 0  # the same, a larger budget
+    assert search(cli, 4).returncode == 0  # the same command, a larger budget
     study = load_study(tmp_path)
     assert [(t.number, t.params, t.value) for t in study.trials[:2]] == first
     assert len(study.trials) == 4
     assert len(run_dirs(tmp_path / "logs")) == 4  # 2 + 2 runs: nothing redone
-    sweeps = sorted((tmp_path / "logs" / "rings" / "multiruns").iterdir())
-    results = yaml.safe_load((sweeps[-1] / "optimization_results.yaml").read_text())
-    assert results["completed"] == 4 and results["best_value"] == study.best_value
+    # the sampler is seeded afresh when the search continues: new values, not the first again
+    assert [t.params for t in study.trials[2:]] != [params for _, params, _ in first]
+    results = results_of_last_sweep(tmp_path)
+    assert results["study_trials"] == {"completed": 4, "failed": 0, "not_counted": 0}
+    assert results["this_sweep"] == {"completed": 2, "failed": 0}
+    assert results["best_value"] == study.best_value
+    assert results["best_params"] == study.best_params
 
 
-def test_a_search_stopped_by_sigterm_exits_143_and_runs_its_unfinished_trial_again(cli, tmp_path):
+def test_a_failing_trial_is_recorded_and_the_search_goes_on(cli, tmp_path):
+    # A command-line sweep joins the search; trials drawing the unknown activation raise.
+    result = search(cli, 5, "model.activation=choice(relu, no_such)")
+    assert result.returncode == 0, result.stderr
+    trials = load_study(tmp_path).trials
+    assert len(trials) == 5
+    expected = {"relu": TrialState.COMPLETE, "no_such": TrialState.FAIL}
+    assert [t.state for t in trials] == [expected[t.params["model.activation"]] for t in trials]
+    assert {t.params["model.activation"] for t in trials} == {"relu", "no_such"}
+    assert all(0 <= t.value <= 1 for t in trials if t.state == TrialState.COMPLETE)
+    failed = sum(t.state == TrialState.FAIL for t in trials)
+    assert results_of_last_sweep(tmp_path)["this_sweep"] == {
+        "completed": 5 - failed,
+        "failed": failed,
+    }
+
+
+def test_a_search_whose_trials_all_fail_exits_1(cli, tmp_path):
+    result = search(cli, 2, "model.activation=choice(no_such, nor_this)")
+    assert result.returncode == 1
+    assert "nnlab: no trial of study rings_optuna completed; `nnlab-report" in result.stderr
+    assert [t.state for t in load_study(tmp_path).trials] == [TrialState.FAIL] * 2
+
+
+def child_pids(pid: int) -> list[int]:
+    """The processes whose parent is `pid` (Linux's /proc)."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            state_and_parent = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(state_and_parent[1]) == pid:
+            children.append(int(stat.parent.name))
+    return children
+
+
+def gone(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def sigterm_during_first_trial(tmp_path: Path, command: list[str]) -> list[int]:
+    """Start the search, SIGTERM its own process once a trial has checkpointed; its children."""
     logs = tmp_path / "logs"
-    command = [sys.executable, "-m", "nnlab.train", "-m", f"paths.log_dir={logs}"]
-    command += ["hparams_search=rings_optuna", "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=1"]
-    command += ["hydra/launcher=basic"]  # in-process trials: the signal reaches the trial
     process = subprocess.Popen(
-        [*command, "trainer.max_steps=40000"],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+        command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
     )
-    deadline = time.monotonic() + 120  # signal once the first trial has saved a checkpoint
+    deadline = time.monotonic() + 120
     while not list(logs.glob("rings/multiruns/*/*/checkpoints/last.ckpt")):
-        assert process.poll() is None and time.monotonic() < deadline, process.stderr.read()
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"no trial reached its first checkpoint: {process.communicate()[1]}")
         time.sleep(0.05)
+    children = child_pids(process.pid)
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 128 + signal.SIGTERM, stderr
-    assert (
-        "search rings_optuna interrupted by SIGTERM with 0 of 2 trials done; the same command"
-        " continues it" in stderr
-    )
-    (stopped,) = load_study(tmp_path).trials
-    assert stopped.state == optuna.trial.TrialState.RUNNING
+    assert "nnlab: search rings_optuna interrupted by SIGTERM; the same command continues" in stderr
+    return children
+
+
+@pytest.mark.parametrize(("launcher", "jobs"), [("basic", 1), ("parallel", 2)])
+def test_sigterm_stops_a_search_with_143_and_its_unfinished_trials_run_again(
+    cli, tmp_path, launcher, jobs
+):
+    # basic: the trial runs in the search's process, and the signal reaches it there;
+    # parallel: in joblib's workers, which must not train on once the search has gone.
+    command = [sys.executable, "-m", "nnlab.train", "-m", f"paths.log_dir={tmp_path / 'logs'}"]
+    command += ["hparams_search=rings_optuna", "hydra.sweeper.n_trials=2"]
+    command += [f"hydra/launcher={launcher}", f"hydra.sweeper.n_jobs={jobs}"]
+    children = sigterm_during_first_trial(tmp_path, [*command, "trainer.max_steps=40000"])
+    deadline = time.monotonic() + 30
+    while not all(gone(pid) for pid in children):
+        assert time.monotonic() < deadline, "the search's workers outlived it"
+        time.sleep(0.1)
+    stopped = load_study(tmp_path).trials
+    assert {t.state for t in stopped} == {TrialState.RUNNING}
+    assert len(stopped) == jobs
 
     again = subprocess.run(  # the same search, on a shorter budget per trial
         [*command, "trainer.max_steps=100"], cwd=tmp_path, capture_output=True, text=True
     )
     assert again.returncode == 0, again.stderr
     trials = load_study(tmp_path).trials
-    assert [t.state for t in trials] == [optuna.trial.TrialState.FAIL] + [
-        optuna.trial.TrialState.COMPLETE
-    ] * 2
-    assert trials[1].params == stopped.params  # run again first, with the same values
-    assert len(run_dirs(logs)) == 3  # the stopped trial's run, then 2 trials: the budget holds
-    last_sweep = sorted((logs / "rings" / "multiruns").iterdir())[-1]
-    results = yaml.safe_load((last_sweep / RESULTS_FILE).read_text())
-    assert (results["completed"], results["failed"], results["interrupted_and_rerun"]) == (2, 0, 1)
+    assert [t.state for t in trials] == [TrialState.FAIL] * len(stopped) + [TrialState.COMPLETE] * 2
+    rerun = trials[len(stopped) :]
+    assert [t.params for t in rerun[: len(stopped)]] == [t.params for t in stopped]
+    results = results_of_last_sweep(tmp_path)
+    assert results["study_trials"] == {"completed": 2, "failed": 0, "not_counted": len(stopped)}
 
 
-def test_a_failing_trial_is_recorded_and_the_search_goes_on(cli, tmp_path):
-    # A command-line sweep joins the search; trials drawing the unknown activation raise.
-    result = search(cli, tmp_path, 5, "model.activation=choice(relu, no_such)", parallel=True)
-    assert result.returncode == 0
-    trials = load_study(tmp_path).trials
-    assert len(trials) == 5
-    expected = {"relu": optuna.trial.TrialState.COMPLETE, "no_such": optuna.trial.TrialState.FAIL}
-    assert [t.state for t in trials] == [expected[t.params["model.activation"]] for t in trials]
-    assert {t.params["model.activation"] for t in trials} == {"relu", "no_such"}
-    assert all(0 <= t.value <= 1 for t in trials if t.state == optuna.trial.TrialState.COMPLETE)
-    sweeps = sorted((tmp_path / "logs" / "rings" / "multiruns").iterdir())
-    results = yaml.safe_load((sweeps[-1] / "optimization_results.yaml").read_text())
-    assert results["failed"] == sum(t.state == optuna.trial.TrialState.FAIL for t in trials)
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["hydra.sweeper.n_trials=0"], "bad config hydra.sweeper.n_trials=0: expected an integer"),
+        (["hydra.sweeper.direction=up"], "bad config hydra.sweeper.direction='up': expected one"),
+        (["hydra.sweeper.storage=/proc/nnlab/s.db"], "bad config hydra.sweeper.storage='/proc"),
+        (["model.hidden_nodes=choice(1,"], "bad config model.hidden_nodes='choice(1,': cannot"),
+    ],
+)
+def test_bad_search_settings_exit_2_before_any_trial(cli, tmp_path, overrides, message):
+    result = search(cli, 1, *overrides)
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    assert run_dirs(tmp_path / "logs") == []
+
+
+def test_a_value_on_the_command_line_takes_its_key_out_of_the_search(cli, tmp_path):
+    assert search(cli, 1, "model.hidden_nodes=7").returncode == 0
+    (trial,) = load_study(tmp_path).trials
+    assert "model.hidden_nodes" not in trial.params
+    (run,) = run_dirs(tmp_path / "logs")
+    assert (
+        yaml.safe_load((run / ".hydra" / "config.yaml").read_text())["model"]["hidden_nodes"] == 7
+    )
+    assert "model.hidden_nodes=7" in results_of_last_sweep(tmp_path)["fixed"]
+
+
+def test_a_metric_that_no_trial_reports_stops_the_search_without_binding_the_study(cli, tmp_path):
+    result = search(cli, 6, "hydra.sweeper.metric=val/accuracy")
+    assert result.returncode == 2
+    assert "bad config hydra.sweeper.metric='val/accuracy': not among the trials' metrics:" in (
+        result.stderr
+    )
+    assert "val/acc" in result.stderr.rsplit("metrics:", 1)[1]
+    assert len(load_study(tmp_path).trials) == 2  # the first n_jobs trials, not all 6
+
+    fixed = search(cli, 2)  # the corrected command continues the study; those 2 do not count
+    assert fixed.returncode == 0, fixed.stderr
+    assert results_of_last_sweep(tmp_path)["study_trials"] == {
+        "completed": 2,
+        "failed": 0,
+        "not_counted": 2,
+    }
+
+
+def test_a_study_refuses_another_search_and_a_search_needs_multirun(cli, tmp_path):
+    assert search(cli, 1).returncode == 0
+    result = search(cli, 2, "model.activation=choice(relu, gelu)")
+    assert result.returncode == 2
+    assert (
+        "bad config model.activation='choice(relu, gelu)': study rings_optuna searched"
+        " choice(sigmoid, relu, tanh); keep its space or name a new study" in result.stderr
+    )
+    assert len(load_study(tmp_path).trials) == 1
+    single = cli("hparams_search=rings_optuna")
+    assert single.returncode == 2
+    assert "a search runs its trials as a sweep: add -m" in single.stderr
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"metric": "val/loss"}, "metric='val/loss': study s optimises val/acc"),
+        ({"direction": "minimize"}, "direction='minimize': study s was created to maximize"),
+        ({"params": {"n": "range(1, 5)"}}, "n='range(1, 5, 1)': study s searched range(1, 9, 1)"),
+        ({"params": {}}, "bad config n: study s searched it over range(1, 9, 1)"),
+        ({"params": {"n": "range(1, 9)", "m": "a,b"}}, "m='choice(a, b)': study s did not"),
+    ],
+)
+def test_a_study_continues_only_the_search_it_began(change, message):
+    settings = {
+        "study_name": "s",
+        "storage": None,
+        "metric": "val/acc",
+        "direction": "maximize",
+        "n_trials": 1,
+        "n_jobs": 1,
+        "seed": 0,
+        "params": {"n": "range(1, 9)"},
+    }
+    first = OptunaSweeper(**settings)
+    study = optuna.create_study(direction="maximize")
+    space, _ = search_space(first.params, [])
+    study.set_user_attr("search", first._search_record(space))  # as after its first trial
+    first._check_same_search(study, space)  # the same search: it continues
+
+    changed = OptunaSweeper(**(settings | change))
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        changed._check_same_search(study, search_space(changed.params, [])[0])
 
 
 def test_parameter_syntax_becomes_optuna_distributions():
@@ -111,61 +259,32 @@ def test_parameter_syntax_becomes_optuna_distributions():
     assert (ints.low, ints.high, ints.step) == (1, 8, 1)
     lr = distribution("lr", "tag(log, interval(1e-4, 3e-2))")
     assert (lr.low, lr.high, lr.log) == (1e-4, 3e-2, True)
+    assert distribution("n", "tag(log, range(1, 65))").log
     stepped = distribution("n", "range(1, 10, 4)")  # 1, 5, 9
     assert (stepped.low, stepped.high, stepped.step) == (1, 9, 4)
     assert distribution("p", "range(0.5, 2.0, 0.5)").choices == (0.5, 1.0, 1.5)
     assert distribution("a", "relu,tanh").choices == ("relu", "tanh")
+    assert distribution("c", "null,1.0").choices == (None, 1.0)
+    assert distribution("s", "'a b',c").choices == ("a b", "c")
+    with pytest.raises(ConfigError, match="a searched key must be in the config"):
+        search_space({}, ["+model.width=1,2"])
+    with pytest.raises(ConfigError, match="a log scale needs an interval above 0"):
+        distribution("lr", "tag(log, interval(0, 1))")
     for spec in ["7", "interval(3, 1)", "range(5, 1)"]:
         with pytest.raises(ConfigError, match="expected choice"):
             distribution("x", spec)
+    for spec in ["tag(lg, interval(1, 2))", "tag(log, choice(1, 2))", "tag(log, range(0, 8, 2))"]:
+        with pytest.raises(ConfigError, match=r"tag|log scale"):
+            distribution("x", spec)
 
 
-@pytest.mark.parametrize(
-    ("overrides", "message"),
-    [
-        (["hydra.sweeper.n_trials=0"], "bad config hydra.sweeper.n_trials=0: expected an integer"),
-        (["hydra.sweeper.direction=up"], "bad config hydra.sweeper.direction='up': expected one"),
-        (["model.hidden_nodes=7"], None),  # fixed for every trial: not an error
-    ],
-)
-def test_sweeper_settings_are_checked_before_any_trial(cli, tmp_path, overrides, message):
-    result = search(cli, tmp_path, 1, *overrides)
-    if message is None:
-        assert result.returncode == 0
-        (trial,) = load_study(tmp_path).trials
-        assert "model.hidden_nodes" not in trial.params  # taken out of the search
-        (run,) = run_dirs(tmp_path / "logs")
-        assert (
-            yaml.safe_load((run / ".hydra" / "config.yaml").read_text())["model"]["hidden_nodes"]
-            == 7
-        )
-        return
-    assert result.returncode == 2 and message in result.stderr
-    assert run_dirs(tmp_path / "logs") == []
-
-
-def test_a_metric_that_no_trial_reports_stops_the_search(cli, tmp_path):
-    result = search(cli, tmp_path, 6, "hydra.sweeper.metric=val/accuracy")
-    assert result.returncode == 2
-    assert "bad config hydra.sweeper.metric='val/accuracy': not among the trial's metrics:" in (
-        result.stderr
-    )
-    assert "val/acc" in result.stderr.rsplit("metrics:", 1)[1]
-    assert len(load_study(tmp_path).trials) == 2  # the first batch of n_jobs, not all 6
-
-
-def test_a_study_keeps_its_space_and_metric_and_a_search_needs_multirun(cli, tmp_path):
-    assert search(cli, tmp_path, 1).returncode == 0
-    space = search(cli, tmp_path, 2, "model.activation=choice(relu, gelu)")
-    assert space.returncode == 2
-    assert (
-        "bad config model.activation='choice(relu, gelu)': study rings_optuna searched"
-        " choice(sigmoid, relu, tanh)" in space.stderr
-    )
-    metric = search(cli, tmp_path, 2, "hydra.sweeper.metric=val/loss")
-    assert metric.returncode == 2
-    assert "study rings_optuna optimises val/acc; name a new study" in metric.stderr
-    assert len(load_study(tmp_path).trials) == 1
-    single = cli("hparams_search=rings_optuna")
-    assert single.returncode == 2
-    assert "a search runs its trials as a sweep: add -m" in single.stderr
+def test_sampled_values_go_back_to_hydra_as_the_same_values():
+    assert [as_override_value(v) for v in (None, True, 3, 0.1, "relu")] == [
+        "null",
+        "true",
+        "3",
+        "0.1",
+        "relu",
+    ]
+    assert as_override_value("a b") == "'a b'" and as_override_value("null") == "'null'"
+    assert as_override_value("it's") == "'it\\'s'"

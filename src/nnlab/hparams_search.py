@@ -1,13 +1,12 @@
 """Hyperparameter search with Optuna (a maintained release, not the one Hydra's plugin pins).
 
 `hparams_search=rings_optuna` runs it: Optuna's TPE sampler proposes values for the keys in
-`hydra.sweeper.params`, Hydra's launcher runs the trials (in parallel, `n_jobs` at a time),
-and each trial's metrics.json value of `metric` goes back to Optuna. The study lives in an
-SQLite file named after it, outside any timestamped sweep dir, so running the same command
-again continues it: finished trials are kept, not redone, and `n_trials` counts them all.
-A trial that fails (a NaN loss, an exception) is recorded as failed; the search goes on.
-
-The parameters are written in Hydra's sweep syntax (nnlab.search_space).
+`hydra.sweeper.params`, Hydra's launcher runs the trials (`n_jobs` at a time), and the value
+of `metric` in each trial's final metrics (those of its metrics.json) goes back to Optuna.
+The study lives in an SQLite file named after it, outside any timestamped sweep dir, so the
+same command again continues it: finished trials are kept, not redone, and `n_trials` counts
+them all. A trial that fails (a NaN loss, an exception) is recorded as failed; the search
+goes on. The parameters are written in Hydra's sweep syntax (nnlab.search_space).
 """
 
 from __future__ import annotations
@@ -16,27 +15,42 @@ import logging
 import math
 import signal
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 from typing import Any, NoReturn
 
 import optuna
 import yaml
 from hydra.core.plugins import Plugins
 from hydra.core.utils import JobReturn, JobStatus
+from hydra.plugins.launcher import Launcher
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
+from sqlalchemy.exc import SQLAlchemyError
 
 from nnlab.config import check_choice, check_int
-from nnlab.errors import ConfigError, Interrupted
-from nnlab.search_space import check_same_space, search_space
+from nnlab.errors import NO_VALUE, ConfigError, Interrupted, RunStopped
+from nnlab.preflight import check_writable
+from nnlab.search_space import Space, as_override_value, described, search_space
 
 log = logging.getLogger("nnlab")
-RESULTS = "optimization_results.yaml"
+RESULTS_FILE = "optimization_results.yaml"
+NEW_STUDY = "name a new study (hydra.sweeper.study_name=...)"
 
 
 class OptunaSweeper(Sweeper):
+    """Hydra's sweeper interface around an Optuna study: Optuna asks, Hydra's launcher runs."""
+
+    config: DictConfig
+    launcher: Launcher
+    sweep_dir: Path
+    fixed: list[str]  # the command's overrides that every trial has
+
     def __init__(
         self,
         study_name: str,
@@ -51,14 +65,7 @@ class OptunaSweeper(Sweeper):
         self.study_name, self.storage, self.metric = study_name, storage, metric
         self.direction, self.n_trials, self.n_jobs = direction, n_trials, n_jobs
         self.seed, self.params = seed, dict(params)
-
-    def _check(self) -> None:
-        """The sweeper's own settings; Hydra builds the sweeper before nnlab can check them."""
-        check_int("hydra.sweeper.n_trials", self.n_trials, minimum=1)
-        check_int("hydra.sweeper.n_jobs", self.n_jobs, minimum=1)
-        check_choice("hydra.sweeper.direction", self.direction, ["maximize", "minimize"])
-        if self.seed is not None:
-            check_int("hydra.sweeper.seed", self.seed, minimum=0)
+        self.asked: list[int] = []  # the trials of this sweep
 
     def setup(
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
@@ -71,168 +78,262 @@ class OptunaSweeper(Sweeper):
     def sweep(self, arguments: list[str]) -> None:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         try:
-            self._check()
-            distributions, arguments = search_space(self.params, arguments)
-            study = self._study()
-            check_same_space(study, distributions)
-            self._check_same_goal(study)
+            self._check_settings()
+            space, self.fixed = search_space(self.params, arguments)
+            study = self._open_study()
+            self._check_same_search(study, space)
         except ConfigError as error:  # before any trial: one line and exit 2, as for a run
-            print(f"nnlab: {error}", file=sys.stderr)
-            raise SystemExit(error.exit_code) from None
-        sweep_dir = Path(str(self.config.hydra.sweep.dir))
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
-        finished = self._requeue_interrupted(study)
-        log.info(
-            "Study %s: %d of %d trials done, storage %s",
-            self.study_name,
-            finished,
-            self.n_trials,
-            self.storage,
-        )
-        job = 0
-        while finished < self.n_trials:
-            trials = [
-                study.ask(distributions) for _ in range(min(self.n_jobs, self.n_trials - finished))
-            ]
+            _exit(error)
+        self.sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        self.sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(self.config, self.sweep_dir / "multirun.yaml")
+        done = _requeue_unfinished(study)
+        log.info("Study %s: %d of %d trials done", self.study_name, done, self.n_trials)
+        while done < self.n_trials:
+            trials = [study.ask(space) for _ in range(min(self.n_jobs, self.n_trials - done))]
+            self.asked += [trial.number for trial in trials]
             jobs = [
-                [*arguments, *(f"{k}={_override_value(v)}" for k, v in t.params.items())]
+                [*self.fixed, *(f"{k}={as_override_value(v)}" for k, v in t.params.items())]
                 for t in trials
             ]
+            first_job = len(self.asked) - len(jobs)
             try:
-                results = self.launcher.launch(jobs, initial_job_idx=job)
-            except KeyboardInterrupt:  # Ctrl-C: the trials stay RUNNING in the study
-                self._stop(study, sweep_dir, signal.SIGINT, finished)
-            stops = [_interruption(result) for result in results]
-            for trial, result, stop in zip(trials, results, stops, strict=True):
-                value = _value(result, self.metric)
-                if stop is not None:
-                    continue  # left RUNNING: the next search runs it again
-                if value is None:
-                    study.tell(trial, state=TrialState.FAIL)
-                    log.warning("Trial %d failed; the search goes on", trial.number)
-                else:
-                    study.tell(trial, value)
-                finished += 1
-            if any(stops):
-                signum = next(stop for stop in stops if stop is not None).signum
-                self._stop(study, sweep_dir, signum, finished)
-            self._check_metric(results)
-            job += len(trials)
-        self._save_results(study, sweep_dir)
+                with _signals_stop_the_search():
+                    results = self.launcher.launch(jobs, initial_job_idx=first_job)
+            except SearchStopped as stop:  # the running trials stay RUNNING: run again later
+                self._stop(study, stop.signum)
+            done += self._tell(study, trials, results, space)
+        self._save_results(study)
+        if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            sys.exit(
+                f"nnlab: no trial of study {self.study_name} completed; `nnlab-report "
+                f"{self.sweep_dir}` lists their errors"
+            )
 
-    def _stop(self, study: optuna.Study, sweep_dir: Path, signum: int, finished: int) -> NoReturn:
+    def _check_settings(self) -> None:
+        """The sweeper's own settings; Hydra builds the sweeper before nnlab can check them."""
+        check_int("hydra.sweeper.n_trials", self.n_trials, minimum=1)
+        check_int("hydra.sweeper.n_jobs", self.n_jobs, minimum=1)
+        check_choice("hydra.sweeper.direction", self.direction, ["maximize", "minimize"])
+        if self.seed is not None:
+            check_int("hydra.sweeper.seed", self.seed, minimum=0)
+
+    def _open_study(self) -> optuna.Study:
+        try:
+            study = optuna.create_study(
+                study_name=self.study_name,
+                storage=self._storage_url(),
+                direction=self.direction,
+                load_if_exists=True,
+            )
+        except (SQLAlchemyError, OSError) as error:
+            reason = str(error).splitlines()[0]
+            raise ConfigError("hydra.sweeper.storage", self.storage, reason) from None
+        # A fresh seed for each continuation: the same one would draw the same values again.
+        seed = None if self.seed is None else self.seed + len(study.trials)
+        study.sampler = optuna.samplers.TPESampler(seed=seed)
+        return study
+
+    def _storage_url(self) -> str | None:
+        """An SQLite URL for a file path; a URL (`postgresql://...`) as it is; None in memory."""
+        if self.storage is None or "://" in self.storage:
+            return self.storage
+        path = Path(self.storage).expanduser().resolve()
+        check_writable("hydra.sweeper.storage", str(path.parent))
+        if path.is_dir():
+            raise ConfigError("hydra.sweeper.storage", self.storage, "a folder, not a file")
+        return f"sqlite:///{path}"
+
+    def _check_same_search(self, study: optuna.Study, space: Space) -> None:
+        """A study continues only the search it began: the same metric, direction and space.
+
+        The search is recorded with the study's first completed trial, so a command refused
+        before any trial completed (a mistyped metric) does not bind the study.
+        """
+        if study.direction.name.lower() != self.direction:
+            began = study.direction.name.lower()
+            raise ConfigError(
+                "hydra.sweeper.direction",
+                self.direction,
+                f"study {self.study_name} was created to {began}; {NEW_STUDY}",
+            )
+        recorded = study.user_attrs.get("search")
+        if recorded is None:
+            return
+        if recorded["metric"] != self.metric:
+            raise ConfigError(
+                "hydra.sweeper.metric",
+                self.metric,
+                f"study {self.study_name} optimises {recorded['metric']}; {NEW_STUDY}",
+            )
+        before, now = recorded["space"], self._search_record(space)["space"]
+        study_name = f"study {self.study_name}"
+        for key in sorted(set(before) | set(now)):
+            if key not in now:
+                searched = f"{study_name} searched it over {before[key]}"
+                raise ConfigError(key, NO_VALUE, f"{searched}; {NEW_STUDY}")
+            if key not in before:
+                raise ConfigError(key, now[key], f"{study_name} did not search it; {NEW_STUDY}")
+            if before[key] != now[key]:
+                searched = f"{study_name} searched {before[key]}"
+                raise ConfigError(key, now[key], f"{searched}; keep its space or {NEW_STUDY}")
+
+    def _search_record(self, space: Space) -> dict[str, Any]:
+        return {"metric": self.metric, "space": {k: described(d) for k, d in space.items()}}
+
+    def _tell(
+        self,
+        study: optuna.Study,
+        trials: list[optuna.Trial],
+        results: list[JobReturn],
+        space: Space,
+    ) -> int:
+        """Give Optuna the trials' results; return how many count against the budget."""
+        missing = self._missing_metric(results)
+        stops = [_interruption(result) for result in results]
+        counted = 0
+        for trial, result, stop in zip(trials, results, stops, strict=True):
+            if stop is not None:
+                continue  # left RUNNING: the search, continued, runs it again
+            value = _trial_metric(result, self.metric)
+            if value is None:
+                study.tell(trial, state=TrialState.FAIL)
+                if missing is None:
+                    log.warning("Trial %d failed; the search goes on", trial.number)
+                    counted += 1
+            else:
+                study.tell(trial, value)
+                study.set_user_attr("search", self._search_record(space))
+                counted += 1
+        if missing is not None:
+            study.set_user_attr("not_counted", _not_counted(study) + [t.number for t in trials])
+            self._save_results(study)
+            _exit(missing)
+        stop = next((stop for stop in stops if stop is not None), None)
+        if stop is not None:
+            self._stop(study, stop.signum)
+        return counted
+
+    def _missing_metric(self, results: list[JobReturn]) -> ConfigError | None:
+        """A trial completed without the metric: no later one would have it."""
+        for result in results:
+            values = result.return_value if result.status == JobStatus.COMPLETED else None
+            if isinstance(values, dict) and self.metric not in values:
+                available = f"not among the trials' metrics: {', '.join(sorted(values))}"
+                return ConfigError("hydra.sweeper.metric", self.metric, available)
+        return None
+
+    def _stop(self, study: optuna.Study, signum: int) -> NoReturn:
         """End an interrupted search as a run ends: one line, exit 128 + the signal's number."""
-        self._save_results(study, sweep_dir)
+        self._save_results(study)
         print(
-            f"nnlab: search {self.study_name} interrupted by {signal.Signals(signum).name} with"
-            f" {finished} of {self.n_trials} trials done; the same command continues it, and the"
-            " unfinished trials run again",
+            f"nnlab: search {self.study_name} interrupted by {signal.Signals(signum).name};"
+            " the same command continues it, and its unfinished trials run again",
             file=sys.stderr,
         )
         raise SystemExit(128 + signum)
 
-    def _check_same_goal(self, study: optuna.Study) -> None:
-        """A study optimises one metric in one direction; trials of another would mislead TPE."""
-        metric = study.user_attrs.get("metric", self.metric)
-        if metric != self.metric:
-            raise ConfigError(
-                "hydra.sweeper.metric",
-                self.metric,
-                f"study {self.study_name} optimises {metric}; name a new study"
-                " (hydra.sweeper.study_name=...)",
-            )
-        direction = study.direction.name.lower()
-        if direction != self.direction:
-            raise ConfigError(
-                "hydra.sweeper.direction",
-                self.direction,
-                f"study {self.study_name} was created to {direction}; name a new study"
-                " (hydra.sweeper.study_name=...)",
-            )
-        study.set_user_attr("metric", self.metric)
+    def _save_results(self, study: optuna.Study) -> None:
+        def count(trials: list[FrozenTrial], state: TrialState) -> int:
+            return sum(t.state == state and t.number not in not_counted for t in trials)
 
-    def _check_metric(self, results: list[JobReturn]) -> None:
-        """Stop, exit 2, when a trial completed without the metric: no later one would have it."""
-        for result in results:
-            values = result.return_value if result.status == JobStatus.COMPLETED else None
-            if isinstance(values, dict) and self.metric not in values:
-                error = ConfigError(
-                    "hydra.sweeper.metric",
-                    self.metric,
-                    f"not among the trial's metrics: {', '.join(sorted(values))}",
-                )
-                print(f"nnlab: {error}", file=sys.stderr)
-                raise SystemExit(error.exit_code)
-
-    def _study(self) -> optuna.Study:
-        return optuna.create_study(
-            study_name=self.study_name,
-            storage=self._storage_url(),
-            direction=self.direction,
-            sampler=optuna.samplers.TPESampler(seed=self.seed),
-            load_if_exists=True,
-        )
-
-    def _requeue_interrupted(self, study: optuna.Study) -> int:
-        """Queue again the trials a killed search left running; return the trials done.
-
-        An interrupted trial is closed as failed (SQLite keeps it), remembered in the study's
-        `interrupted` attribute so that it does not count against `n_trials`, and its
-        parameters are queued, so the next trial reruns it.
-        """
-        interrupted = set(study.user_attrs.get("interrupted", []))
-        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            study.tell(trial.number, state=TrialState.FAIL)
-            study.enqueue_trial(trial.params)
-            interrupted.add(trial.number)
-            log.warning("Trial %d was interrupted; it runs again", trial.number)
-        study.set_user_attr("interrupted", sorted(interrupted))
-        done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL))
-        return sum(trial.number not in interrupted for trial in done)
-
-    def _storage_url(self) -> str | None:
-        if self.storage is None:
-            return None
-        path = Path(self.storage).expanduser().resolve()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return f"sqlite:///{path}"
-
-    def _save_results(self, study: optuna.Study, sweep_dir: Path) -> None:
-        completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        interrupted = set(study.user_attrs.get("interrupted", []))
-        failed = study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+        not_counted = set(_not_counted(study))
+        everything = study.get_trials(deepcopy=False)
+        this_sweep = [t for t in everything if t.number in self.asked]
         results: dict[str, Any] = {
             "study": self.study_name,
-            "storage": self.storage,
-            "completed": len(completed),
-            "failed": sum(trial.number not in interrupted for trial in failed),
-            "interrupted_and_rerun": len(interrupted),
+            "storage": self._storage_url(),
+            "metric": self.metric,
+            "direction": self.direction,
+            "study_trials": {
+                "completed": count(everything, TrialState.COMPLETE),
+                "failed": count(everything, TrialState.FAIL),
+                "not_counted": len(not_counted),  # interrupted and run again, or a wrong metric
+            },
+            "this_sweep": {
+                "completed": count(this_sweep, TrialState.COMPLETE),
+                "failed": count(this_sweep, TrialState.FAIL),
+            },
+            "fixed": self.fixed,  # the overrides every trial of this sweep had
         }
-        if completed:
-            results |= {
-                "best_value": study.best_value,
-                "best_params": study.best_params,
-                "metric": self.metric,
-            }
-            log.info("Best %s %.4f with %s", self.metric, study.best_value, study.best_params)
-        (sweep_dir / RESULTS).write_text(yaml.safe_dump(results, sort_keys=False))
+        if any(t.state == TrialState.COMPLETE for t in everything):
+            best = study.best_trial
+            results |= {"best_value": best.value, "best_trial": best.number}
+            results["best_params"] = best.params
+            log.info("Best %s %.4f with %s", self.metric, best.value, best.params)
+        (self.sweep_dir / RESULTS_FILE).write_text(yaml.safe_dump(results, sort_keys=False))
 
 
-def _override_value(value: Any) -> str:
-    return repr(value) if isinstance(value, float) else str(value)
+class SearchStopped(BaseException):
+    """SIGINT or SIGTERM reached the search's own process (a BaseException, as Ctrl-C's is)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextmanager
+def _signals_stop_the_search() -> Iterator[None]:
+    """SIGINT and SIGTERM raise SearchStopped, so the launcher's wait ends and its pool goes.
+
+    Without this, SIGTERM would kill the search's process and leave joblib's workers training
+    on. A signal a parent shell set to be ignored stays ignored.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        raise SearchStopped(signum)
+
+    previous = {}
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        if signal.getsignal(signum) is not signal.SIG_IGN:
+            previous[signum] = signal.signal(signum, stop)
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _requeue_unfinished(study: optuna.Study) -> int:
+    """Queue again the trials a stopped search left running; return the trials that count.
+
+    A trial left RUNNING is closed as failed (SQLite keeps every trial), listed in the study's
+    `not_counted` attribute so that it does not count against `n_trials`, and its values are
+    queued, so that the next trial runs them again.
+    """
+    not_counted = set(_not_counted(study))
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        study.tell(trial.number, state=TrialState.FAIL)
+        study.enqueue_trial(trial.params)
+        not_counted.add(trial.number)
+        log.warning("Trial %d was interrupted; it runs again", trial.number)
+    study.set_user_attr("not_counted", sorted(not_counted))
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL))
+    return sum(trial.number not in not_counted for trial in done)
+
+
+def _not_counted(study: optuna.Study) -> list[int]:
+    return list(study.user_attrs.get("not_counted", []))
 
 
 def _interruption(result: JobReturn) -> Interrupted | None:
     """The signal that stopped a trial (SIGINT, SIGTERM), if one did."""
-    # A failed job keeps its exception in _return_value; `return_value` would raise it.
-    error = result._return_value if result.status == JobStatus.FAILED else None
+    # A failed job keeps its exception in _return_value (Hydra 1.3); return_value raises it.
+    error = getattr(result, "_return_value", None) if result.status == JobStatus.FAILED else None
     return error if isinstance(error, Interrupted) else None
 
 
-def _value(result: JobReturn, metric: str) -> float | None:
+def _trial_metric(result: JobReturn, metric: str) -> float | None:
     """The trial's metric, or None when it failed or the metric is missing or not finite."""
     if result.status != JobStatus.COMPLETED or not isinstance(result.return_value, dict):
         return None
     value = result.return_value.get(metric)
     return float(value) if value is not None and math.isfinite(float(value)) else None
+
+
+def _exit(error: RunStopped) -> NoReturn:
+    print(f"nnlab: {error}", file=sys.stderr)
+    raise SystemExit(error.exit_code)

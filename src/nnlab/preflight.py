@@ -13,8 +13,12 @@ from pathlib import Path
 import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import IntervalSweep
-from hydra.errors import ConfigCompositionException, MissingConfigException
+from hydra.core.override_parser.types import IntervalSweep, Override
+from hydra.errors import (
+    ConfigCompositionException,
+    MissingConfigException,
+    OverrideParseException,
+)
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 
@@ -23,6 +27,7 @@ from nnlab.errors import NO_VALUE, ConfigError
 
 def compose_checked(config_dir: Path, overrides: list[str]) -> DictConfig:
     """The composed config of one job, or ConfigError naming the override Hydra refused."""
+    parse(overrides)
     try:
         return _compose(config_dir, overrides)
     except MissingConfigException as error:
@@ -44,7 +49,7 @@ def first_job(overrides: list[str]) -> list[str]:
     An interval (which only a search samples) stands at its lower end.
     """
     job = []
-    for override in OverridesParser.create().parse_overrides(overrides):
+    for override in parse(overrides):
         if isinstance(override.value(), IntervalSweep):
             job.append(f"{override.get_key_element()}={override.value().start!r}")
         elif override.is_sweep_override():
@@ -53,6 +58,16 @@ def first_job(overrides: list[str]) -> list[str]:
         else:
             job.append(override.input_line)
     return job
+
+
+def parse(overrides: list[str], key: str | None = None) -> list[Override]:
+    """Hydra's parse of command-line overrides, with a syntax error as one ConfigError."""
+    try:
+        return OverridesParser.create().parse_overrides(overrides)
+    except OverrideParseException as error:
+        reason = str(error.message).splitlines()[0]
+        name, _, value = (error.override or "").partition("=")
+        raise ConfigError(key or name.lstrip("+~"), value, f"cannot parse it: {reason}") from None
 
 
 def check_writable(key: str, folder: str) -> None:

@@ -1,28 +1,34 @@
-"""A search space written in Hydra's sweep syntax, as Optuna's distributions.
+"""A search space written in Hydra's sweep syntax, as Optuna's distributions, and back.
 
 `choice(relu, tanh)` (or `relu,tanh`) is categorical; `range(1, 9)` and `int(interval(1, 8))`
-are integers; `interval(1e-4, 1e-1)` is a float; `tag(log, interval(...))` samples on a log
-scale. A range of floats or with a negative step becomes the choice of its values.
+are integers; `interval(1e-4, 1e-1)` is a float; `tag(log, ...)` samples an interval or a
+range of step 1 on a log scale. A range of floats becomes the choice of its values.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
-from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, Override, RangeSweep
+from hydra.core.override_parser.types import (
+    ChoiceSweep,
+    IntervalSweep,
+    Override,
+    QuotedString,
+    RangeSweep,
+)
 from optuna.distributions import (
     BaseDistribution,
     CategoricalDistribution,
     FloatDistribution,
     IntDistribution,
-    check_distribution_compatibility,
 )
-from optuna.study import Study
 
-from nnlab.errors import ConfigError
+from nnlab.errors import NO_VALUE, ConfigError
+from nnlab.preflight import parse
 
 Space = dict[str, BaseDistribution]
+SYNTAX = "expected choice(...), range(start, stop) or interval(low, high) with low < high"
 
 
 def search_space(params: dict[str, Any], arguments: list[str]) -> tuple[Space, list[str]]:
@@ -34,65 +40,82 @@ def search_space(params: dict[str, Any], arguments: list[str]) -> tuple[Space, l
     """
     space = {key: distribution(key, str(spec)) for key, spec in params.items()}
     fixed = []
-    for override in OverridesParser.create().parse_overrides(arguments):
+    for override in parse(arguments):
+        key = override.get_key_element().lstrip("+~")
         if override.is_sweep_override():
-            key = override.get_key_element()  # with its + or ++
+            if override.get_key_element() != key:
+                raise ConfigError(key, NO_VALUE, "a searched key must be in the config: no + or ~")
             space[key] = _distribution_of(override, key, override.input_line)
         else:
-            space.pop(override.get_key_element().lstrip("+"), None)
+            space.pop(key, None)
             fixed.append(override.input_line)
     return space, fixed
 
 
 def distribution(key: str, spec: str) -> BaseDistribution:
     """The distribution of one of the sweeper's `params`: `key: spec`."""
-    (override,) = OverridesParser.create().parse_overrides([f"{key}={spec}"])
+    (override,) = parse([f"{key}={spec}"], f"hydra.sweeper.params.{key}")
     return _distribution_of(override, f"hydra.sweeper.params.{key}", spec)
-
-
-def check_same_space(study: Study, space: Space) -> None:
-    """A study continues only over the space it began with: TPE cannot mix two."""
-    for trial in study.get_trials(deepcopy=False):
-        for key, old in trial.distributions.items():
-            if key in space and old != space[key]:
-                try:
-                    check_distribution_compatibility(old, space[key])
-                except ValueError:
-                    raise ConfigError(
-                        key,
-                        described(space[key]),
-                        f"study {study.study_name} searched {described(old)}; keep its space"
-                        " or name a new study (hydra.sweeper.study_name=...)",
-                    ) from None
 
 
 def described(distribution: BaseDistribution) -> str:
     """A distribution in the sweep syntax it came from."""
     if isinstance(distribution, CategoricalDistribution):
-        return f"choice({', '.join(map(str, distribution.choices))})"
-    if isinstance(distribution, IntDistribution) and not distribution.log:
-        return f"range({distribution.low}, {distribution.high + 1}, {distribution.step})"
+        return f"choice({', '.join(as_override_value(c) for c in distribution.choices)})"
     assert isinstance(distribution, IntDistribution | FloatDistribution)
-    interval = f"interval({distribution.low}, {distribution.high})"
-    return f"tag(log, {interval})" if distribution.log else interval
+    if isinstance(distribution, IntDistribution):
+        text = f"range({distribution.low}, {distribution.high + 1}, {distribution.step})"
+    else:
+        text = f"interval({distribution.low}, {distribution.high})"
+    return f"tag(log, {text})" if distribution.log else text
+
+
+def as_override_value(value: Any) -> str:
+    """A sampled value as Hydra reads it back: None as null, a string quoted where needed."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, int):
+        return str(value)
+    text = str(value)
+    plain = re.fullmatch(r"[A-Za-z_][\w.\-/]*", text)
+    if plain and text.lower() not in {"null", "true", "false", "nan", "inf"}:
+        return text
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def _distribution_of(override: Override, key: str, spec: str) -> BaseDistribution:
     sweep = override.value()
-    log_scale = "log" in getattr(sweep, "tags", set())
-    if isinstance(sweep, ChoiceSweep):
-        return CategoricalDistribution(list(sweep.list))
+    tags = set(getattr(sweep, "tags", set()))
+    log_scale = "log" in tags
+    if tags - {"log"}:
+        raise ConfigError(key, spec, f"unknown tag {sorted(tags - {'log'})[0]}; the one tag is log")
+    if isinstance(sweep, ChoiceSweep) and not log_scale:
+        return CategoricalDistribution([_plain(v) for v in override.sweep_iterator()])
     if isinstance(sweep, RangeSweep):
         bounds = (sweep.start, sweep.stop, sweep.step)
         if all(isinstance(b, int) for b in bounds) and sweep.step > 0 and sweep.stop > sweep.start:
             last = sweep.start + (sweep.stop - 1 - sweep.start) // sweep.step * sweep.step
-            return IntDistribution(sweep.start, last, step=sweep.step)
+            if log_scale and (sweep.step != 1 or sweep.start < 1):
+                raise ConfigError(key, spec, "a log scale needs a range of step 1 from 1 up")
+            return IntDistribution(sweep.start, last, step=sweep.step, log=log_scale)
         values = list(override.sweep_iterator())
-        if values:
+        if values and not log_scale:
             return CategoricalDistribution(values)
     if isinstance(sweep, IntervalSweep) and sweep.start < sweep.end:
         low, high = sweep.start, sweep.end
+        if log_scale and low <= 0:
+            raise ConfigError(key, spec, "a log scale needs an interval above 0")
         if isinstance(low, int) and isinstance(high, int):
             return IntDistribution(low, high, log=log_scale)
         return FloatDistribution(float(low), float(high), log=log_scale)
-    raise ConfigError(key, spec, "expected choice(...), range(...) or interval(low, high)")
+    if log_scale:
+        raise ConfigError(key, spec, "tag(log, ...) takes an interval or an integer range")
+    raise ConfigError(key, spec, SYNTAX)
+
+
+def _plain(value: Any) -> Any:
+    return value.text if isinstance(value, QuotedString) else value

@@ -16,11 +16,12 @@ from nnlab.hparams_search import OptunaSweeper
 class OptunaSweeperConf:
     _target_: str = "hydra_plugins.nnlab_optuna_sweeper.sweeper.NnlabOptunaSweeper"
     study_name: str = "search"
-    storage: Optional[str] = None  # noqa: UP045  an SQLite file; None keeps the study in memory
+    # An SQLite file (or a database URL); null keeps the study in memory, for this run only.
+    storage: Optional[str] = "${paths.log_dir}/${task_name}/searches/${hydra.sweeper.study_name}.db"  # noqa: UP045
     metric: str = "val/acc"
     direction: str = "maximize"
     n_trials: int = 20
-    n_jobs: int = 1
+    n_jobs: int = 2
     seed: Optional[int] = 0  # noqa: UP045
     params: Dict[str, Any] = field(default_factory=dict)  # noqa: UP006
 
