@@ -49,6 +49,29 @@ def test_scaling_uses_the_training_range_only():
     )
 
 
+def test_differenced_horizon_targets_are_one_step_changes_as_the_decoder_feeds_them_back():
+    # 4 + 3t without noise: every one-step change is 3, so every horizon target must be 3
+    data = SeriesDataModule(generator="linear", noise=0.0, horizon=4, difference=True)
+    data.setup()
+    _, _, horizon_targets, _ = data.splits["test"]
+    in_steps = horizon_targets.double() * data.scaler.std + data.scaler.mean
+    assert torch.allclose(in_steps, torch.full_like(in_steps, 3.0), atol=1e-4)
+
+
+def test_every_series_loader_knows_its_steps_per_epoch():
+    data = SeriesDataModule(length=400, batch_size=16, steps_per_batch=3)
+    data.setup()
+    loader = data.train_dataloader()
+    items = list(loader)
+    assert (
+        data.steps_per_epoch
+        == sum(len(item) for item in items)
+        == -(-len(data.targets_at["train"]) // 16)
+    )
+    assert len(loader) == len(items) and all(len(item) == 3 for item in items[:-1])
+    assert not torch.equal(items[0][0][0], next(iter(loader))[0][0])  # a new order each pass
+
+
 def test_scratch_cell_equals_torch_rnn_with_the_same_weights():
     torch.manual_seed(0)
     scratch, reference = ScratchRNN(1, 8, "tanh"), nn.RNN(1, 8, batch_first=True)

@@ -3,33 +3,19 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
-from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
 
 from nnlab.config import check_int
+from nnlab.data.batching import SingleBatch, SplitsOnDevice
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 SPLITS = ("train", "val", "test")
 
 
-class SingleBatch:
-    """An iterable of exactly one item. Lightning takes any sized iterable as a dataloader."""
-
-    def __init__(self, item: Any) -> None:
-        self.item = item
-
-    def __iter__(self) -> Iterator[Any]:
-        yield self.item
-
-    def __len__(self) -> int:
-        return 1
-
-
-class FullBatchDataModule(L.LightningDataModule, ABC):
+class FullBatchDataModule(SplitsOnDevice, L.LightningDataModule, ABC):
     """Generates every split once; full-batch gradient descent on the training split.
 
     A training batch is the whole training set `steps_per_batch` times over: the task takes one
@@ -59,13 +45,14 @@ class FullBatchDataModule(L.LightningDataModule, ABC):
             self.splits = self.generate()
 
     def train_dataloader(self) -> SingleBatch:
-        return SingleBatch([self.splits["train"]] * self.steps_per_batch)
+        # The same tensors, already on the device: Lightning's transfer of them costs nothing.
+        return SingleBatch([self.on_device("train")] * self.steps_per_batch)
 
     def val_dataloader(self) -> SingleBatch:
-        return SingleBatch(self.splits["val"])
+        return SingleBatch(self.on_device("val"))
 
     def test_dataloader(self) -> SingleBatch:
-        return SingleBatch(self.splits["test"])
+        return SingleBatch(self.on_device("test"))
 
 
 def as_tensor(array: np.ndarray) -> torch.Tensor:

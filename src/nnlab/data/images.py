@@ -10,7 +10,6 @@ from __future__ import annotations
 import gzip
 import logging
 import shutil
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import lightning as L
 import torch
 
 from nnlab.config import check_bool, check_choice, check_float, check_int
+from nnlab.data.batching import Minibatches, SplitsOnDevice
 from nnlab.errors import ConfigError, DataNotFound
 
 log = logging.getLogger("nnlab")
@@ -75,60 +75,7 @@ class Split:
         return Split(self.images.to(device), self.labels.to(device), self.index.to(device))
 
 
-class ImageBatches:
-    """Mini-batches of a Split, made by indexing: (images as float, labels).
-
-    `prepare` turns uint8 images into the network's input. With `steps_per_batch` > 1 each item
-    is a list of that many mini-batches (the task steps once per mini-batch), prepared together.
-    A shuffled pass draws a new order from `generator` each time it starts, so epochs differ
-    and runs with the same seed agree. Under DDP, process `rank` of `world` takes its share.
-    """
-
-    def __init__(
-        self,
-        split: Split,
-        batch_size: int,
-        prepare: Callable[[torch.Tensor], torch.Tensor],
-        generator: torch.Generator | None = None,
-        steps_per_batch: int | None = None,
-        rank: int = 0,
-        world: int = 1,
-    ) -> None:
-        self.split, self.batch_size, self.prepare = split, batch_size, prepare
-        self.generator, self.steps_per_batch = generator, steps_per_batch
-        self.rank, self.world = rank, world
-
-    def __len__(self) -> int:
-        per_item = self.batch_size * (self.steps_per_batch or 1)
-        return -(-(len(self.split.labels) // self.world) // per_item)
-
-    def __iter__(self) -> Iterator[Batch | list[Batch]]:
-        count = len(self.split.labels)
-        if self.generator is None:
-            order = torch.arange(count)
-        else:
-            order = torch.randperm(count, generator=self.generator)
-        order = shard(order, self.rank, self.world).to(self.split.labels.device)
-        per_item = self.batch_size * (self.steps_per_batch or 1)
-        for start in range(0, len(order), per_item):
-            chosen = order[start : start + per_item]
-            images, labels = self.prepare(self.split.images[chosen]), self.split.labels[chosen]
-            if self.steps_per_batch is None:
-                yield images, labels
-            else:
-                yield list(
-                    zip(images.split(self.batch_size), labels.split(self.batch_size), strict=True)
-                )
-
-
-def shard(order: torch.Tensor, rank: int, world: int) -> torch.Tensor:
-    """This DDP process's share of an order that every process drew alike: equal shares, so
-    that all processes take the same number of steps (the remainder is left out)."""
-    share = len(order) // world
-    return order[rank * share : (rank + 1) * share]
-
-
-class ImageDataModule(L.LightningDataModule):
+class ImageDataModule(SplitsOnDevice, L.LightningDataModule):
     """Train, val (a seeded share of the training file) and test splits of MNIST or Fashion-MNIST.
 
     Inputs are (batch, 1, 28, 28) float32 in [0, 1], or standardised with the training split's
@@ -178,8 +125,7 @@ class ImageDataModule(L.LightningDataModule):
     @property
     def steps_per_epoch(self) -> int:
         """Optimizer steps (mini-batches) per pass over the training split; needs setup()."""
-        world = self.trainer.world_size if self.trainer is not None else 1
-        return -(-(len(self.splits["train"].labels) // world) // self.batch_size)
+        return self.train_dataloader().steps
 
     @property
     def raw_folder(self) -> Path:
@@ -252,30 +198,27 @@ class ImageDataModule(L.LightningDataModule):
     def prepare(self, images: torch.Tensor) -> torch.Tensor:
         return self.standardize(self.scale(images))
 
-    def on_device(self, split: str) -> Split:
-        """The split on the device that trains, moved there once."""
-        device = (
-            self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
-        )
-        if self.splits[split].images.device != device:
-            self.splits[split] = self.splits[split].to(device)
-        return self.splits[split]
-
-    def train_dataloader(self) -> ImageBatches:
-        generator = torch.Generator().manual_seed(self.seed + 1)
-        rank, world = (
-            (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
-        )
-        train = self.on_device("train")
-        return ImageBatches(
-            train, self.batch_size, self.prepare, generator, self.steps_per_batch, rank, world
+    def train_dataloader(self) -> Minibatches:
+        rank, world = self.rank_and_world()
+        return Minibatches(
+            self._parts("train"),
+            self.batch_size,
+            generator=torch.Generator().manual_seed(self.seed + 1),
+            steps_per_batch=self.steps_per_batch,
+            prepare=self.prepare,
+            rank=rank,
+            world=world,
         )
 
-    def val_dataloader(self) -> ImageBatches:
-        return ImageBatches(self.on_device("val"), self.eval_batch_size, self.prepare)
+    def val_dataloader(self) -> Minibatches:
+        return Minibatches(self._parts("val"), self.eval_batch_size, prepare=self.prepare)
 
-    def test_dataloader(self) -> ImageBatches:
-        return ImageBatches(self.on_device("test"), self.eval_batch_size, self.prepare)
+    def test_dataloader(self) -> Minibatches:
+        return Minibatches(self._parts("test"), self.eval_batch_size, prepare=self.prepare)
+
+    def _parts(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        on_device = self.on_device(split)
+        return on_device.images, on_device.labels
 
     def _not_found(self, download_error: str | None) -> DataNotFound:
         info = self.info

@@ -8,7 +8,6 @@ the training range only: the series is non-stationary, and the test range must s
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import lightning as L
@@ -16,11 +15,10 @@ import numpy as np
 import torch
 
 from nnlab.config import check_bool, check_choice, check_float, check_int
-from nnlab.data.images import shard
+from nnlab.data.batching import Minibatches, SingleBatch, SplitsOnDevice
 from nnlab.errors import ConfigError
 
 GENERATORS = ("linear", "quadratic", "sine", "random_walk")
-SPLITS = ("train", "val", "test")
 
 # inputs (n, window, 1), step targets (n, window), horizon targets (n, horizon), base level (n,)
 SeriesBatch = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
@@ -55,7 +53,7 @@ class Scaler:
         return base_level + values if self.difference else values
 
 
-class SeriesDataModule(L.LightningDataModule):
+class SeriesDataModule(SplitsOnDevice, L.LightningDataModule):
     """Windows of `window` past values, each predicting the value `lag` steps after its end.
 
     The task gets, per window: its inputs; the step targets (the value `lag` after every
@@ -141,7 +139,9 @@ class SeriesDataModule(L.LightningDataModule):
         return (
             _float(self.model_inputs[positions][..., None]),
             _float(self._targets(positions, positions + self.lag)),
-            _float(self._targets(np.broadcast_to(last[:, None], ahead.shape), ahead)),
+            # each horizon target from the step before it: one-step changes, as the decoder
+            # feeds them back and the rollout adds them up
+            _float(self._targets(np.concatenate([last[:, None], ahead[:, :-1]], axis=1), ahead)),
             _float(self.series[last]),
         )
 
@@ -152,62 +152,28 @@ class SeriesDataModule(L.LightningDataModule):
         )
         return (values - self.scaler.mean) / self.scaler.std
 
-    def train_dataloader(self) -> _Shuffled:
-        rank, world = (
-            (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
+    @property
+    def steps_per_epoch(self) -> int:
+        """Optimizer steps (mini-batches) per pass over the training windows; needs setup()."""
+        return self.train_dataloader().steps
+
+    def train_dataloader(self) -> Minibatches:
+        rank, world = self.rank_and_world()
+        return Minibatches(
+            self.on_device("train"),
+            self.batch_size,
+            generator=torch.Generator().manual_seed(self.seed + 1),
+            steps_per_batch=self.steps_per_batch,
+            rank=rank,
+            world=world,
         )
-        split = self.splits["train"]
-        return _Shuffled(split, self.batch_size, self.steps_per_batch, self.seed, rank, world)
 
-    def val_dataloader(self) -> _Whole:
-        return _Whole(self.splits["val"])
+    def val_dataloader(self) -> SingleBatch:
+        return SingleBatch(self.on_device("val"))
 
-    def test_dataloader(self) -> _Whole:
-        return _Whole(self.splits["test"])
+    def test_dataloader(self) -> SingleBatch:
+        return SingleBatch(self.on_device("test"))
 
 
 def _float(array: np.ndarray) -> torch.Tensor:
     return torch.as_tensor(np.ascontiguousarray(array), dtype=torch.float32)
-
-
-class _Whole:
-    """The whole split as one batch."""
-
-    def __init__(self, batch: SeriesBatch) -> None:
-        self.batch = batch
-
-    def __iter__(self) -> Iterator[SeriesBatch]:
-        yield self.batch
-
-    def __len__(self) -> int:
-        return 1
-
-
-class _Shuffled:
-    """Shuffled mini-batches of windows, `steps_per_batch` to a training batch; under DDP,
-    this process's share of them."""
-
-    def __init__(
-        self,
-        split: SeriesBatch,
-        batch_size: int,
-        steps_per_batch: int,
-        seed: int,
-        rank: int = 0,
-        world: int = 1,
-    ) -> None:
-        self.split, self.batch_size, self.steps_per_batch = split, batch_size, steps_per_batch
-        self.generator = torch.Generator().manual_seed(seed + 1)
-        self.rank, self.world = rank, world
-
-    def __len__(self) -> int:
-        per_item = self.batch_size * self.steps_per_batch
-        return -(-(len(self.split[0]) // self.world) // per_item)
-
-    def __iter__(self) -> Iterator[list[SeriesBatch]]:
-        order = torch.randperm(len(self.split[0]), generator=self.generator)
-        order = shard(order, self.rank, self.world)
-        per_item = self.batch_size * self.steps_per_batch
-        for start in range(0, len(order), per_item):
-            chosen = order[start : start + per_item].split(self.batch_size)
-            yield [tuple(part[indices] for part in self.split) for indices in chosen]
