@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import signal
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import pytest
 import torch
 from conftest import read_metrics, run_dirs
 
-from nnlab.errors import Diverged
+from nnlab.errors import Diverged, Interrupted
 from nnlab.tasks.rings import RingsTask
 from nnlab.train import train
 
@@ -122,3 +123,21 @@ def test_an_exception_mid_run_is_recorded_with_its_message(config, tmp_path, mon
     with pytest.raises(RuntimeError):
         train(config("experiment=rings", "trainer.max_steps=300"))
     assert read_metrics(tmp_path / "run")["status"] == "failed: RuntimeError: the loss broke"
+
+
+def test_a_signal_during_validation_stops_the_run_as_interrupted(config, tmp_path, monkeypatch):
+    # Lightning validates after the hook that stops a run mid-training; the signal lands there.
+    def validation_start_with_sigterm(self):
+        if self.global_step == 500:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(RingsTask, "on_validation_start", validation_start_with_sigterm)
+    handler = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(Interrupted) as stop:
+        train(config("experiment=rings", "trainer.max_steps=1500"))
+    assert stop.value.signum == signal.SIGTERM and stop.value.step == 500
+    run_dir = tmp_path / "run"
+    assert read_metrics(run_dir)["status"] == "interrupted"  # not "completed": it can resume
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    assert checkpoint["global_step"] == 500
+    assert signal.getsignal(signal.SIGTERM) == handler  # the handler is given back

@@ -10,6 +10,7 @@ from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.trainer.states import TrainerFn
 
 from nnlab.errors import Interrupted
 
@@ -45,12 +46,22 @@ class GracefulStop(Callback):
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
-        if self.received is not None:
-            trainer.save_checkpoint(self.checkpoint, weights_only=False)
-            raise Interrupted(self.received, trainer.global_step, self.checkpoint)
+        self._stop_if_requested(trainer)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Lightning validates after on_train_batch_end: a signal that arrives then would
+        # otherwise end fit as if its budget were spent, and the run would say "completed".
+        if trainer.state.fn == TrainerFn.FITTING:
+            self._stop_if_requested(trainer)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._restore()
+        self._stop_if_requested(trainer)
+
+    def _stop_if_requested(self, trainer: L.Trainer) -> None:
+        if self.received is not None:
+            trainer.save_checkpoint(self.checkpoint, weights_only=False)
+            raise Interrupted(self.received, trainer.global_step, self.checkpoint)
 
     def on_exception(
         self, trainer: L.Trainer, pl_module: L.LightningModule, error: BaseException
