@@ -8,7 +8,8 @@ import sys
 import pytest
 from conftest import read_metrics, run_dirs
 
-from nnlab.eval import evaluate
+from nnlab.errors import ConfigError
+from nnlab.eval import evaluate, load_config
 
 
 def test_eval_reproduces_the_runs_test_metrics_and_leaves_its_files_alone(cli, tmp_path):
@@ -27,6 +28,13 @@ def test_eval_reproduces_the_runs_test_metrics_and_leaves_its_files_alone(cli, t
     # another test set, same model: 20 points per class instead of 500
     other = evaluate(run_dir, "last", ["data.test_per_class=20"])
     assert other["test/acc"] * 40 == pytest.approx(round(other["test/acc"] * 40))
+
+    # values read as Hydra reads them (5e-2 is a number, yes a string), one process to test
+    cfg = load_config(run_dir, ["optimizer.lr=5e-2", "task_name=yes", "trainer.devices=1"])
+    assert cfg.optimizer.lr == 0.05 and cfg.task_name == "yes"
+    assert (cfg.trainer.devices, cfg.trainer.strategy) == (1, "auto")
+    with pytest.raises(ConfigError, match="not a key of the run's config"):
+        load_config(run_dir, ["data.no_such=1"])
 
 
 def test_eval_names_what_is_wrong(tmp_path):

@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import ConfigKeyError
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 
-from nnlab import outputs
 from nnlab.errors import NO_VALUE, ConfigError, RunStopped
+from nnlab.preflight import parse
+from nnlab.record import recording, test_and_analyse
 from nnlab.resume import CHECKPOINT
 from nnlab.run import build_run, check_checkpoint
 from nnlab.runtime import register_resolvers, run_stamp, silence_noise
@@ -38,27 +38,10 @@ def evaluate(
     checkpoint = locate_checkpoint(run_dir, ckpt)
     eval_dir = Path(cfg.paths.output_dir)
     eval_dir.mkdir(parents=True)
-    started = time.perf_counter()
-    metrics: dict[str, float] = {}
-    status = "failed"
-    try:
-        run = build_run(cfg)
-        run.trainer.test(run.task, datamodule=run.datamodule, ckpt_path=checkpoint, verbose=False)
-        latest = run.trainer.callback_metrics
-        metrics = {name: float(latest[name]) for name in run.task.metric_names if name in latest}
-        analysis = run.task.analyse(run.datamodule)
-        outputs.save_analysis(analysis, eval_dir, run.trainer.loggers, 0)
-        metrics.update(analysis.metrics)
-        status = "completed"
-        return metrics
-    except RunStopped as error:
-        status = error.status
-        raise
-    finally:
-        outputs.write_metrics(eval_dir, metrics, f"{status}; tested {checkpoint}")
-        if status == "completed":
-            seconds = time.perf_counter() - started
-            outputs.print_summary(f"eval of {run_dir.name}", status, metrics, eval_dir, seconds)
+    with recording(eval_dir, f"eval of {run_dir.name}", f"; tested {checkpoint}") as record:
+        record.run = build_run(cfg)
+        record.metrics.update(test_and_analyse(record.run, eval_dir, checkpoint))
+    return record.metrics
 
 
 def load_config(run_dir: Path, overrides: list[str]) -> DictConfig:
@@ -70,28 +53,18 @@ def load_config(run_dir: Path, overrides: list[str]) -> DictConfig:
     cfg.paths.output_dir = str(run_dir / "evals" / run_stamp())
     cfg.ckpt_path = None
     cfg.callbacks = {}  # testing saves no checkpoints
+    # Testing needs one process: a DDP run's config would start more, each with its own eval.
+    cfg.trainer.devices, cfg.trainer.num_nodes, cfg.trainer.strategy = 1, 1, "auto"
     OmegaConf.set_struct(cfg, True)  # overrides may change keys, not invent them
-    for override in overrides:
-        key, separator, value = override.partition("=")
-        if not separator:
-            raise ConfigError(override, NO_VALUE, "expected key=value")
+    for override in parse(overrides):
+        key = override.get_key_element()
+        if override.is_sweep_override() or key != key.lstrip("+~"):
+            raise ConfigError(key, override.input_line, "expected key=value, one value")
         try:
-            OmegaConf.update(
-                cfg, key, OmegaConf.create({"value": value_of(value)}).value, merge=False
-            )
-        except ConfigKeyError:
-            raise ConfigError(key, value, "not a key of the run's config") from None
+            OmegaConf.update(cfg, key, override.value(), merge=False)
+        except (ConfigKeyError, ConfigAttributeError):
+            raise ConfigError(key, override.input_line, "not a key of the run's config") from None
     return cfg
-
-
-def value_of(text: str) -> object:
-    """A command-line value as YAML reads it: 3 is a number, [1, 2] a list, null None."""
-    import yaml
-
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
 
 
 def locate_checkpoint(run_dir: Path, ckpt: str) -> str:

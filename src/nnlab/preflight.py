@@ -10,7 +10,6 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import IntervalSweep, Override
@@ -94,7 +93,7 @@ def _unknown_key(config_dir: Path, overrides: list[str], full_key: str) -> Confi
     refused = [
         o for o in overrides if key_of(o) == full_key or key_of(o).startswith(full_key + ".")
     ]
-    key, _, text = refused[0].partition("=") if refused else (full_key, "", "")
+    key = refused[0].partition("=")[0] if refused else full_key
     key = key.lstrip("+~")
     parent = full_key.rpartition(".")[0]
     try:
@@ -105,14 +104,6 @@ def _unknown_key(config_dir: Path, overrides: list[str], full_key: str) -> Confi
         listed = "?"
     return ConfigError(
         key,
-        _typed(text) if refused else NO_VALUE,
+        parse(refused[:1])[0].value() if refused else NO_VALUE,
         f"unknown key; {parent or 'the config'} has: {listed} (a new key needs a +: +{key}=...)",
     )
-
-
-def _typed(text: str) -> object:
-    """The override's value as Hydra would read it (3 is a number, sigmoid a string)."""
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text

@@ -10,20 +10,18 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import time
 from pathlib import Path
 
 import hydra
-import lightning as L
 from omegaconf import DictConfig
 
 from nnlab import outputs
 from nnlab.errors import ConfigError, RunStopped
 from nnlab.preflight import check_writable, compose_checked, first_job
+from nnlab.record import latest_metrics, recording, test_and_analyse
 from nnlab.resume import resume_overrides
 from nnlab.run import build_run, check_checkpoint
 from nnlab.runtime import is_multirun, prepare_ddp_children, register_resolvers, silence_noise
-from nnlab.tasks.base import Task
 
 log = logging.getLogger("nnlab")
 register_resolvers()
@@ -41,12 +39,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     """
     run_dir = Path(cfg.paths.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)  # Hydra makes it; the compose API does not
-    started = time.perf_counter()
-    metrics: dict[str, float] = {}
-    status = "failed"
-    run = None
-    try:
-        run = build_run(cfg)
+    with recording(run_dir, cfg.task_name) as record:
+        run = record.run = build_run(cfg)
         trainer, task, datamodule = run.trainer, run.task, run.datamodule
         ckpt_path = check_checkpoint(cfg.ckpt_path) if cfg.get("ckpt_path") else None
         if trainer.is_global_zero:
@@ -54,45 +48,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
         prepare_ddp_children(trainer, run_dir, CONFIG_DIR)
 
         trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path)
-        metrics.update(_final(trainer, task))
+        record.metrics.update(latest_metrics(run))
         if trainer.limit_val_batches and task.last_validated_step != trainer.global_step:
             trainer.validate(task, datamodule=datamodule, verbose=False)  # the final weights'
-            metrics.update(_final(trainer, task))
-        trainer.test(task, datamodule=datamodule, verbose=False)
-        metrics.update(_final(trainer, task))
-
-        if trainer.is_global_zero:
-            analysis = task.analyse(datamodule)
-            outputs.save_analysis(analysis, run_dir, trainer.loggers, trainer.global_step)
-            metrics.update(analysis.metrics)
-        status = "completed"
-        return metrics
-    except RunStopped as error:
-        status = error.status
-        raise
-    except (KeyboardInterrupt, SystemExit):
-        status = "interrupted"
-        raise
-    except Exception as error:
-        status = f"failed: {type(error).__name__}: {error}".splitlines()[0]
-        raise
-    finally:
-        if run is not None and status != "completed":  # the latest values, for the report
-            metrics.update(_final(run.trainer, run.task))
-        if run is None or run.trainer.is_global_zero:  # DDP: rank 0 writes for the run
-            outputs.write_metrics(run_dir, metrics, status)
-        if status == "completed" and run is not None and run.trainer.is_global_zero:
-            seconds = time.perf_counter() - started
-            logged = bool(outputs.tensorboard_writers(run.trainer.loggers))
-            outputs.print_summary(
-                cfg.task_name, status, metrics, run_dir, seconds, is_multirun(), logged
-            )
-
-
-def _final(trainer: L.Trainer, task: Task) -> dict[str, float]:
-    """The task's metrics among the trainer's latest values, as floats."""
-    latest = trainer.callback_metrics
-    return {name: float(latest[name]) for name in task.metric_names if name in latest}
+            record.metrics.update(latest_metrics(run))
+        record.metrics.update(test_and_analyse(run, run_dir))
+    return record.metrics
 
 
 def _full_error() -> bool:
