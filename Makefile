@@ -34,8 +34,8 @@ test: $(READY) lint
 	$(BIN)/python -m pytest $(ARGS)
 
 bench: $(READY)
-	$(BIN)/python benchmarks/rings.py
-	$(BIN)/python benchmarks/images.py
+	$(BIN)/python benchmarks/rings.py $(ARGS)
+	$(BIN)/python benchmarks/images.py $(ARGS)
 
 lint: $(READY)
 	$(BIN)/ruff check src tests benchmarks

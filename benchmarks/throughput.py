@@ -11,6 +11,7 @@ the training loop's alone, data preparation and logging included.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -21,7 +22,11 @@ from nnlab.run import build_run
 from nnlab.train import CONFIG_DIR
 
 sys.path.insert(0, str(Path(__file__).parent))
-from images import EpochTimer, write_dataset
+threads_asked = os.environ.get("NNLAB_THREADS")
+from images import EpochTimer, write_dataset  # noqa: E402  (it imports the tests' helpers...)
+
+if threads_asked is None:  # ...which pin torch to one thread: measure with nnlab's own choice
+    os.environ.pop("NNLAB_THREADS", None)
 
 
 def main() -> None:
@@ -56,7 +61,9 @@ def main() -> None:
         run.trainer.callbacks.append(timer)
         run.trainer.fit(run.task, datamodule=run.datamodule)
         device = run.trainer.strategy.root_device
-    images = 60_000 * run.trainer.world_size
+    if not run.trainer.is_global_zero:
+        return  # under DDP the processes share each epoch's 60,000 images; rank 0 reports
+    images = 60_000
     best = min(timer.seconds)
     print(
         f"{args.experiment} on {device} ({args.trainer}), batch {args.batch_size}: "

@@ -32,5 +32,11 @@ for config in conf/experiment/*.yaml; do
     failed=1
   fi
 done
-"$BIN/python" benchmarks/throughput.py --trainer "$TRAINER" --epochs 3 2>/dev/null | tail -1
+if "$BIN/python" benchmarks/throughput.py --trainer "$TRAINER" > "$scratch/throughput.log" 2>&1; then
+  tail -1 "$scratch/throughput.log"
+else
+  echo "throughput FAILED, its last lines:"
+  tail -5 "$scratch/throughput.log"
+  failed=1
+fi
 exit $failed

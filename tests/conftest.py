@@ -31,6 +31,23 @@ def run_dirs(log_dir: Path) -> list[Path]:
     return sorted(path.parent for path in log_dir.rglob(".hydra"))
 
 
+def only_run(
+    cli: Callable[..., subprocess.CompletedProcess], log_dir: Path, *overrides: str
+) -> Path:
+    """Run the command with its runs in `log_dir`, which then holds exactly one: its dir."""
+    result = cli(*overrides, f"paths.log_dir={log_dir}")
+    assert result.returncode == 0, result.stderr
+    (run_dir,) = run_dirs(log_dir)
+    return run_dir
+
+
+def assert_same_completed_metrics(a: Path, b: Path, **tolerance: float) -> None:
+    """Both runs completed, and every metric of one equals the other's within `tolerance`."""
+    metrics_a, metrics_b = read_metrics(a), read_metrics(b)
+    assert metrics_a.pop("status") == metrics_b.pop("status") == "completed"
+    assert metrics_a == pytest.approx(metrics_b, **tolerance)
+
+
 def is_finite_number(value: object) -> bool:
     return isinstance(value, float) and math.isfinite(value)
 

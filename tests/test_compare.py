@@ -37,11 +37,15 @@ def test_identical_predictions_give_a_large_p_value():
 
 
 def test_predictions_are_aligned_by_image_index():
-    a = predictions([0, 1, 0], index=[5, 6, 7])
-    b = predictions(
-        [0, 1, 0][::-1], index=[7, 6, 5]
-    )  # the same predictions, saved in another order
-    assert compare(a, b).p_value == 1.0 and compare(a, b).only_a == 0
+    a = predictions([0, 1, 1], target=[0, 1, 2], index=[5, 6, 7])
+    b = predictions([1, 1, 0], target=[2, 1, 0], index=[7, 6, 5])  # the same, in another order
+    result = compare(a, b)
+    assert (result.only_a, result.only_b, result.correct_a, result.correct_b) == (0, 0, 2, 2)
+
+
+def test_runs_whose_labels_differ_are_refused():
+    with pytest.raises(SystemExit, match="the same image indexes carry different labels"):
+        compare(predictions([0, 1], target=[0, 1]), predictions([0, 1], target=[3, 4]))
 
 
 def test_runs_on_different_test_images_are_refused():

@@ -11,7 +11,7 @@ import time
 
 import pytest
 import torch
-from conftest import read_metrics, run_dirs
+from conftest import assert_same_completed_metrics, only_run, read_metrics, run_dirs
 
 from nnlab.errors import Diverged, Interrupted
 from nnlab.tasks.rings import RingsTask
@@ -80,12 +80,8 @@ def test_sigterm_saves_the_run_and_resuming_ends_where_an_uninterrupted_run_ends
     assert (run_dir / ".hydra" / "overrides.yaml").read_text().count("model.hidden_nodes=4") == 1
     assert len(list((run_dir / ".hydra" / "resumed").iterdir())) == 1
 
-    uninterrupted = cli(*overrides, f"paths.log_dir={tmp_path / 'straight'}")
-    assert uninterrupted.returncode == 0, uninterrupted.stderr
-    (straight_dir,) = run_dirs(tmp_path / "straight")
-    resumed_metrics, straight_metrics = read_metrics(run_dir), read_metrics(straight_dir)
-    assert resumed_metrics.pop("status") == straight_metrics.pop("status") == "completed"
-    assert resumed_metrics == pytest.approx(straight_metrics, rel=1e-5, abs=1e-7)
+    straight_dir = only_run(cli, tmp_path / "straight", *overrides)
+    assert_same_completed_metrics(run_dir, straight_dir, rel=1e-5, abs=1e-7)
 
     again = cli("experiment=rings", "ckpt_path=last")
     assert again.returncode == 2

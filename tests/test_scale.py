@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-import pytest
-from conftest import read_metrics, run_dirs
+import yaml
+from conftest import assert_same_completed_metrics, only_run, read_metrics, run_dirs
 
 
 def test_ddp_on_two_cpu_processes_writes_one_run_dir_with_single_process_metrics(cli, tmp_path):
     overrides = ["experiment=rings", "trainer.max_steps=600", "model.hidden_nodes=4"]
-    result = cli(*overrides, "trainer=ddp_cpu", f"paths.log_dir={tmp_path / 'ddp'}")
-    assert result.returncode == 0, result.stderr
-    (ddp_dir,) = run_dirs(tmp_path / "ddp")  # one run dir, not one per process
-    assert not (tmp_path / "logs").exists()
-    single = cli(*overrides, f"paths.log_dir={tmp_path / 'single'}")
-    assert single.returncode == 0, single.stderr
-    (single_dir,) = run_dirs(tmp_path / "single")
-    ddp, alone = read_metrics(ddp_dir), read_metrics(single_dir)
-    assert ddp.pop("status") == alone.pop("status") == "completed"
+    ddp_dir = only_run(cli, tmp_path / "ddp", *overrides, "trainer=ddp_cpu")
+    assert not (tmp_path / "logs").exists()  # one run dir, not one per process
+    single_dir = only_run(cli, tmp_path / "single", *overrides)
     # both processes see the full batch; DDP averages their identical gradients
-    assert ddp == pytest.approx(alone, rel=1e-4, abs=1e-6)
+    assert_same_completed_metrics(ddp_dir, single_dir, rel=1e-4, abs=1e-6)
 
 
 def test_submitit_local_launcher_runs_a_two_job_sweep(cli, tmp_path):
@@ -30,10 +24,15 @@ def test_submitit_local_launcher_runs_a_two_job_sweep(cli, tmp_path):
     assert len(jobs) == 2 and len({job.parent for job in jobs}) == 1
     assert [read_metrics(job)["status"] for job in jobs] == ["completed", "completed"]
     assert list((jobs[0].parent / ".submitit").iterdir())  # submitit's own job folders
+    widths = {
+        yaml.safe_load((j / ".hydra" / "config.yaml").read_text())["model"]["hidden_nodes"]
+        for j in jobs
+    }
+    assert widths == {1, 3}
 
 
 def test_ddp_inside_a_parallel_sweep_is_refused_with_what_to_use(cli):
     result = cli("trainer=ddp_cpu", "model.hidden_nodes=1,2", multirun=True)
-    assert result.returncode != 0
+    assert result.returncode == 1  # the jobs fail, so the sweep does (Hydra's status)
     assert "bad config trainer.devices=2: DDP starts its own processes" in result.stderr
     assert "hydra/launcher=slurm" in result.stderr

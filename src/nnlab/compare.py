@@ -66,6 +66,11 @@ def compare(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> Comparison:
             "data.test_subset and data.seed"
         )
     targets = a["target"][order_a]
+    if not np.array_equal(targets, b["target"][order_b]):
+        raise SystemExit(
+            "nnlab-compare: the same image indexes carry different labels in the two runs; "
+            "compare runs tested on the same dataset"
+        )
     right_a = a["predicted"][order_a] == targets
     right_b = b["predicted"][order_b] == targets
     only_a, only_b = int((right_a & ~right_b).sum()), int((right_b & ~right_a).sum())
@@ -91,7 +96,7 @@ def load(run_dir: Path) -> dict[str, np.ndarray]:
 
 def report(result: Comparison, name_a: str, name_b: str) -> str:
     difference = result.correct_b - result.correct_a
-    sigmas = abs(difference) / max(result.binomial_std, 1e-12)
+    spread = result.binomial_std
     verdict = (
         f"significant at {SIGNIFICANCE}: the two models' accuracies really differ"
         if result.p_value < SIGNIFICANCE
@@ -103,8 +108,9 @@ def report(result: Comparison, name_a: str, name_b: str) -> str:
             f"A  {name_a}: test accuracy {result.accuracy_a:.4f} ({result.correct_a}/{n})",
             f"B  {name_b}: test accuracy {result.accuracy_b:.4f} ({result.correct_b}/{n})",
             f"B - A: {result.accuracy_b - result.accuracy_a:+.4f} ({difference:+d} images)",
-            f"Binomial std of A's count, sqrt(N p (1-p)): {result.binomial_std:.1f} images; "
-            f"the difference is {sigmas:.1f} of them (the notebook's argument)",
+            f"Binomial std of A's count, sqrt(N p (1-p)): {spread:.1f} images; the difference"
+            + (f" is {abs(difference) / spread:.1f} of them" if spread else ": n/a, p is 0 or 1")
+            + " (the notebook's argument)",
             f"McNemar's exact test: only A right on {result.only_a} images, only B right on "
             f"{result.only_b}; p = {result.p_value:.3g}",
             f"Verdict: {verdict}.",
