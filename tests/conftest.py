@@ -107,3 +107,10 @@ def tiny_mnist(tmp_path_factory: pytest.TempPathFactory) -> Path:
             write_idx(raw / f"{prefix}-images-idx3-ubyte", images)
             write_idx(raw / f"{prefix}-labels-idx1-ubyte", labels)
     return data_dir
+
+
+def trained(cfg: DictConfig) -> dict[str, float]:
+    """Train `cfg` in this process (nnlab.train.train, the command's one path); its metrics."""
+    from nnlab.train import train
+
+    return train(cfg).metrics

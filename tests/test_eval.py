@@ -30,11 +30,12 @@ def test_eval_reproduces_the_runs_test_metrics_and_leaves_its_files_alone(cli, t
     assert other["test/acc"] * 40 == pytest.approx(round(other["test/acc"] * 40))
 
     # values read as Hydra reads them (5e-2 is a number, yes a string), one process to test
-    cfg = load_config(run_dir, ["optimizer.lr=5e-2", "task_name=yes", "trainer.devices=1"])
+    overrides = ["optimizer.lr=5e-2", "task_name=yes", "trainer.devices=1"]
+    cfg = load_config(run_dir, overrides, tmp_path / "eval")
     assert cfg.optimizer.lr == 0.05 and cfg.task_name == "yes"
     assert (cfg.trainer.devices, cfg.trainer.strategy) == (1, "auto")
     with pytest.raises(ConfigError, match="not a key of the run's config"):
-        load_config(run_dir, ["data.no_such=1"])
+        load_config(run_dir, ["data.no_such=1"], tmp_path / "eval")
 
 
 def test_eval_names_what_is_wrong(tmp_path):

@@ -7,10 +7,11 @@ import math
 
 import pytest
 import torch
+from conftest import trained
 from lightning.pytorch.callbacks import Callback
 
 from nnlab.run import build_run
-from nnlab.train import CONFIG_DIR, train
+from nnlab.train import CONFIG_DIR
 
 EXPERIMENTS = sorted(path.stem for path in (CONFIG_DIR / "experiment").glob("*.yaml"))
 
@@ -19,7 +20,7 @@ EXPERIMENTS = sorted(path.stem for path in (CONFIG_DIR / "experiment").glob("*.y
 def test_experiment_runs_under_fast_dev_run(config, tmp_path, tiny_mnist, experiment):
     images = experiment.startswith(("mnist", "fashion"))
     data = [f"paths.data_dir={tiny_mnist}", "data.download=false"] if images else []
-    metrics = train(config(f"experiment={experiment}", "debug=fdr", *data))
+    metrics = trained(config(f"experiment={experiment}", "debug=fdr", *data))
     assert math.isfinite(metrics["train/loss"]) and math.isfinite(metrics["test/loss"])
     assert list((tmp_path / "run" / "figures").glob("*.png"))
 
@@ -27,7 +28,7 @@ def test_experiment_runs_under_fast_dev_run(config, tmp_path, tiny_mnist, experi
 def test_final_weights_are_validated_and_checkpointed_when_the_budget_ends_between_validations(
     config, tmp_path
 ):
-    metrics = train(config("experiment=rings", "trainer.max_steps=1250"))  # validation every 500
+    metrics = trained(config("experiment=rings", "trainer.max_steps=1250"))  # validation every 500
     checkpoints = tmp_path / "run" / "checkpoints"
     for name in ("last.ckpt", "best.ckpt"):
         assert torch.load(checkpoints / name, weights_only=False)["global_step"] == 1250
@@ -51,7 +52,7 @@ def test_callbacks_see_one_optimizer_step_per_batch_and_the_budget_is_exact(conf
     run = build_run(config("experiment=rings", "trainer.max_steps=450", "logger=none"))
     run.trainer.callbacks.append(CountSteps())
     run.trainer.fit(run.task, datamodule=run.datamodule)
-    assert run.task._plain_inner_steps  # the fast path is on for one process in fp32
+    assert run.task.steps_per_batch == 100  # the rings' opt-in: 100 steps per Lightning batch
     assert CountSteps.calls == 5  # batches of 100, 100, 100, 100 and 50 steps
     assert run.trainer.global_step == 450
     for parameter in run.task.network.parameters():
@@ -67,10 +68,10 @@ def test_relative_error_criterion_lowers_its_loss(config):
     run.datamodule.setup()
     inputs, targets = run.datamodule.splits["val"]
     with torch.no_grad():
-        before = run.task.loss(run.task.network(inputs), targets).item()
+        before = run.task.model_step((inputs, targets))[0].item()
     run.trainer.fit(run.task, datamodule=run.datamodule)
     with torch.no_grad():
-        after = run.task.loss(run.task.network(inputs), targets).item()
+        after = run.task.model_step((inputs, targets))[0].item()
     assert (
         after < 0.8 * before
     )  # 0.68 -> 0.50: relative error is slow to optimise, as the notebook warns
@@ -110,10 +111,10 @@ def test_the_same_seed_gives_identical_metrics_twice(config, tmp_path, tiny_mnis
         "data.batch_size=16",
         "task.robustness=null",
     ]
-    first = train(config(*overrides, *data, f"paths.output_dir={tmp_path / 'first'}"))
-    second = train(config(*overrides, *data, f"paths.output_dir={tmp_path / 'second'}"))
+    first = trained(config(*overrides, *data, f"paths.output_dir={tmp_path / 'first'}"))
+    second = trained(config(*overrides, *data, f"paths.output_dir={tmp_path / 'second'}"))
     assert first == second  # exactly: same shuffles, same initial weights, deterministic kernels
-    different = train(
+    different = trained(
         config(
             *overrides[:1],
             "seed=8",

@@ -19,7 +19,8 @@ from optuna.trial import TrialState
 
 from nnlab.errors import ConfigError
 from nnlab.hparams_search import RESULTS_FILE, OptunaSweeper
-from nnlab.search_space import as_override_value, distribution, search_space
+from nnlab.overrides import as_value
+from nnlab.search_space import distribution, search_space
 
 Cli = Callable[..., subprocess.CompletedProcess]
 
@@ -279,12 +280,12 @@ def test_parameter_syntax_becomes_optuna_distributions():
 
 
 def test_sampled_values_go_back_to_hydra_as_the_same_values():
-    assert [as_override_value(v) for v in (None, True, 3, 0.1, "relu")] == [
+    assert [as_value(v) for v in (None, True, 3, 0.1, "relu")] == [
         "null",
         "true",
         "3",
         "0.1",
         "relu",
     ]
-    assert as_override_value("a b") == "'a b'" and as_override_value("null") == "'null'"
-    assert as_override_value("it's") == "'it\\'s'"
+    assert as_value("a b") == "'a b'" and as_value("null") == "'null'"
+    assert as_value("it's") == "'it\\'s'"

@@ -11,12 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import blocky_digits, write_idx
+from conftest import blocky_digits, trained, write_idx
 
 from nnlab.data import images
 from nnlab.data.images import ImageDataModule
 from nnlab.errors import DataNotFound
-from nnlab.train import train
 
 DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
 
@@ -28,7 +27,7 @@ def image_run(config, data_dir, *overrides):
 def test_mlp_learns_the_digits_and_reports_classes_mistakes_and_robustness(
     config, tmp_path, tiny_mnist
 ):
-    metrics = train(
+    metrics = trained(
         image_run(
             config, tiny_mnist, "experiment=mnist_mlp", "trainer.max_epochs=4", "data.batch_size=32"
         )
@@ -48,7 +47,7 @@ def test_mlp_learns_the_digits_and_reports_classes_mistakes_and_robustness(
 
 
 def test_autoencoder_search_finds_neighbours_of_the_same_class(config, tmp_path, tiny_mnist):
-    metrics = train(
+    metrics = trained(
         image_run(config, tiny_mnist, "experiment=mnist_autoencoder", "trainer.max_epochs=6")
     )
     assert math.isfinite(metrics["test/loss"]) and metrics["test/loss"] < metrics["train/loss"] * 2
@@ -59,7 +58,7 @@ def test_autoencoder_search_finds_neighbours_of_the_same_class(config, tmp_path,
 
 def test_conv_autoencoder_learns_to_reconstruct(config, tmp_path, tiny_mnist):
     overrides = ["experiment=mnist_autoencoder", "model=conv_autoencoder", "data.batch_size=16"]
-    metrics = train(image_run(config, tiny_mnist, *overrides, "trainer.max_epochs=8"))
+    metrics = trained(image_run(config, tiny_mnist, *overrides, "trainer.max_epochs=8"))
     blank = ((torch.tensor(blocky_digits(200, 2)[0]).float() / 255) ** 2).mean().item()
     assert metrics["test/loss"] < 0.5 * blank  # better than predicting an empty image
     assert (tmp_path / "run" / "figures" / "reconstructions.png").is_file()
@@ -70,13 +69,13 @@ def test_val_split_is_seeded_disjoint_and_normalised_with_training_statistics(ti
         data_dir=str(tiny_mnist), download=False, val_fraction=0.25, normalize=True, seed=3
     )
     data.setup()
-    train_split, val_split = data.splits["train"], data.splits["val"]
+    train_split, val_split = data.images["train"], data.images["val"]
     assert len(train_split.labels) == 300 and len(val_split.labels) == 100
     assert not set(train_split.index.tolist()) & set(val_split.index.tolist())
     assert data.mean == pytest.approx(train_split.images.float().div(255).mean().item(), rel=1e-5)
     again = ImageDataModule(data_dir=str(tiny_mnist), download=False, val_fraction=0.25, seed=3)
     again.setup()
-    assert torch.equal(again.splits["val"].index, val_split.index)
+    assert torch.equal(again.images["val"].index, val_split.index)
 
 
 def test_subsets_draw_distinct_images(tiny_mnist):
@@ -84,26 +83,30 @@ def test_subsets_draw_distinct_images(tiny_mnist):
         data_dir=str(tiny_mnist), download=False, train_subset=120, test_subset=50
     )
     data.setup()
-    indices = torch.cat([data.splits["train"].index, data.splits["val"].index])
+    indices = torch.cat([data.images["train"].index, data.images["val"].index])
     assert len(indices) == 120 and len(set(indices.tolist())) == 120
-    assert len(set(data.splits["test"].index.tolist())) == 50
+    assert len(set(data.images["test"].index.tolist())) == 50
 
 
-def test_training_batches_hold_several_mini_batches(tiny_mnist):
+def test_a_standard_dataloader_serves_every_training_image_once_per_epoch(tiny_mnist):
     data = ImageDataModule(
-        data_dir=str(tiny_mnist), download=False, val_fraction=0.1, batch_size=32, steps_per_batch=4
+        data_dir=str(tiny_mnist), download=False, val_fraction=0.1, batch_size=32
     )
     data.setup()
-    items = list(data.train_dataloader())
-    assert len(items) == len(data.train_dataloader()) == 3  # 360 images, 128 per item
-    first = items[0]
-    assert (
-        len(first) == 4
-        and first[0][0].shape == (32, 1, 28, 28)
-        and first[0][0].dtype == torch.float32
+    loader = data.train_dataloader()
+    assert isinstance(loader, torch.utils.data.DataLoader)
+    batches = list(loader)
+    assert len(batches) == len(loader) == 12  # 360 images in batches of 32, the last one of 8
+    images, labels = batches[0]
+    assert images.shape == (32, 28, 28) and images.dtype == torch.uint8  # scaled on the device
+    inputs, _ = data.on_after_batch_transfer((images, labels), 0)
+    assert inputs.shape == (32, 1, 28, 28) and inputs.dtype == torch.float32
+    assert float(inputs.max()) <= 1.0
+    seen = torch.cat([labels for _, labels in batches])
+    assert len(seen) == 360 and torch.equal(
+        seen.sort().values, data.splits["train"][1].sort().values
     )
-    assert float(first[0][0].max()) <= 1.0
-    assert sum(len(labels) for item in items for _, labels in item) == 360
+    assert not torch.equal(batches[0][1], next(iter(loader))[1])  # a new order each epoch
 
 
 def test_debian_copy_is_unpacked_when_the_files_are_missing(tmp_path, monkeypatch):
@@ -126,7 +129,7 @@ def test_debian_copy_is_unpacked_when_the_files_are_missing(tmp_path, monkeypatc
     )
     data.setup()
     assert (tmp_path / "data" / "FashionMNIST" / "raw" / "t10k-labels-idx1-ubyte").is_file()
-    assert len(data.splits["test"].labels) == 20
+    assert len(data.images["test"].labels) == 20
 
 
 def test_missing_data_names_where_it_looked_and_the_ways_to_get_it(tmp_path, monkeypatch):
@@ -167,7 +170,7 @@ def test_missing_data_stops_the_command_with_status_2(cli, tmp_path):
     not DEBIAN_FASHION.is_dir(), reason="Debian's dataset-fashion-mnist is not installed"
 )
 def test_real_fashion_mnist_from_the_debian_package_reaches_an_accuracy_floor(config, tmp_path):
-    metrics = train(
+    metrics = trained(
         image_run(
             config,
             tmp_path / "data",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nnlab.errors import ConfigError
+from nnlab.checks import BadValue
 from nnlab.models.mlp import MLP
 
 
@@ -39,7 +39,7 @@ def test_zero_hidden_layers_is_a_linear_model():
     ],
 )
 def test_bad_arguments_name_the_key_and_what_is_allowed(arguments, key, expected):
-    with pytest.raises(ConfigError) as error:
+    with pytest.raises(BadValue) as error:
         MLP(in_features=2, out_features=1, **arguments)
     assert error.value.key == key
     assert expected in str(error.value)

@@ -11,25 +11,24 @@ import time
 
 import pytest
 import torch
-from conftest import assert_same_completed_metrics, only_run, read_metrics, run_dirs
+from conftest import assert_same_completed_metrics, only_run, read_metrics, run_dirs, trained
 
 from nnlab.errors import Diverged, Interrupted
 from nnlab.tasks.rings import RingsTask
-from nnlab.train import train
 
 
 def test_nan_loss_stops_at_its_step_and_keeps_the_last_good_checkpoint(
     config, tmp_path, monkeypatch
 ):
-    honest_loss = RingsTask.loss
+    honest_step = RingsTask.model_step
 
-    def loss_that_turns_nan(self, outputs, targets):
-        loss = honest_loss(self, outputs, targets)
-        return loss * float("nan") if self.global_step >= 650 else loss
+    def step_whose_loss_turns_nan(self, batch):
+        loss, arguments = honest_step(self, batch)
+        return (loss * float("nan") if self.global_step >= 650 else loss), arguments
 
-    monkeypatch.setattr(RingsTask, "loss", loss_that_turns_nan)
+    monkeypatch.setattr(RingsTask, "model_step", step_whose_loss_turns_nan)
     with pytest.raises(Diverged) as stop:
-        train(config("experiment=rings", "trainer.max_steps=3000"))
+        trained(config("experiment=rings", "trainer.max_steps=3000"))
     assert stop.value.step == 651  # the first step whose loss was NaN, counted from 1
     assert "diverged: train/loss is nan at step 651" in str(stop.value)
     assert str(stop.value.checkpoint).endswith("last.ckpt")
@@ -112,12 +111,12 @@ def test_missing_checkpoint_is_refused(cli, tmp_path):
 
 
 def test_an_exception_mid_run_is_recorded_with_its_message(config, tmp_path, monkeypatch):
-    def broken_loss(self, outputs, targets):
+    def broken_step(self, batch):
         raise RuntimeError("the loss broke\nsecond line")
 
-    monkeypatch.setattr(RingsTask, "loss", broken_loss)
+    monkeypatch.setattr(RingsTask, "model_step", broken_step)
     with pytest.raises(RuntimeError):
-        train(config("experiment=rings", "trainer.max_steps=300"))
+        trained(config("experiment=rings", "trainer.max_steps=300"))
     assert read_metrics(tmp_path / "run")["status"] == "failed: RuntimeError: the loss broke"
 
 
@@ -130,7 +129,7 @@ def test_a_signal_during_validation_stops_the_run_as_interrupted(config, tmp_pat
     monkeypatch.setattr(RingsTask, "on_validation_start", validation_start_with_sigterm)
     handler = signal.getsignal(signal.SIGTERM)
     with pytest.raises(Interrupted) as stop:
-        train(config("experiment=rings", "trainer.max_steps=1500"))
+        trained(config("experiment=rings", "trainer.max_steps=1500"))
     assert stop.value.signum == signal.SIGTERM and stop.value.step == 500
     run_dir = tmp_path / "run"
     assert read_metrics(run_dir)["status"] == "interrupted"  # not "completed": it can resume

@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 import torch
+from conftest import trained
 
 from nnlab.data.rings import RingsDataModule
-from nnlab.train import train
 
 
 def test_one_sigmoid_node_cannot_separate_the_rings(config):
     # One node sees the plane through one line: the best half-plane cut is about 70% right.
-    metrics = train(config("experiment=rings", "model.hidden_nodes=1"))
+    metrics = trained(config("experiment=rings", "model.hidden_nodes=1"))
     assert metrics["val/acc"] < 0.8
     assert metrics["test/acc"] < 0.8
 
 
 def test_three_sigmoid_nodes_separate_the_rings(config, tmp_path):
-    metrics = train(config("experiment=rings", "model.hidden_nodes=3"))
+    metrics = trained(config("experiment=rings", "model.hidden_nodes=3"))
     assert metrics["val/acc"] >= 0.99
     assert metrics["test/acc"] >= 0.99
     figures = {path.name for path in (tmp_path / "run" / "figures").iterdir()}

@@ -7,12 +7,17 @@ from conftest import assert_same_completed_metrics, only_run, read_metrics, run_
 
 
 def test_ddp_on_two_cpu_processes_writes_one_run_dir_with_single_process_metrics(cli, tmp_path):
-    overrides = ["experiment=rings", "trainer.max_steps=600", "model.hidden_nodes=4"]
+    # One optimizer step per batch, the standard contract that Lightning's DDP strategy runs.
+    overrides = ["experiment=rings", "trainer.max_steps=300", "task.steps_per_batch=1"]
+    overrides += ["model.hidden_nodes=4", "trainer.val_check_interval=100"]
     ddp_dir = only_run(cli, tmp_path / "ddp", *overrides, "trainer=ddp_cpu")
     assert not (tmp_path / "logs").exists()  # one run dir, not one per process
     single_dir = only_run(cli, tmp_path / "single", *overrides)
     # both processes see the full batch; DDP averages their identical gradients
     assert_same_completed_metrics(ddp_dir, single_dir, rel=1e-4, abs=1e-6)
+    refused = cli("experiment=rings", "trainer=ddp_cpu", "trainer.max_steps=300")
+    assert refused.returncode == 2
+    assert "task.steps_per_batch=100 steps outside Lightning's strategy" in refused.stderr
 
 
 def test_submitit_local_launcher_runs_a_two_job_sweep(cli, tmp_path):

@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import trained
 from torch import nn
 
 from nnlab.data.series import SeriesDataModule
 from nnlab.models.recurrent import ScratchRNN, StepForecaster, forecaster
 from nnlab.tasks.series import SeriesTask
-from nnlab.train import train
 
 
 def test_split_is_chronological_and_targets_never_overlap():
@@ -58,18 +58,17 @@ def test_differenced_horizon_targets_are_one_step_changes_as_the_decoder_feeds_t
     assert torch.allclose(in_steps, torch.full_like(in_steps, 3.0), atol=1e-4)
 
 
-def test_every_series_loader_knows_its_steps_per_epoch():
-    data = SeriesDataModule(length=400, batch_size=16, steps_per_batch=3)
+def test_training_windows_come_shuffled_in_batches_and_evaluation_takes_each_split_whole():
+    data = SeriesDataModule(length=400, batch_size=16)
     data.setup()
     loader = data.train_dataloader()
-    items = list(loader)
-    assert (
-        data.steps_per_epoch
-        == sum(len(item) for item in items)
-        == -(-len(data.targets_at["train"]) // 16)
-    )
-    assert len(loader) == len(items) and all(len(item) == 3 for item in items[:-1])
-    assert not torch.equal(items[0][0][0], next(iter(loader))[0][0])  # a new order each pass
+    batches = list(loader)
+    windows = len(data.targets_at["train"])
+    assert len(batches) == len(loader) == -(-windows // 16)
+    assert sum(len(batch[0]) for batch in batches) == windows
+    assert not torch.equal(batches[0][0], next(iter(loader))[0])  # a new order each epoch
+    (val,) = list(data.val_dataloader())
+    assert len(val[0]) == len(data.targets_at["val"])
 
 
 def test_scratch_cell_equals_torch_rnn_with_the_same_weights():
@@ -85,7 +84,7 @@ def test_scratch_cell_equals_torch_rnn_with_the_same_weights():
 
 
 def test_a_short_run_beats_persistence_on_an_easy_series(config):
-    metrics = train(
+    metrics = trained(
         config("experiment=series_rnn", "data.noise=0.02", "trainer.max_steps=1500", "logger=none")
     )
     assert metrics["test/mse"] < 0.5 * metrics["test/persistence_mse"]
@@ -123,7 +122,7 @@ def test_encoder_decoder_forecasts_several_steps(config):
         "data.horizon=5",
         "trainer.max_steps=300",
     ]
-    metrics = train(config(*overrides, "logger=none"))
+    metrics = trained(config(*overrides, "logger=none"))
     assert np.isfinite(metrics["test/mse"]) and np.isfinite(metrics["test/rollout_mse"])
     network = forecaster("seq2seq", hidden_size=4, horizon=5)
     window, teacher = torch.randn(2, 7, 1), torch.randn(2, 5)

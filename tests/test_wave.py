@@ -7,15 +7,15 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import trained
 
 from nnlab.data.wave import WaveDataModule
 from nnlab.tasks.wave import R2Between
-from nnlab.train import train
 
 
 def test_left_half_fits_better_and_flipping_reverses_it(config, tmp_path):
-    plain = train(config("experiment=wave"))
-    flipped = train(
+    plain = trained(config("experiment=wave"))
+    flipped = trained(
         config("experiment=wave", "data.flip=true", f"paths.output_dir={tmp_path / 'flip'}")
     )
     for metrics in (plain, flipped):

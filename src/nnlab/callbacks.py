@@ -1,4 +1,5 @@
-"""Callbacks nnlab adds to every run, whatever conf/callbacks/ selects."""
+"""The callbacks nnlab adds to every run, whatever conf/callbacks/ selects: they work with any
+LightningModule, nnlab's own or a user's."""
 
 from __future__ import annotations
 
@@ -9,21 +10,22 @@ from types import FrameType
 from typing import Any
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.trainer.states import TrainerFn
 
-from nnlab.errors import Interrupted
+from nnlab.errors import Diverged, Interrupted
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class GracefulStop(Callback):
-    """On Ctrl-C (SIGINT) or SIGTERM (a cluster's pre-emption), finish the current optimizer step,
-    save `last.ckpt`, and stop with `Interrupted`, so `ckpt_path=last` can resume the run.
+    """On Ctrl-C (SIGINT) or SIGTERM (a cluster's pre-emption), finish the current batch, save
+    `last.ckpt`, and stop with `Interrupted`, so that `ckpt_path=last` resumes the run.
 
-    The handler only sets `trainer.should_stop`, which the task checks after each optimizer
-    step: doing the work inside a signal handler could interrupt a half-written file. A second
-    Ctrl-C stops at once, with Python's KeyboardInterrupt.
+    The handler only sets `trainer.should_stop`: doing the work inside a signal handler could
+    interrupt a half-written file. A second Ctrl-C stops at once, with Python's
+    KeyboardInterrupt.
     """
 
     def __init__(self, checkpoint: Path) -> None:
@@ -72,3 +74,40 @@ class GracefulStop(Callback):
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
         self._previous = {}
+
+
+class TrainingGuard(Callback):
+    """Ends training where a run should end: on a NaN or infinite loss, naming its step, and at
+    the step budget with a validation of the final weights (which ModelCheckpoint then saves).
+
+    Lightning itself stops at `max_steps` without validating when the budget ends between
+    validations; stopping "early" at the budget makes it validate. `validated_at` is the step
+    of the last validation, so that the run knows whether the final weights were validated.
+    """
+
+    def __init__(self) -> None:
+        self.validated_at = -1
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, *args: Any
+    ) -> None:
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if isinstance(loss, torch.Tensor):
+            check_finite(loss.detach().reshape(1), trainer.global_step, trainer)
+        if 0 < trainer.max_steps <= trainer.global_step:
+            trainer.should_stop = True
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking and trainer.state.fn == TrainerFn.FITTING:
+            self.validated_at = trainer.global_step
+
+
+def check_finite(losses: torch.Tensor, first_step: int, trainer: L.Trainer) -> None:
+    """Raise Diverged at the first NaN or infinite value of `losses`, the losses of the steps
+    from `first_step` on (counted from 1), naming the last checkpoint saved before it."""
+    finite = torch.isfinite(losses)
+    if bool(finite.all()):
+        return
+    bad = int((~finite).nonzero()[0])
+    checkpoint = getattr(trainer.checkpoint_callback, "last_model_path", "") or None
+    raise Diverged(first_step + bad, "train/loss", float(losses[bad]), checkpoint)

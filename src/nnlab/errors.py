@@ -1,12 +1,22 @@
-"""The ways a run stops early, each with one message and its own exit status."""
+"""The ways a run stops early, each with one message and its own exit status, and `stop`, the
+one place where nnlab turns them into a line on stderr and that status."""
 
 from __future__ import annotations
 
+import os
 import signal
+import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from hydra.errors import CompactHydraException
+
+from nnlab.checks import NO_VALUE, BadValue
+
+FULL_ERROR = "HYDRA_FULL_ERROR"  # =1: tracebacks instead of one-line messages, as in Hydra
+# nnlab's commands set HYDRA_FULL_ERROR=1 so that Hydra raises its errors to them (nnlab.cli);
+# the user's own choice travels in this variable, to this process and the ones it starts.
+USER_FULL_ERROR = "NNLAB_FULL_ERROR"
 
 
 class RunStopped(CompactHydraException):
@@ -19,16 +29,8 @@ class RunStopped(CompactHydraException):
     status = "failed"  # what metrics.json's `status` says
 
 
-class _NoValue:
-    def __repr__(self) -> str:
-        return "<no value>"
-
-
-NO_VALUE: Any = _NoValue()
-
-
 class ConfigError(RunStopped):
-    """A config value that cannot work, found before any data are loaded."""
+    """A config value that cannot work, found before any training."""
 
     exit_code = 2
 
@@ -37,7 +39,7 @@ class ConfigError(RunStopped):
         super().__init__(str(self))
 
     def __str__(self) -> str:
-        shown = "" if self.value is NO_VALUE else f"={self.value!r}"
+        shown = "" if self.value is NO_VALUE else f"={_shown(self.value)}"
         return f"bad config {self.key}{shown}: {self.expected}"
 
     def __reduce__(self) -> tuple[type, tuple[str, Any, str]]:
@@ -48,9 +50,24 @@ class ConfigError(RunStopped):
     def status(self) -> str:
         return f"failed: {self}"
 
+    @classmethod
+    def from_bad_value(cls, error: BadValue, path: str = "") -> ConfigError:
+        """A constructor's `BadValue`, its argument put under the config node `path`."""
+        return cls(_join(path, error.key), error.value, error.expected)
+
     def under(self, path: str) -> ConfigError:
         """The same error, its key under a config node: `hidden_nodes` -> `model.hidden_nodes`."""
-        return ConfigError(f"{path}.{self.key}" if self.key else path, self.value, self.expected)
+        return ConfigError(_join(path, self.key), self.value, self.expected)
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path and key else path or key
+
+
+def _shown(value: Any, limit: int = 200) -> str:
+    """A value as the message shows it: repr, cut short (a pasted 5,000-character value)."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 20]}... ({len(text)} characters)"
 
 
 class Diverged(RunStopped):
@@ -112,3 +129,17 @@ class DataNotFound(RunStopped):
 
     def __reduce__(self) -> tuple[type, tuple[str, list[str], str, list[str]]]:
         return (type(self), (self.title, self.looked, self.note, self.ways))
+
+
+def full_error() -> bool:
+    """Whether the user asked for tracebacks (HYDRA_FULL_ERROR=1)."""
+    return os.environ.get(USER_FULL_ERROR, os.environ.get(FULL_ERROR)) == "1"
+
+
+def stop(error: RunStopped, program: str = "nnlab") -> NoReturn:
+    """End the process as nnlab ends on `error`: one line on stderr and its exit status
+    (a traceback instead, with HYDRA_FULL_ERROR=1)."""
+    if full_error():
+        raise error
+    print(f"{program}: {error}", file=sys.stderr, flush=True)
+    raise SystemExit(error.exit_code)

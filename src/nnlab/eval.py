@@ -13,49 +13,56 @@ run's own files are never overwritten.
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 
-from nnlab.errors import NO_VALUE, ConfigError, RunStopped
-from nnlab.preflight import parse
-from nnlab.record import recording, test_and_analyse
-from nnlab.resume import CHECKPOINT
-from nnlab.run import build_run, check_checkpoint
-from nnlab.runtime import register_resolvers, run_stamp, silence_noise
-
-CHECKPOINTS = {"best": "best.ckpt", "last": "last.ckpt"}
+from nnlab import layout
+from nnlab.checks import NO_VALUE
+from nnlab.errors import ConfigError, RunStopped, stop
+from nnlab.overrides import parse
+from nnlab.runtime import register_resolvers, run_stamp
 
 
 def evaluate(
     run_dir: Path, ckpt: str = "best", overrides: list[str] | None = None
 ) -> dict[str, float]:
     """Test `run_dir`'s checkpoint with its own config (plus `overrides`); returns the metrics."""
-    cfg = load_config(run_dir, overrides or [])
+    from nnlab.checkpoints import load_weights
+    from nnlab.record import recording, test_and_analyse
+    from nnlab.run import build_run
+    from nnlab.runtime import silence_noise
+
+    silence_noise()
+    run_dir = Path(run_dir)
+    eval_dir = run_dir / "evals" / run_stamp()
+    cfg = load_config(run_dir, overrides or [], eval_dir)
     checkpoint = locate_checkpoint(run_dir, ckpt)
-    eval_dir = Path(cfg.paths.output_dir)
     eval_dir.mkdir(parents=True)
     with recording(eval_dir, f"eval of {run_dir.name}", f"; tested {checkpoint}") as record:
         record.run = build_run(cfg)
-        record.metrics.update(test_and_analyse(record.run, eval_dir, checkpoint))
+        load_weights(record.run.task, checkpoint, "ckpt")
+        record.metrics.update(test_and_analyse(record.run, eval_dir))
     return record.metrics
 
 
-def load_config(run_dir: Path, overrides: list[str]) -> DictConfig:
-    """The run's config, its outputs moved to a fresh evals/<stamp>/, `overrides` applied."""
-    saved = run_dir / ".hydra" / "config.yaml"
+def load_config(run_dir: Path, overrides: list[str], output_dir: Path) -> DictConfig:
+    """The run's saved config for one process with no checkpoints of its own, its outputs in
+    `output_dir`, and `overrides` applied (changing keys that exist, not inventing them)."""
+    saved = layout.saved_config_file(run_dir)
     if not saved.is_file():
         raise ConfigError("run_dir", str(run_dir), "not an nnlab run dir (no .hydra/config.yaml)")
     cfg = OmegaConf.load(saved)
-    cfg.paths.output_dir = str(run_dir / "evals" / run_stamp())
+    cfg.paths.output_dir = str(output_dir)
     cfg.ckpt_path = None
+    if "init_from" in cfg:
+        cfg.init_from = None  # the run's own weights are loaded instead
     cfg.callbacks = {}  # testing saves no checkpoints
     # Testing needs one process: a DDP run's config would start more, each with its own eval.
     cfg.trainer.devices, cfg.trainer.num_nodes, cfg.trainer.strategy = 1, 1, "auto"
-    OmegaConf.set_struct(cfg, True)  # overrides may change keys, not invent them
+    OmegaConf.set_struct(cfg, True)
     for override in parse(overrides):
         key = override.get_key_element()
         if override.is_sweep_override() or key != key.lstrip("+~"):
@@ -67,16 +74,12 @@ def load_config(run_dir: Path, overrides: list[str]) -> DictConfig:
     return cfg
 
 
-def locate_checkpoint(run_dir: Path, ckpt: str) -> str:
+def locate_checkpoint(run_dir: Path, ckpt: str) -> Path:
     """best.ckpt (or last.ckpt when the run kept no best), last.ckpt, or a file."""
-    folder = run_dir / CHECKPOINT.parent
-    if ckpt in CHECKPOINTS:
-        path = folder / CHECKPOINTS[ckpt]
-        if ckpt == "best" and not path.is_file():
-            path = folder / CHECKPOINTS["last"]
-    else:
-        path = Path(ckpt)
-    return check_checkpoint(str(path), key="ckpt")
+    if ckpt in layout.CHECKPOINT_NAMES:
+        path = layout.checkpoint(run_dir, ckpt)
+        return path if path.is_file() or ckpt == "last" else layout.checkpoint(run_dir, "last")
+    return Path(ckpt)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -85,7 +88,6 @@ def main(argv: list[str] | None = None) -> None:
         print(__doc__)
         sys.exit(0 if arguments else 2)
     register_resolvers()
-    silence_noise()
     options, overrides = {}, []
     for argument in arguments:
         key, _, value = argument.partition("=")
@@ -98,10 +100,7 @@ def main(argv: list[str] | None = None) -> None:
             raise ConfigError("run_dir", NO_VALUE, "name the run to evaluate: run_dir=<its folder>")
         evaluate(Path(options["run_dir"]), options.get("ckpt", "best"), overrides)
     except RunStopped as error:
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
-            raise
-        print(f"nnlab-eval: {error}", file=sys.stderr)
-        sys.exit(error.exit_code)
+        stop(error, "nnlab-eval")
 
 
 if __name__ == "__main__":

@@ -33,10 +33,10 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.exc import SQLAlchemyError
 
-from nnlab.config import check_choice, check_int
-from nnlab.errors import NO_VALUE, ConfigError, Interrupted, RunStopped
-from nnlab.preflight import check_writable
-from nnlab.search_space import Space, as_override_value, described, search_space
+from nnlab.checks import NO_VALUE, BadValue, check_choice, check_int, check_writable
+from nnlab.errors import ConfigError, Interrupted, stop
+from nnlab.overrides import as_value
+from nnlab.search_space import Space, described, search_space
 
 log = logging.getLogger("nnlab")
 RESULTS_FILE = "optimization_results.yaml"
@@ -83,7 +83,7 @@ class OptunaSweeper(Sweeper):
             study = self._open_study()
             self._check_same_search(study, space)
         except ConfigError as error:  # before any trial: one line and exit 2, as for a run
-            _exit(error)
+            stop(error)
         self.sweep_dir = Path(str(self.config.hydra.sweep.dir))
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, self.sweep_dir / "multirun.yaml")
@@ -93,15 +93,14 @@ class OptunaSweeper(Sweeper):
             trials = [study.ask(space) for _ in range(min(self.n_jobs, self.n_trials - done))]
             self.asked += [trial.number for trial in trials]
             jobs = [
-                [*self.fixed, *(f"{k}={as_override_value(v)}" for k, v in t.params.items())]
-                for t in trials
+                [*self.fixed, *(f"{k}={as_value(v)}" for k, v in t.params.items())] for t in trials
             ]
             first_job = len(self.asked) - len(jobs)
             try:
                 with _signals_stop_the_search():
                     results = self.launcher.launch(jobs, initial_job_idx=first_job)
-            except SearchStopped as stop:  # the running trials stay RUNNING: run again later
-                self._stop(study, stop.signum)
+            except SearchStopped as signalled:  # the running trials stay RUNNING: run again
+                self._stop(study, signalled.signum)
             done += self._tell(study, trials, results, space)
         self._save_results(study)
         if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
@@ -112,11 +111,14 @@ class OptunaSweeper(Sweeper):
 
     def _check_settings(self) -> None:
         """The sweeper's own settings; Hydra builds the sweeper before nnlab can check them."""
-        check_int("hydra.sweeper.n_trials", self.n_trials, minimum=1)
-        check_int("hydra.sweeper.n_jobs", self.n_jobs, minimum=1)
-        check_choice("hydra.sweeper.direction", self.direction, ["maximize", "minimize"])
-        if self.seed is not None:
-            check_int("hydra.sweeper.seed", self.seed, minimum=0)
+        try:
+            check_int("hydra.sweeper.n_trials", self.n_trials, minimum=1)
+            check_int("hydra.sweeper.n_jobs", self.n_jobs, minimum=1)
+            check_choice("hydra.sweeper.direction", self.direction, ["maximize", "minimize"])
+            if self.seed is not None:
+                check_int("hydra.sweeper.seed", self.seed, minimum=0)
+        except BadValue as error:
+            raise ConfigError.from_bad_value(error) from None
 
     def _open_study(self) -> optuna.Study:
         try:
@@ -139,7 +141,10 @@ class OptunaSweeper(Sweeper):
         if self.storage is None or "://" in self.storage:
             return self.storage
         path = Path(self.storage).expanduser().resolve()
-        check_writable("hydra.sweeper.storage", str(path.parent))
+        try:
+            check_writable("hydra.sweeper.storage", str(path.parent))
+        except BadValue as error:
+            raise ConfigError.from_bad_value(error) from None
         if path.is_dir():
             raise ConfigError("hydra.sweeper.storage", self.storage, "a folder, not a file")
         return f"sqlite:///{path}"
@@ -190,10 +195,10 @@ class OptunaSweeper(Sweeper):
     ) -> int:
         """Give Optuna the trials' results; return how many count against the budget."""
         missing = self._missing_metric(results)
-        stops = [_interruption(result) for result in results]
+        signals = [_interruption(result) for result in results]
         counted = 0
-        for trial, result, stop in zip(trials, results, stops, strict=True):
-            if stop is not None:
+        for trial, result, signal_stop in zip(trials, results, signals, strict=True):
+            if signal_stop is not None:
                 continue  # left RUNNING: the search, continued, runs it again
             value = _trial_metric(result, self.metric)
             if value is None:
@@ -208,10 +213,10 @@ class OptunaSweeper(Sweeper):
         if missing is not None:
             study.set_user_attr("not_counted", _not_counted(study) + [t.number for t in trials])
             self._save_results(study)
-            _exit(missing)
-        stop = next((stop for stop in stops if stop is not None), None)
-        if stop is not None:
-            self._stop(study, stop.signum)
+            stop(missing)
+        interrupted = next((i for i in signals if i is not None), None)
+        if interrupted is not None:
+            self._stop(study, interrupted.signum)
         return counted
 
     def _missing_metric(self, results: list[JobReturn]) -> ConfigError | None:
@@ -283,13 +288,13 @@ def _signals_stop_the_search() -> Iterator[None]:
         yield
         return
 
-    def stop(signum: int, frame: FrameType | None) -> None:
+    def raise_stop(signum: int, frame: FrameType | None) -> None:
         raise SearchStopped(signum)
 
     previous = {}
     for signum in (signal.SIGINT, signal.SIGTERM):
         if signal.getsignal(signum) is not signal.SIG_IGN:
-            previous[signum] = signal.signal(signum, stop)
+            previous[signum] = signal.signal(signum, raise_stop)
     try:
         yield
     finally:
@@ -332,8 +337,3 @@ def _trial_metric(result: JobReturn, metric: str) -> float | None:
         return None
     value = result.return_value.get(metric)
     return float(value) if value is not None and math.isfinite(float(value)) else None
-
-
-def _exit(error: RunStopped) -> NoReturn:
-    print(f"nnlab: {error}", file=sys.stderr)
-    raise SystemExit(error.exit_code)

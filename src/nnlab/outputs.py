@@ -50,20 +50,36 @@ def log_hparams(loggers: Iterable[Logger], cfg: DictConfig, metric_names: Iterab
     """
     from torch.utils.tensorboard.summary import hparams
 
+    from nnlab.internals import file_writer
+
     flat = flat_hparams(cfg)
     experiment, start, end = hparams(flat, dict.fromkeys(metric_names, 0.0))
     for writer in tensorboard_writers(loggers):
-        file_writer = writer._get_file_writer()
         for summary in (experiment, start, end):
-            file_writer.add_summary(summary)
+            file_writer(writer).add_summary(summary)
+
+
+def close_writers(loggers: Iterable[Logger]) -> None:
+    """Flush and close the TensorBoard files: what the analysis logged after Lightning closed
+    them (figures, tables) went to a writer that nothing else would flush before exit."""
+    for writer in tensorboard_writers(loggers):
+        writer.flush()
+        writer.close()
 
 
 def flat_hparams(cfg: DictConfig) -> dict[str, Any]:
     """The swept and sweepable values, as flat `group.key` entries that TensorBoard can show."""
-    values: dict[str, Any] = {"experiment": cfg.task_name, "seed": cfg.seed}
+    values: dict[str, Any] = {"experiment": cfg.task_name, "seed": cfg.get("seed")}
     values["trainer.max_steps"] = cfg.trainer.get("max_steps")
     for group in HPARAM_GROUPS:
-        _flatten(OmegaConf.to_container(cfg[group], resolve=True), group, values)
+        if cfg.get(group) is None:  # a module that builds its own network has model: null
+            continue
+        node = OmegaConf.to_container(cfg[group], resolve=True)
+        raw = OmegaConf.to_container(cfg[group], resolve=False)
+        for key, value in raw.items():  # `network: ${model}` is shown once, as model.*
+            if isinstance(value, str) and value.strip("${}") in HPARAM_GROUPS:
+                node.pop(key)
+        _flatten(node, group, values)
     return {key: _tensorboard_value(value) for key, value in values.items()}
 
 

@@ -6,16 +6,23 @@ eval dir hold the same files, and metrics.json says the same things about how ea
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import lightning as L
+from lightning.pytorch.utilities.model_helpers import is_overridden
+
 from nnlab import outputs
 from nnlab.errors import RunStopped
 from nnlab.run import Run
 from nnlab.runtime import is_multirun
+
+log = logging.getLogger("nnlab")
+NOT_METRICS = ("step", "epoch")  # Lightning's x-axis values, logged beside the metrics
 
 
 @dataclass
@@ -26,20 +33,33 @@ class Record:
     run: Run | None = None
 
 
-def latest_metrics(run: Run) -> dict[str, float]:
-    """The task's metrics among the trainer's latest values, as floats."""
-    latest = run.trainer.callback_metrics
-    return {name: float(latest[name]) for name in run.task.metric_names if name in latest}
+def latest_metrics(trainer: L.Trainer) -> dict[str, float]:
+    """Every scalar the module logged, at its latest value, as floats."""
+    return {
+        name: float(value)
+        for name, value in trainer.callback_metrics.items()
+        if name not in NOT_METRICS and getattr(value, "numel", lambda: 1)() == 1
+    }
 
 
-def test_and_analyse(run: Run, out_dir: Path, ckpt_path: str | None = None) -> dict[str, float]:
-    """Test the weights in memory (or `ckpt_path`'s), then, on rank 0, the task's analysis:
-    its figures, tables and arrays go to `out_dir` and TensorBoard. Returns the metrics."""
+def has_stage(run: Run, step: str, loader: str) -> bool:
+    """Whether the module defines `step` (test_step) and the data `loader` (test_dataloader)."""
+    return is_overridden(step, run.task) and is_overridden(loader, run.datamodule)
+
+
+def test_and_analyse(run: Run, out_dir: Path) -> dict[str, float]:
+    """Test the weights in memory, then, on rank 0, the module's `analyse` if it has one: its
+    figures, tables and arrays go to `out_dir` and TensorBoard. Returns the metrics."""
     trainer, task, datamodule = run.trainer, run.task, run.datamodule
-    trainer.test(task, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)
-    metrics = latest_metrics(run)
-    if trainer.is_global_zero:
-        analysis = task.analyse(datamodule)
+    metrics: dict[str, float] = {}
+    if has_stage(run, "test_step", "test_dataloader"):
+        trainer.test(task, datamodule=datamodule, verbose=False)
+        metrics = latest_metrics(trainer)
+    else:
+        log.info("No test: %s has no test_step or no test_dataloader", type(task).__name__)
+    analyse = getattr(task, "analyse", None)
+    if trainer.is_global_zero and callable(analyse):
+        analysis = analyse(datamodule)
         outputs.save_analysis(analysis, out_dir, trainer.loggers, trainer.global_step)
         metrics.update(analysis.metrics)
     return metrics
@@ -48,7 +68,8 @@ def test_and_analyse(run: Run, out_dir: Path, ckpt_path: str | None = None) -> d
 @contextmanager
 def recording(out_dir: Path, title: str, note: str = "") -> Iterator[Record]:
     """metrics.json in `out_dir` however the block ends, its `status` saying how (plus `note`),
-    and the summary when it completes. Under DDP, rank 0 writes for every process."""
+    TensorBoard's HPARAMS entry and files flushed, and the summary when it completes. Under
+    DDP, rank 0 writes for every process."""
     record = Record()
     started = time.perf_counter()
     status = "failed"
@@ -66,13 +87,18 @@ def recording(out_dir: Path, title: str, note: str = "") -> Iterator[Record]:
         raise
     finally:
         run = record.run
-        if run is not None and status != "completed":  # the latest values, for the report
-            record.metrics.update(latest_metrics(run))
-        if run is None or run.trainer.is_global_zero:
+        trainer = run.trainer if run is not None else None
+        if trainer is not None and status != "completed":  # the latest values, for the report
+            record.metrics = {**latest_metrics(trainer), **record.metrics}
+        if trainer is None or trainer.is_global_zero:
             outputs.write_metrics(out_dir, record.metrics, status + note)
+            if trainer is not None:
+                if not hasattr(run.task, "metric_names"):  # no names to register up front
+                    outputs.log_hparams(trainer.loggers, run.cfg, sorted(record.metrics))
+                outputs.close_writers(trainer.loggers)
             if status == "completed":
                 seconds = time.perf_counter() - started
-                logged = run is not None and bool(outputs.tensorboard_writers(run.trainer.loggers))
+                logged = trainer is not None and bool(outputs.tensorboard_writers(trainer.loggers))
                 outputs.print_summary(
                     title, status, record.metrics, out_dir, seconds, is_multirun(), logged
                 )

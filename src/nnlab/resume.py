@@ -5,32 +5,42 @@ run ends. Its config is its original command's overrides with the new command's 
 `nnlab-train experiment=wave ckpt_path=last` is all it takes; the new command's config is
 saved beside the original, in .hydra/resumed/<stamp>/. A completed run is never resumed:
 nothing a finished run wrote is overwritten.
+
+This is the one step that comes before Hydra runs a command: which overrides to compose
+depends on the run being resumed, which Hydra cannot express.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import yaml
-from omegaconf import DictConfig
 
+from nnlab import checkpoints, layout
+from nnlab.cli import MULTIRUN_FLAGS, compose_once
 from nnlab.errors import ConfigError
-from nnlab.run import check_checkpoint
-from nnlab.runtime import quoted, run_stamp
-
-CHECKPOINT = Path("checkpoints") / "last.ckpt"
+from nnlab.overrides import key_of, quoted, values
+from nnlab.runtime import run_stamp
 
 
-def resume_overrides(overrides: list[str], cfg: DictConfig) -> list[str]:
-    """The overrides that resume the run `cfg.ckpt_path` names, in its own run dir."""
+def resume_arguments(arguments: list[str], config_dir: Path) -> list[str]:
+    """`arguments`, rewritten to resume a run in place when they hold a `ckpt_path=`."""
+    overrides = [a for a in arguments if not a.startswith("-")]
+    if values(overrides).get("ckpt_path") in (None, "null"):
+        return arguments
+    if any(flag in arguments for flag in MULTIRUN_FLAGS):
+        ckpt_path = values(overrides)["ckpt_path"]
+        raise ConfigError("ckpt_path", ckpt_path, "resume runs one at a time, without -m")
+    cfg = compose_once(config_dir, overrides)
     runs = Path(cfg.paths.log_dir) / cfg.task_name / "runs"
-    run_dir, checkpoint = locate(cfg.ckpt_path, runs)
-    original = yaml.safe_load((run_dir / ".hydra" / "overrides.yaml").read_text()) or []
-    new = [o for o in overrides if _key(o) != "ckpt_path"]
-    replaced = {_key(o) for o in new} | {"ckpt_path"}
-    kept = [o for o in original if _key(o) not in replaced]
+    run_dir, checkpoint = locate(str(cfg.ckpt_path), runs)
+    original = yaml.safe_load(layout.saved_overrides_file(run_dir).read_text()) or []
+    new = [o for o in overrides if key_of(o) != "ckpt_path"]
+    replaced = {key_of(o) for o in new} | {"ckpt_path"}
+    kept = [o for o in original if key_of(o) not in replaced]
+    flags = [a for a in arguments if a.startswith("-")]
     return [
+        *flags,
         *kept,
         *new,
         f"ckpt_path={quoted(str(checkpoint))}",
@@ -40,37 +50,28 @@ def resume_overrides(overrides: list[str], cfg: DictConfig) -> list[str]:
 
 
 def locate(value: str, runs: Path) -> tuple[Path, Path]:
-    """The run dir and checkpoint that `ckpt_path=value` means."""
+    """The run dir and checkpoint that `ckpt_path=value` means, checked: an unfinished nnlab
+    run whose last.ckpt reads weights-only."""
     if value == "last":
-        candidates = sorted(p.parent for p in runs.glob("*/.hydra")) if runs.is_dir() else []
+        candidates = (
+            sorted(p.parent for p in runs.glob(f"*/{layout.HYDRA_DIR}")) if runs.is_dir() else []
+        )
         if not candidates:
             raise ConfigError("ckpt_path", value, f"no runs to resume under {runs}")
         run_dir = candidates[-1]
-        checkpoint = run_dir / CHECKPOINT
+        checkpoint = layout.checkpoint(run_dir, "last")
     else:
         path = Path(value).expanduser().resolve()
         run_dir, checkpoint = (
-            (path, path / CHECKPOINT) if path.is_dir() else (path.parent.parent, path)
+            (path, layout.checkpoint(path, "last")) if path.is_dir() else (path.parent.parent, path)
         )
-    if not (run_dir / ".hydra").is_dir():
+    if not layout.is_run_dir(run_dir):
         raise ConfigError("ckpt_path", value, f"{run_dir} is not an nnlab run dir (no .hydra/)")
     if not checkpoint.is_file():
         raise ConfigError("ckpt_path", value, f"{checkpoint} does not exist: nothing to resume")
-    check_checkpoint(str(checkpoint), key="ckpt_path")
-    status = _status(run_dir)
-    if status == "completed":
+    checkpoints.read(checkpoint, "ckpt_path")
+    if layout.read_metrics(run_dir).get("status") == "completed":
         raise ConfigError(
             "ckpt_path", value, f"{run_dir} completed; a finished run is never overwritten"
         )
     return run_dir, checkpoint
-
-
-def _status(run_dir: Path) -> str | None:
-    try:
-        return json.loads((run_dir / "metrics.json").read_text()).get("status")
-    except (OSError, ValueError):
-        return None
-
-
-def _key(override: str) -> str:
-    return override.split("=", 1)[0].lstrip("+~")

@@ -11,13 +11,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
-from nnlab.config import check_int
+import nnlab
+from nnlab.checks import check_int
+from nnlab.overrides import parse, quoted
 
 
 def run_stamp() -> str:
@@ -47,13 +47,25 @@ def quiet_console() -> None:
     """Console logs at WARNING and above: a sweep's parallel jobs share one terminal.
 
     Each job's train.log keeps everything; the terminal gets warnings, errors and each job's
-    one-line result (printed on stdout). Lightning's "GPU available" lines and the like go
-    through its own handler, which is quieted too.
+    one-line result (printed on stdout).
     """
-    for logger in (logging.getLogger(), logging.getLogger("lightning.pytorch")):
-        for handler in logger.handlers:
-            if type(handler) is logging.StreamHandler or "colorlog" in type(handler).__module__:
-                handler.setLevel(logging.WARNING)
+    for handler in logging.getLogger().handlers:
+        if type(handler) is logging.StreamHandler or "colorlog" in type(handler).__module__:
+            handler.setLevel(logging.WARNING)
+
+
+def route_lightning_logs() -> None:
+    """Send Lightning's log lines through the root logger only, as every other line goes.
+
+    Importing `lightning` gives its logger a console handler of its own ("INFO: ..."), which
+    printed each line twice beside Hydra's handlers and ignored a sweep's quiet console.
+    """
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logger = logging.getLogger(name)
+        for handler in list(logger.handlers):
+            if type(handler) is logging.StreamHandler:
+                logger.removeHandler(handler)
+        logger.propagate = True
 
 
 def available_cores() -> int:
@@ -91,7 +103,7 @@ def sweep_size(sweep_dir: Path) -> int:
     except (OSError, AttributeError):  # no record of the sweep: assume it fills the machine
         return available_cores()
     size = 1
-    for override in OverridesParser.create().parse_overrides(overrides):
+    for override in parse(overrides):
         if override.is_sweep_override():
             size *= len(list(override.sweep_string_iterator()))
     return size
@@ -103,10 +115,25 @@ def configure_threads(threads: int | None) -> int:
     Parallel jobs that each use every core fight over them; one job per core with one thread
     each is faster in total.
     """
+    import torch
+
     if threads is None:
         threads = max(1, available_cores() // parallel_jobs())
     torch.set_num_threads(check_int("threads", threads, minimum=1))
     return threads
+
+
+def restore_nvml_check() -> None:
+    """Undo the PYTORCH_NVML_BASED_CUDA_CHECK=1 that importing Lightning sets.
+
+    Lightning sets it so that torch.cuda.is_available() does not initialise CUDA before a fork.
+    On a CUDA build of torch without a GPU, NVML then fails and is re-opened on every call, and
+    Adam asks on every step: 0.42 -> 0.58 ms per step on the rings task. nnlab never forks after
+    using CUDA (sweeps spawn fresh processes, DDP launches subprocesses), so it restores the
+    user's own setting. Set the variable before importing nnlab to keep it.
+    """
+    if nnlab.USER_NVML_CHECK is None:
+        os.environ.pop("PYTORCH_NVML_BASED_CUDA_CHECK", None)
 
 
 def silence_noise() -> None:
@@ -118,7 +145,7 @@ def silence_noise() -> None:
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
 
 
-def prepare_ddp_children(trainer: Any, run_dir: Path, config_dir: Path) -> None:
+def prepare_ddp_children(trainer: Any, run_dir: Path) -> None:
     """Make the processes Lightning's DDP starts run this job, in this run dir.
 
     Lightning starts DDP's other ranks by running this process's command line again. Run as
@@ -133,15 +160,4 @@ def prepare_ddp_children(trainer: Any, run_dir: Path, config_dir: Path) -> None:
     if not launches_ranks or os.environ.get("LOCAL_RANK") is not None:
         return
     overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
-    sys.argv[1:] = [
-        "--config-dir",
-        str(config_dir),
-        *overrides,
-        f"hydra.run.dir={quoted(str(run_dir))}",
-        "hydra.output_subdir=null",
-    ]
-
-
-def quoted(text: str) -> str:
-    """A value Hydra's override parser takes verbatim: paths may hold '=' and ','."""
-    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    sys.argv[1:] = [*overrides, f"hydra.run.dir={quoted(str(run_dir))}", "hydra.output_subdir=null"]

@@ -7,7 +7,6 @@ range of step 1 on a log scale. A range of floats becomes the choice of its valu
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from hydra.core.override_parser.types import (
@@ -24,8 +23,9 @@ from optuna.distributions import (
     IntDistribution,
 )
 
-from nnlab.errors import NO_VALUE, ConfigError
-from nnlab.preflight import parse
+from nnlab.checks import NO_VALUE
+from nnlab.errors import ConfigError
+from nnlab.overrides import as_value, parse
 
 Space = dict[str, BaseDistribution]
 SYNTAX = "expected choice(...), range(start, stop) or interval(low, high) with low < high"
@@ -61,30 +61,13 @@ def distribution(key: str, spec: str) -> BaseDistribution:
 def described(distribution: BaseDistribution) -> str:
     """A distribution in the sweep syntax it came from."""
     if isinstance(distribution, CategoricalDistribution):
-        return f"choice({', '.join(as_override_value(c) for c in distribution.choices)})"
+        return f"choice({', '.join(as_value(c) for c in distribution.choices)})"
     assert isinstance(distribution, IntDistribution | FloatDistribution)
     if isinstance(distribution, IntDistribution):
         text = f"range({distribution.low}, {distribution.high + 1}, {distribution.step})"
     else:
         text = f"interval({distribution.low}, {distribution.high})"
     return f"tag(log, {text})" if distribution.log else text
-
-
-def as_override_value(value: Any) -> str:
-    """A sampled value as Hydra reads it back: None as null, a string quoted where needed."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, float):
-        return repr(value)
-    if isinstance(value, int):
-        return str(value)
-    text = str(value)
-    plain = re.fullmatch(r"[A-Za-z_][\w.\-/]*", text)
-    if plain and text.lower() not in {"null", "true", "false", "nan", "inf"}:
-        return text
-    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def _distribution_of(override: Override, key: str, spec: str) -> BaseDistribution:

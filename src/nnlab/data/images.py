@@ -1,8 +1,8 @@
 """MNIST and Fashion-MNIST, held in memory as uint8 tensors and batched by indexing.
 
 The notebook's DataLoader turns every image into a PIL image and back on every access. Here
-each split is one uint8 tensor (60,000 x 28 x 28 is 47 MB), moved once to the device that
-trains, and a batch is `images[indices]` scaled to [0, 1]: no per-item Python work.
+each split is one uint8 tensor (60,000 x 28 x 28 is 47 MB), a batch is `images[indices]`
+(nnlab.data.in_memory), scaled to [0, 1] on the device that trains: no per-item Python work.
 """
 
 from __future__ import annotations
@@ -13,16 +13,13 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-import lightning as L
 import torch
 
-from nnlab.config import check_bool, check_choice, check_float, check_int
-from nnlab.data.batching import Minibatches, SplitsOnDevice
+from nnlab.checks import BadValue, check_bool, check_choice, check_float, check_int
+from nnlab.data.in_memory import Batch, InMemoryDataModule
 from nnlab.errors import ConfigError, DataNotFound
 
 log = logging.getLogger("nnlab")
-
-Batch = tuple[torch.Tensor, torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -75,12 +72,16 @@ class Split:
         return Split(self.images.to(device), self.labels.to(device), self.index.to(device))
 
 
-class ImageDataModule(SplitsOnDevice, L.LightningDataModule):
+class ImageDataModule(InMemoryDataModule):
     """Train, val (a seeded share of the training file) and test splits of MNIST or Fashion-MNIST.
 
-    Inputs are (batch, 1, 28, 28) float32 in [0, 1], or standardised with the training split's
-    mean and std when `normalize` is on; labels are int64 class numbers.
+    Batches leave the DataLoader as uint8 images and int64 labels, the smallest form to move to
+    the GPU; `on_after_batch_transfer` (a Lightning hook, run on the training device) turns the
+    images into the network's inputs: (batch, 1, 28, 28) float32 in [0, 1], or standardised
+    with the training split's mean and std when `normalize` is on.
     """
+
+    input_features = 28 * 28
 
     def __init__(
         self,
@@ -93,39 +94,31 @@ class ImageDataModule(SplitsOnDevice, L.LightningDataModule):
         normalize: bool = False,
         batch_size: int = 64,
         eval_batch_size: int = 1000,
-        steps_per_batch: int = 10,
         seed: int = 0,
     ) -> None:
-        super().__init__()
+        super().__init__(
+            check_int("batch_size", batch_size, minimum=1),
+            check_int("eval_batch_size", eval_batch_size, minimum=1),
+            seed,
+        )
         self.dataset = check_choice("dataset", dataset, DATASETS)
         self.info = DATASETS[dataset]
         self.data_dir = Path(data_dir)
         self.download = check_bool("download", download)
         self.val_fraction = check_float("val_fraction", val_fraction, minimum=0)
         if not self.val_fraction < 1:
-            raise ConfigError("val_fraction", val_fraction, "expected a fraction in [0, 1)")
+            raise BadValue("val_fraction", val_fraction, "expected a fraction in [0, 1)")
         for name, value in (("train_subset", train_subset), ("test_subset", test_subset)):
             if value is not None:
                 check_int(name, value, minimum=2)
         self.train_subset, self.test_subset = train_subset, test_subset
         self.normalize = check_bool("normalize", normalize)
-        self.batch_size = check_int("batch_size", batch_size, minimum=1)
-        self.eval_batch_size = check_int("eval_batch_size", eval_batch_size, minimum=1)
-        self.steps_per_batch = check_int("steps_per_batch", steps_per_batch, minimum=1)
-        self.seed = check_int("seed", seed, minimum=0)
-        self.splits: dict[str, Split] = {}
+        self.images: dict[str, Split] = {}
         self.mean, self.std = 0.0, 1.0
-
-    input_features = 28 * 28
 
     @property
     def classes(self) -> tuple[str, ...]:
         return self.info.classes
-
-    @property
-    def steps_per_epoch(self) -> int:
-        """Optimizer steps (mini-batches) per pass over the training split; needs setup()."""
-        return self.train_dataloader().steps
 
     @property
     def raw_folder(self) -> Path:
@@ -157,35 +150,31 @@ class ImageDataModule(SplitsOnDevice, L.LightningDataModule):
                 return
         raise self._not_found(download_error)
 
-    def setup(self, stage: str | None = None) -> None:
-        if self.splits:
-            return
+    def make_splits(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         self.prepare_data()  # also here: a single process may skip Lightning's prepare_data
-        from torchvision.datasets.mnist import read_image_file, read_label_file
-
-        def read(prefix: str) -> Split:
-            images = read_image_file(str(self.raw_folder / f"{prefix}-images-idx3-ubyte"))
-            labels = read_label_file(str(self.raw_folder / f"{prefix}-labels-idx1-ubyte")).long()
-            return Split(images, labels, torch.arange(len(labels)))
-
         generator = torch.Generator().manual_seed(self.seed)
-        train = _subset(read("train"), self.train_subset, generator)
-        test = _subset(read("t10k"), self.test_subset, generator)
+        train = _subset(self._read("train"), self.train_subset, "train_subset", generator)
+        test = _subset(self._read("t10k"), self.test_subset, "test_subset", generator)
         order = torch.randperm(len(train.labels), generator=generator)
         val_count = round(self.val_fraction * len(order))
-        self.splits = {
+        self.images = {
             "train": _take(train, order[val_count:]),
             "val": _take(train, order[:val_count]),
             "test": test,
         }
         if self.normalize:  # statistics of the training split only, as the notebook asks
-            pixels = self.splits["train"].images.float().div_(255)
+            pixels = self.images["train"].images.float().div_(255)
             self.mean, self.std = pixels.mean().item(), pixels.std().item()
         log.info(
             "%s: %s train, %s val, %s test images",
             self.info.title,
-            *(len(self.splits[s].labels) for s in ("train", "val", "test")),
+            *(len(self.images[s].labels) for s in ("train", "val", "test")),
         )
+        return {name: (split.images, split.labels) for name, split in self.images.items()}
+
+    def on_after_batch_transfer(self, batch: Batch, dataloader_idx: int) -> Batch:
+        images, labels = batch
+        return self.prepare(images), labels
 
     def scale(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 (n, 28, 28) -> float (n, 1, 28, 28) in [0, 1]."""
@@ -198,27 +187,30 @@ class ImageDataModule(SplitsOnDevice, L.LightningDataModule):
     def prepare(self, images: torch.Tensor) -> torch.Tensor:
         return self.standardize(self.scale(images))
 
-    def train_dataloader(self) -> Minibatches:
-        rank, world = self.rank_and_world()
-        return Minibatches(
-            self._parts("train"),
-            self.batch_size,
-            generator=torch.Generator().manual_seed(self.seed + 1),
-            steps_per_batch=self.steps_per_batch,
-            prepare=self.prepare,
-            rank=rank,
-            world=world,
-        )
+    def _read(self, prefix: str) -> Split:
+        from torchvision.datasets.mnist import read_image_file, read_label_file
 
-    def val_dataloader(self) -> Minibatches:
-        return Minibatches(self._parts("val"), self.eval_batch_size, prepare=self.prepare)
-
-    def test_dataloader(self) -> Minibatches:
-        return Minibatches(self._parts("test"), self.eval_batch_size, prepare=self.prepare)
-
-    def _parts(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-        on_device = self.on_device(split)
-        return on_device.images, on_device.labels
+        images_file = self.raw_folder / f"{prefix}-images-idx3-ubyte"
+        labels_file = self.raw_folder / f"{prefix}-labels-idx1-ubyte"
+        try:
+            images = read_image_file(str(images_file))
+            labels = read_label_file(str(labels_file)).long()
+        except Exception as error:
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            raise ConfigError(
+                "paths.data_dir",
+                str(self.data_dir),
+                f"{images_file.name} or {labels_file.name} in {self.raw_folder} is truncated or "
+                f"not an idx file ({type(error).__name__}{': ' + reason if reason else ''}); "
+                "delete the folder to fetch the files again",
+            ) from None
+        if images.ndim != 3 or len(images) != len(labels):
+            raise ConfigError(
+                "paths.data_dir",
+                str(self.data_dir),
+                f"{images_file.name} holds {tuple(images.shape)} images for {len(labels)} labels",
+            )
+        return Split(images, labels, torch.arange(len(labels)))
 
     def _not_found(self, download_error: str | None) -> DataNotFound:
         info = self.info
@@ -246,17 +238,19 @@ class ImageDataModule(SplitsOnDevice, L.LightningDataModule):
         try:
             cls(str(self.data_dir), train=True, download=True)
             cls(str(self.data_dir), train=False, download=True)
-        except Exception as error:  # no network, a proxy, a moved mirror ...
-            return (
-                str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            )
+        except Exception as error:
+            causes = [error, error.__cause__, error.__context__]
+            reasons = [f"{type(e).__name__}: {e}".strip().splitlines()[0] for e in causes if e]
+            return f"{'; '.join(dict.fromkeys(reasons))} (is there a network connection?)"
         return None
 
 
-def _subset(split: Split, size: int | None, generator: torch.Generator) -> Split:
+def _subset(split: Split, size: int | None, key: str, generator: torch.Generator) -> Split:
     """`size` images drawn without repetition (the notebook's np.random.choice repeated some)."""
-    if size is None or size >= len(split.labels):
+    if size is None:
         return split
+    if size > len(split.labels):
+        raise ConfigError(f"data.{key}", size, f"the file holds only {len(split.labels)} images")
     return _take(split, torch.randperm(len(split.labels), generator=generator)[:size])
 
 

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from nnlab.config import check_int, check_range
-from nnlab.data.full_batch import SPLITS, Batch, FullBatchDataModule, as_tensor
-from nnlab.errors import ConfigError
+from nnlab.checks import BadValue, check_int, check_range
+from nnlab.data.in_memory import SPLITS, Batch, InMemoryDataModule, as_tensor
 
 
-class RingsDataModule(FullBatchDataModule):
+class RingsDataModule(InMemoryDataModule):
     """Class 0 fills a disc, class 1 a ring around it; no straight line separates them.
 
     As in the notebook, the radius is uniform in its interval and the angle uniform in
     [0, 2 pi), so points crowd towards the centre of each ring. Inputs are (n, 2) float32,
-    targets (n,) float32 in {0, 1}, classes interleaved as the notebook draws them.
+    targets (n,) float32 in {0, 1}, classes interleaved as the notebook draws them. Each split
+    is served whole: the notebook trains with full-batch gradient descent.
     """
 
     input_features = 2
@@ -27,10 +27,8 @@ class RingsDataModule(FullBatchDataModule):
         inner_radius: tuple[float, float] = (0.0, 1.0),
         outer_radius: tuple[float, float] = (3.0, 4.0),
         seed: int = 100,
-        steps_per_batch: int = 100,
     ) -> None:
-        super().__init__(steps_per_batch)
-        self.seed = check_int("seed", seed, minimum=0)
+        super().__init__(seed=seed)
         self.per_class = {
             "train": check_int("train_per_class", train_per_class, minimum=1),
             "val": check_int("val_per_class", val_per_class, minimum=1),
@@ -39,11 +37,11 @@ class RingsDataModule(FullBatchDataModule):
         self.inner_radius = check_range("inner_radius", inner_radius)
         self.outer_radius = check_range("outer_radius", outer_radius)
         if self.inner_radius[0] < 0:
-            raise ConfigError("inner_radius", list(inner_radius), "radii must be >= 0")
+            raise BadValue("inner_radius", list(inner_radius), "radii must be >= 0")
         if self.outer_radius[0] < self.inner_radius[1]:
-            raise ConfigError("outer_radius", list(outer_radius), "must lie outside inner_radius")
+            raise BadValue("outer_radius", list(outer_radius), "must lie outside inner_radius")
 
-    def generate(self) -> dict[str, Batch]:
+    def make_splits(self) -> dict[str, Batch]:
         # One random stream per split: resizing the training set leaves val and test unchanged.
         streams = np.random.SeedSequence(self.seed).spawn(len(SPLITS))
         return {

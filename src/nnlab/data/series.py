@@ -10,13 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import lightning as L
 import numpy as np
 import torch
 
-from nnlab.config import check_bool, check_choice, check_float, check_int
-from nnlab.data.batching import Minibatches, SingleBatch, SplitsOnDevice
-from nnlab.errors import ConfigError
+from nnlab.checks import BadValue, check_bool, check_choice, check_float, check_int
+from nnlab.data.in_memory import InMemoryDataModule
 
 GENERATORS = ("linear", "quadratic", "sine", "random_walk")
 
@@ -53,13 +51,14 @@ class Scaler:
         return base_level + values if self.difference else values
 
 
-class SeriesDataModule(SplitsOnDevice, L.LightningDataModule):
+class SeriesDataModule(InMemoryDataModule):
     """Windows of `window` past values, each predicting the value `lag` steps after its end.
 
     The task gets, per window: its inputs; the step targets (the value `lag` after every
     input, for teacher forcing over the whole window, as the notebook trains); the next
     `horizon` values from `lag` on (for the encoder-decoder); and the last level, to turn
-    predictions back into the series' units.
+    predictions back into the series' units. Training draws shuffled mini-batches of windows;
+    validation and testing take each split whole.
     """
 
     def __init__(
@@ -74,10 +73,9 @@ class SeriesDataModule(SplitsOnDevice, L.LightningDataModule):
         test_fraction: float = 0.15,
         difference: bool = False,
         batch_size: int = 32,
-        steps_per_batch: int = 10,
         seed: int = 0,
     ) -> None:
-        super().__init__()
+        super().__init__(check_int("batch_size", batch_size, minimum=1), None, seed)
         self.generator = check_choice("generator", generator, GENERATORS)
         self.length = check_int("length", length, minimum=10)
         self.noise = check_float("noise", noise, minimum=0)
@@ -87,13 +85,10 @@ class SeriesDataModule(SplitsOnDevice, L.LightningDataModule):
         self.val_fraction = check_float("val_fraction", val_fraction, above=0)
         self.test_fraction = check_float("test_fraction", test_fraction, above=0)
         if not self.val_fraction + self.test_fraction < 1:
-            raise ConfigError(
+            raise BadValue(
                 "test_fraction", test_fraction, "val_fraction + test_fraction must be < 1"
             )
         self.difference = check_bool("difference", difference)
-        self.batch_size = check_int("batch_size", batch_size, minimum=1)
-        self.steps_per_batch = check_int("steps_per_batch", steps_per_batch, minimum=1)
-        self.seed = check_int("seed", seed, minimum=0)
         val_start = round(length * (1 - self.val_fraction - self.test_fraction))
         test_start = round(length * (1 - self.test_fraction))
         self.ranges = {
@@ -104,34 +99,33 @@ class SeriesDataModule(SplitsOnDevice, L.LightningDataModule):
         # The first window ends at `offset`; its last target must still lie in the training range.
         self.offset = self.window - 1 + int(self.difference)
         if self.offset + self.lag + self.horizon > val_start:
-            raise ConfigError(
+            raise BadValue(
                 "window",
                 window,
                 f"too long: the training range has {val_start} of the {length} points",
             )
         if min(test_start - val_start, length - test_start) < self.horizon:
-            raise ConfigError("horizon", horizon, "longer than the val or test range")
+            raise BadValue("horizon", horizon, "longer than the val or test range")
         self.series = np.empty(0)
         self.scaler = Scaler(0.0, 1.0, self.difference)
-        self.splits: dict[str, SeriesBatch] = {}
         self.targets_at: dict[str, np.ndarray] = {}  # each window's target index in the series
 
     input_features = None  # the recurrent networks read one value per step
 
-    def setup(self, stage: str | None = None) -> None:
-        if self.splits:
-            return
+    def make_splits(self) -> dict[str, SeriesBatch]:
         rng = np.random.default_rng(self.seed)
         self.series = generate(self.generator, self.length, self.noise, rng)
         inputs = np.diff(self.series, prepend=np.nan) if self.difference else self.series
         seen = inputs[int(self.difference) : self.ranges["train"][1]]  # the training range only
         self.scaler = Scaler(float(seen.mean()), float(seen.std()) or 1.0, self.difference)
         self.model_inputs = (inputs - self.scaler.mean) / self.scaler.std
+        splits = {}
         for split, (first, end) in self.ranges.items():
             # The windows whose targets (lag .. lag + horizon - 1 after their end) lie in the range.
             last = np.arange(max(first - self.lag, self.offset), end - self.lag - self.horizon + 1)
             self.targets_at[split] = last + self.lag
-            self.splits[split] = self._windows(last)
+            splits[split] = self._windows(last)
+        return splits
 
     def _windows(self, last: np.ndarray) -> SeriesBatch:
         positions = last[:, None] - np.arange(self.window)[::-1]  # (n, window), in time order
@@ -151,28 +145,6 @@ class SeriesDataModule(SplitsOnDevice, L.LightningDataModule):
             self.series[targets] - self.series[origins] if self.difference else self.series[targets]
         )
         return (values - self.scaler.mean) / self.scaler.std
-
-    @property
-    def steps_per_epoch(self) -> int:
-        """Optimizer steps (mini-batches) per pass over the training windows; needs setup()."""
-        return self.train_dataloader().steps
-
-    def train_dataloader(self) -> Minibatches:
-        rank, world = self.rank_and_world()
-        return Minibatches(
-            self.on_device("train"),
-            self.batch_size,
-            generator=torch.Generator().manual_seed(self.seed + 1),
-            steps_per_batch=self.steps_per_batch,
-            rank=rank,
-            world=world,
-        )
-
-    def val_dataloader(self) -> SingleBatch:
-        return SingleBatch(self.on_device("val"))
-
-    def test_dataloader(self) -> SingleBatch:
-        return SingleBatch(self.on_device("test"))
 
 
 def _float(array: np.ndarray) -> torch.Tensor:

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from nnlab.config import check_bool, check_float
-from nnlab.data.full_batch import Batch, FullBatchDataModule, as_tensor
-from nnlab.errors import ConfigError
+from nnlab.checks import BadValue, check_bool, check_float
+from nnlab.data.in_memory import Batch, InMemoryDataModule, as_tensor
 
 
-class WaveDataModule(FullBatchDataModule):
+class WaveDataModule(InMemoryDataModule):
     """The notebook's grid for training; validation and test on the points between grid points.
 
     The midpoints x_i + step/2 alternate between val and test, so both held-out sets span the
     whole range. `flip` mirrors the curve, y(x) = f(-x): the notebook's test of why the large
-    left side fits better than the small right side. Inputs and targets are (n, 1) float32.
+    left side fits better than the small right side. Inputs and targets are (n, 1) float32;
+    each split is served whole (full-batch gradient descent, as the notebook trains).
     """
 
     input_features = 1
@@ -27,18 +27,15 @@ class WaveDataModule(FullBatchDataModule):
         frequency: float = 3.0,
         decay: float = 8.0,
         flip: bool = False,
-        steps_per_batch: int = 100,
     ) -> None:
-        super().__init__(steps_per_batch)
+        super().__init__()
         self.x_min = check_float("x_min", x_min)
         self.x_max = check_float("x_max", x_max)
         self.step = check_float("step", step, above=0)
         if not self.x_min < self.x_max:
-            raise ConfigError("x_max", x_max, f"expected a number > x_min ({x_min})")
+            raise BadValue("x_max", x_max, f"expected a number > x_min ({x_min})")
         if (self.x_max - self.x_min) / self.step < 4:
-            raise ConfigError(
-                "step", step, "expected at least 4 grid points between x_min and x_max"
-            )
+            raise BadValue("step", step, "expected at least 4 grid points between x_min and x_max")
         self.frequency = check_float("frequency", frequency)
         self.decay = check_float("decay", decay, above=0)
         self.flip = check_bool("flip", flip)
@@ -47,7 +44,7 @@ class WaveDataModule(FullBatchDataModule):
         x = -x if self.flip else x
         return np.sin(self.frequency * x) * np.exp(-x / self.decay)
 
-    def generate(self) -> dict[str, Batch]:
+    def make_splits(self) -> dict[str, Batch]:
         grid = np.arange(self.x_min, self.x_max, self.step)
         midpoints = grid[:-1] + self.step / 2
         inputs = {"train": grid, "val": midpoints[0::2], "test": midpoints[1::2]}

@@ -10,8 +10,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from nnlab.config import check_choice, check_int
-from nnlab.errors import ConfigError
+from nnlab.checks import BadValue, check_choice, check_int
 
 OUTPUT_ACTIVATIONS = {"sigmoid": nn.Sigmoid, "identity": nn.Identity}
 
@@ -68,7 +67,7 @@ class ConvAutoencoder(Autoencoder):
         super().__init__(image_size, in_channels, code_size, output_activation)
         widths = [check_int(f"channels[{i}]", c, minimum=1) for i, c in enumerate(channels)]
         if not widths or image_size % 2 ** len(widths):
-            raise ConfigError(
+            raise BadValue(
                 "channels", list(channels), f"{image_size} must halve {len(widths)} times"
             )
         side = image_size // 2 ** len(widths)

@@ -7,8 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from nnlab.config import check_choice, check_int
-from nnlab.errors import ConfigError
+from nnlab.checks import BadValue, check_choice, check_int
 from nnlab.models.mlp import ACTIVATIONS
 
 
@@ -50,7 +49,7 @@ class ConvNet(nn.Module):
             try:
                 flat = self.features(torch.zeros(1, in_channels, image_size, image_size)).shape[1]
             except RuntimeError:
-                raise ConfigError(
+                raise BadValue(
                     "channels",
                     list(channels),
                     f"too many blocks for {image_size}x{image_size} images",

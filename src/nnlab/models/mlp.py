@@ -8,8 +8,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from nnlab.config import check_choice, check_int
-from nnlab.errors import ConfigError
+from nnlab.checks import BadValue, check_choice, check_int
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "sigmoid": nn.Sigmoid,
@@ -67,14 +66,14 @@ def _layer_widths(hidden_nodes: int | Sequence[int], hidden_layers: int) -> list
     if isinstance(hidden_nodes, Sequence) and not isinstance(hidden_nodes, str):
         widths = [check_int(f"hidden_nodes[{i}]", n, minimum=1) for i, n in enumerate(hidden_nodes)]
         if len(widths) != hidden_layers:
-            raise ConfigError(
+            raise BadValue(
                 "hidden_nodes",
                 list(hidden_nodes),
                 f"a list needs one width per hidden layer (hidden_layers={hidden_layers})",
             )
         return widths
     if isinstance(hidden_nodes, bool) or not isinstance(hidden_nodes, int) or hidden_nodes < 1:
-        raise ConfigError(
+        raise BadValue(
             "hidden_nodes", hidden_nodes, "expected a positive integer, or a list of them per layer"
         )
     return [hidden_nodes] * hidden_layers

@@ -9,8 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from nnlab.config import check_choice, check_int
-from nnlab.errors import ConfigError
+from nnlab.checks import BadValue, check_choice, check_int
 
 CELLS = ("scratch", "rnn", "lstm", "gru", "seq2seq")
 ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu}
@@ -113,7 +112,7 @@ def forecaster(
     check_choice("activation", activation, ACTIVATIONS)
     check_int("horizon", horizon, minimum=1)
     if cell == "scratch" and num_layers != 1:
-        raise ConfigError(
+        raise BadValue(
             "num_layers", num_layers, "the scratch cell has one layer; cell=rnn stacks them"
         )
     if cell == "seq2seq":

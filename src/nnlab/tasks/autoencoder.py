@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchmetrics import MetricCollection
 
-from nnlab.config import check_int
+from nnlab.checks import check_int
 from nnlab.data.images import ImageDataModule, Split
 from nnlab.outputs import Analysis
 from nnlab.similarity import cosine_top_k, precision_at_k
-from nnlab.tasks.base import Batch, Task
+from nnlab.tasks.base import Batch, StageMetrics, Task
 
 
 class AutoencoderTask(Task):
@@ -24,26 +26,20 @@ class AutoencoderTask(Task):
 
     def __init__(
         self,
-        network: nn.Module,
+        network: nn.Module | Mapping[str, Any],
+        optimizer: Mapping[str, Any] | None = None,
         top_k: int = 5,
         query: int = 0,
-        **task_options: object,
+        lr_schedule: str = "cosine",
     ) -> None:
-        super().__init__(network, **task_options)
+        super().__init__(network, optimizer, lr_schedule)
         self.top_k = check_int("top_k", top_k, minimum=1)
         self.query = check_int("query", query, minimum=0)
+        self.metrics = StageMetrics()  # the reconstruction loss is the metric
 
-    def targets(self, batch: Batch) -> torch.Tensor:
-        return batch[0]
-
-    def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return F.mse_loss(outputs, targets)
-
-    def make_metrics(self) -> MetricCollection:
-        return MetricCollection({})  # the loss is the metric
-
-    def metric_arguments(self, outputs: torch.Tensor, batch: Batch) -> dict[str, torch.Tensor]:
-        return {}
+    def model_step(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        images = batch[0]  # the labels only score the search, after testing
+        return F.mse_loss(self.network(images), images), {}
 
     @property
     def metric_names(self) -> list[str]:
@@ -54,9 +50,10 @@ class AutoencoderTask(Task):
         from nnlab.plots import images as plots
 
         self.network.eval()
-        test, gallery = datamodule.on_device("test"), datamodule.on_device("train")
+        device = next(self.network.parameters()).device
+        test, gallery = datamodule.images["test"], datamodule.images["train"]
         shown = test.images[:8]
-        inputs = datamodule.prepare(shown)
+        inputs = datamodule.prepare(shown.to(device))
         rebuilt = self.network(inputs).squeeze(1).clamp(0, 1).cpu().numpy()
         pairs = [*(shown.cpu().numpy() / 255), *rebuilt]
         figures = {
@@ -71,7 +68,8 @@ class AutoencoderTask(Task):
             self._encode(datamodule, gallery),
         )
         scores, neighbours = cosine_top_k(query_codes, gallery_codes, self.top_k)
-        precision = precision_at_k(test.labels, gallery.labels, neighbours)
+        precision = precision_at_k(test.labels.to(device), gallery.labels.to(device), neighbours)
+        scores, neighbours = scores.cpu(), neighbours.cpu()
         query = min(self.query, len(test.labels) - 1)
         found = neighbours[query]
         classes = datamodule.classes
@@ -89,10 +87,12 @@ class AutoencoderTask(Task):
         return Analysis(figures=figures, metrics={f"test/precision_at_{self.top_k}": precision})
 
     def _encode(self, datamodule: ImageDataModule, split: Split) -> torch.Tensor:
-        size = datamodule.eval_batch_size
+        size, device = datamodule.eval_batch_size, next(self.network.parameters()).device
         return torch.cat(
             [
-                self.network.encode(datamodule.prepare(split.images[start : start + size]))
+                self.network.encode(
+                    datamodule.prepare(split.images[start : start + size].to(device))
+                )
                 for start in range(0, len(split.labels), size)
             ]
         )

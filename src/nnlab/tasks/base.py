@@ -1,240 +1,218 @@
-"""The training path every task shares: optimizer steps, metrics and logging, in one place."""
+"""nnlab's base task: a LightningModule in Lightning's standard contract, plus nnlab's extras.
+
+Any LightningModule runs through nnlab. This base is for tasks that want what nnlab's own
+tasks share: a network and an optimizer built from their configs (and kept in checkpoints, so
+that `MyTask.load_from_checkpoint(path)` needs nothing else), a cosine schedule over the whole
+budget, and each stage's loss and metrics logged once per epoch. A subclass writes
+`model_step` (the loss and the metrics' inputs of one batch) and sets `self.metrics`.
+
+nnlab reads two optional hooks from any module: `metric_names` (the columns of TensorBoard's
+HPARAMS tab) and `analyse(datamodule)` (figures and extra results after testing).
+"""
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable
+import inspect
+import math
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.strategies import SingleDeviceStrategy
 from torch import nn
-from torchmetrics import MetricCollection
+from torchmetrics import MeanMetric, Metric, MetricCollection
 
-from nnlab.config import check_choice, check_float
-from nnlab.errors import ConfigError, Diverged
+from nnlab.checks import NO_VALUE, BadValue, check_choice, check_float
+from nnlab.errors import ConfigError
+from nnlab.instantiate import build
 from nnlab.outputs import Analysis
 
-Batch = tuple[torch.Tensor, torch.Tensor]
-OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
+Batch = tuple[torch.Tensor, ...]
 STAGES = ("train", "val", "test")
 LR_SCHEDULES = ("constant", "cosine")
+ADAM = {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 1e-3}
+
+# Optimizer arguments checked by name, so that the message names the key rather than the class
+# (torch accepts lr=0, which trains nothing).
+OPTIMIZER_CHECKS: dict[str, Callable[[str, Any], Any]] = {
+    "lr": lambda key, value: check_float(key, value, above=0),
+    "weight_decay": lambda key, value: check_float(key, value, minimum=0),
+    "momentum": lambda key, value: check_float(key, value, minimum=0),
+    "eps": lambda key, value: check_float(key, value, above=0),
+}
 
 
-class Task(L.LightningModule, ABC):
-    """A network, its loss and its metrics; one optimizer step per minibatch it is given.
+class StageMetrics(nn.Module):
+    """The mean loss and the task's torchmetrics, one copy of each per stage.
 
-    Lightning's per-batch machinery (hooks, logging, progress bar, moving data) costs about as
-    much as a whole optimizer step of the notebook's small networks. So each training batch
-    Lightning hands over is a list of minibatches, and the task takes one step per minibatch
-    inside one `training_step` (manual optimization): the data module decides how many
-    (`data.steps_per_batch`; for full-batch gradient descent the list repeats the whole
-    training set). `trainer.max_steps` still counts optimizer steps, exactly.
-
-    Lightning also runs five hooks around every backward and optimizer step, about 0.1 ms in
-    all. So when nothing needs them (one process, no gradient scaling), all but the last step
-    of a batch are plain `loss.backward()` and `optimizer.step()` calls; the last goes through
-    Lightning, so callbacks see one step per batch, as they see everything else. Under DDP or
-    fp16 every step goes through Lightning, which syncs and scales the gradients.
-
-    Metrics are logged as `<stage>/<name>` (`train/loss`, `val/acc`, ...) against the optimizer
-    step. Train values describe the last step of each batch; val and test values the whole split.
+    `update` is called at every batch; `compute` gives `{stage}/loss` and `{stage}/<name>` over
+    the whole epoch (under DDP, torchmetrics syncs them across processes), and resets.
+    Logging once per epoch matters for speed: each `self.log` call costs Lightning about
+    0.35 ms, as much as the MNIST MLP's optimizer step at batch 128.
     """
+
+    def __init__(self, **metrics: Metric) -> None:
+        super().__init__()
+        for stage in STAGES:  # attributes, not a ModuleDict: "train" is a method of nn.Module
+            setattr(self, f"{stage}_loss", MeanMetric(nan_strategy="disable"))
+            setattr(
+                self, f"{stage}_metrics", MetricCollection(metrics, compute_groups=False).clone()
+            )
+
+    @property
+    def names(self) -> list[str]:
+        return [
+            f"{s}/{n}" for s in STAGES for n in ("loss", *self._metrics(s).keys(keep_base=True))
+        ]
+
+    def update(self, stage: str, loss: torch.Tensor, count: int, **arguments: Any) -> None:
+        """Add a batch of `count` examples whose mean loss is `loss`; `arguments` go to the
+        metrics' `update` (each takes the ones its signature names)."""
+        self._loss(stage).update(loss.detach(), weight=count)
+        if len(self._metrics(stage)):
+            self._metrics(stage).update(**arguments)
+
+    def compute(self, stage: str) -> dict[str, torch.Tensor]:
+        values = {f"{stage}/loss": self._loss(stage).compute()}
+        collection = self._metrics(stage)
+        values |= {f"{stage}/{name}": value for name, value in collection.compute().items()}
+        self._loss(stage).reset()
+        collection.reset()
+        return values
+
+    def _loss(self, stage: str) -> MeanMetric:
+        return getattr(self, f"{stage}_loss")
+
+    def _metrics(self, stage: str) -> MetricCollection:
+        return getattr(self, f"{stage}_metrics")
+
+
+class Task(L.LightningModule):
+    """A network, its optimizer and its metrics, trained in Lightning's standard contract:
+    `training_step` returns the loss, and the Trainer steps the optimizer.
+
+    `network` and `optimizer` are configs (a `_target_` and its arguments; the optimizer's
+    `_partial_: true`), built here and kept in the checkpoint's hyperparameters; an nn.Module
+    works too (then `load_from_checkpoint` needs it again). `lr_schedule: cosine` decays the
+    learning rate to zero over the whole budget, one scheduler step per optimizer step.
+    """
+
+    metrics: StageMetrics
 
     def __init__(
         self,
-        network: nn.Module,
-        optimizer: OptimizerFactory = torch.optim.Adam,
-        gradient_clip_val: float | None = None,
+        network: nn.Module | Mapping[str, Any],
+        optimizer: Mapping[str, Any] | None = None,
         lr_schedule: str = "constant",
     ) -> None:
         super().__init__()
-        # The task's own arguments go into checkpoints and hparams.yaml; the run's whole
-        # config is in .hydra/config.yaml.
-        self.save_hyperparameters(ignore=["network", "optimizer"])
-        self.automatic_optimization = False
-        self.network = network
-        self.make_optimizer = optimizer
-        self.gradient_clip_val = (
-            None
-            if gradient_clip_val is None
-            else check_float("gradient_clip_val", gradient_clip_val, above=0)
-        )
+        objects = [name for name, value in (("network", network),) if isinstance(value, nn.Module)]
+        self.save_hyperparameters(ignore=objects)
+        self.network = network if isinstance(network, nn.Module) else build(network, "network")
+        self.optimizer_config = dict(optimizer or ADAM)
         self.lr_schedule = check_choice("lr_schedule", lr_schedule, LR_SCHEDULES)
-        # As attributes (train_metrics, ...) so that Lightning moves them with the module.
-        for stage in STAGES:
-            setattr(self, f"{stage}_metrics", self.make_metrics().clone(prefix=f"{stage}/"))
-        self.last_validated_step = -1
-        self._plain_inner_steps = False
-        self._scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
+        self.make_optimizer(self.network.parameters())  # refused values stop the run here
 
-    # What each task defines.
+    # What a subclass writes.
 
-    @abstractmethod
-    def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """The scalar training loss of the network's raw outputs."""
+    def model_step(self, batch: Batch) -> tuple[torch.Tensor, dict[str, Any]]:
+        """The mean loss of `batch`, and the keyword arguments of the metrics' `update`."""
+        raise NotImplementedError
 
-    def outputs(self, batch: Batch) -> torch.Tensor:
-        """The network's outputs for a batch (an encoder-decoder also gets its teacher here)."""
-        return self.network(batch[0])
+    # Lightning's standard contract.
 
-    def targets(self, batch: Batch) -> torch.Tensor:
-        """What the network's outputs are compared with: the labels (an autoencoder: the inputs)."""
-        return batch[1]
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        loss, arguments = self.model_step(batch)
+        self.metrics.update("train", loss, len(batch[0]), **arguments)
+        return loss
 
-    @abstractmethod
-    def make_metrics(self) -> MetricCollection:
-        """The torchmetrics computed on every stage, keyed by their names without the stage."""
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        loss, arguments = self.model_step(batch)
+        self.metrics.update("val", loss, len(batch[0]), **arguments)
 
-    @abstractmethod
-    def metric_arguments(self, outputs: torch.Tensor, batch: Batch) -> dict[str, torch.Tensor]:
-        """Keyword arguments for the metrics' `update` (`preds`, `target`, and any extras)."""
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        loss, arguments = self.model_step(batch)
+        self.metrics.update("test", loss, len(batch[0]), **arguments)
 
-    def analyse(self, datamodule: L.LightningDataModule) -> Analysis:
-        """After testing: the trained network's figures, and any metrics, tables or arrays
-        beyond those logged while training (see nnlab.outputs.Analysis)."""
-        return Analysis()
+    def on_train_epoch_end(self) -> None:
+        self.log_epoch("train")
 
-    # The shared path.
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:  # Lightning's check that validation runs: not a result
+            self.metrics.compute("val")
+        else:
+            self.log_epoch("val")
 
-    @property
-    def metric_names(self) -> list[str]:
-        """Every metric this task logs, for metrics.json and TensorBoard's HPARAMS tab."""
-        return [
-            name
-            for stage in STAGES
-            for name in [f"{stage}/loss", *self.stage_metrics(stage).keys(keep_base=False)]
-        ]
+    def on_test_epoch_end(self) -> None:
+        self.log_epoch("test")
 
-    def stage_metrics(self, stage: str) -> MetricCollection:
-        return getattr(self, f"{stage}_metrics")
+    def log_epoch(self, stage: str) -> None:
+        """Log the stage's epoch values. The "step" value is TensorBoard's x-axis: optimizer
+        steps, whatever a batch holds."""
+        self.log_dict(self.metrics.compute(stage), prog_bar=stage != "test", batch_size=1)
+        self.log("step", float(self.global_step), batch_size=1)
 
     def configure_optimizers(self) -> dict[str, Any]:
-        optimizer = self.make_optimizer(self.network.parameters())
+        optimizer = self.make_optimizer(self.parameters())
         if self.lr_schedule == "constant":
             return {"optimizer": optimizer}
-        # Cosine decay to zero over the whole budget, one scheduler step per optimizer step.
-        total = self._budget_in_steps()
+        total = self.total_optimizer_steps()
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
         }
 
-    def _budget_in_steps(self) -> int:
-        """The optimizer steps this fit will take: max_steps, or max_epochs times the data
-        module's `steps_per_epoch` (Lightning's own estimate counts batches, not steps)."""
+    # nnlab's optional hooks.
+
+    @property
+    def metric_names(self) -> list[str]:
+        """Every metric this task logs: metrics.json's keys and TensorBoard's HPARAMS columns."""
+        return self.metrics.names
+
+    def analyse(self, datamodule: L.LightningDataModule) -> Analysis:
+        """After testing: the trained network's figures, and any metrics, tables or arrays
+        beyond those logged while training (see nnlab.outputs.Analysis)."""
+        return Analysis()
+
+    # Helpers.
+
+    def make_optimizer(self, parameters: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
+        """The optimizer its config describes, over `parameters`; bad values as BadValue."""
+        for key, check in OPTIMIZER_CHECKS.items():
+            if key in self.optimizer_config:
+                check(f"optimizer.{key}", self.optimizer_config[key])
+        make = build(self.optimizer_config, "optimizer")
+        try:
+            return make(parameters)
+        except (ValueError, TypeError, IndexError) as error:  # torch's checks of its arguments
+            target = self.optimizer_config.get("_target_")
+            raise BadValue(
+                "optimizer", NO_VALUE, f"{target} refused its arguments: {error}"
+            ) from None
+
+    def steps_per_epoch(self) -> int:
+        """Optimizer steps per pass over the training data."""
         trainer = self.trainer
-        per_epoch = getattr(trainer.datamodule, "steps_per_epoch", None)
+        trainer.estimated_stepping_batches  # noqa: B018 - makes Lightning load the training data
+        return math.ceil(trainer.num_training_batches / trainer.accumulate_grad_batches)
+
+    def total_optimizer_steps(self) -> int:
+        """The optimizer steps this fit will take: max_steps, or max_epochs of steps_per_epoch.
+
+        (Lightning's estimated_stepping_batches counts a single epoch when only max_steps is
+        set, which for a full-batch task is one step.)
+        """
+        trainer = self.trainer
         limits = [trainer.max_steps] if trainer.max_steps and trainer.max_steps > 0 else []
-        if per_epoch and trainer.max_epochs and trainer.max_epochs > 0:
-            limits.append(per_epoch * trainer.max_epochs)
+        if trainer.max_epochs and trainer.max_epochs > 0:
+            limits.append(self.steps_per_epoch() * trainer.max_epochs)
         if not limits:
             raise ConfigError("task.lr_schedule", self.lr_schedule, "needs a step or epoch budget")
         return min(limits)
 
-    def on_train_start(self) -> None:
-        trainer = self.trainer
-        self._plain_inner_steps = isinstance(trainer.strategy, SingleDeviceStrategy) and (
-            getattr(trainer.precision_plugin, "scaler", None) is None
-        )
-        self._scheduler = self.lr_schedulers() if self.lr_schedule != "constant" else None
 
-    def training_step(self, batch: list[Batch], batch_idx: int) -> None:
-        optimizer = self.optimizers()
-        minibatches = batch[: self._steps_left()]
-        first_step = self.global_step + 1
-        losses = []
-        for index, minibatch in enumerate(minibatches):
-            outputs = self.outputs(minibatch)
-            loss = self.loss(outputs, self.targets(minibatch))
-            optimizer.zero_grad()
-            plain = self._plain_inner_steps and index < len(minibatches) - 1
-            loss.backward() if plain else self.manual_backward(loss)
-            if self.gradient_clip_val is not None:  # by norm, as Lightning's own option does
-                self.clip_gradients(optimizer, self.gradient_clip_val, "norm")
-            if plain:
-                optimizer.optimizer.step()
-                self._count_plain_step()
-            else:
-                optimizer.step()
-            if self._scheduler is not None:  # manual optimization steps its schedule itself
-                self._scheduler.step()
-            losses.append(loss.detach())
-            if self.trainer.should_stop:  # a stop signal or callback: end after this step
-                break
-        self._check_finite(torch.stack(losses), first_step)
-        if self._logging_this_batch():
-            self._log_stage("train", losses[-1], outputs.detach(), minibatch)
-        if 0 < self.trainer.max_steps <= self.global_step:
-            # Stopping "early" at the budget makes Lightning validate, and so checkpoint, the
-            # final weights inside fit, even when the budget is not a multiple of the interval.
-            self.trainer.should_stop = True
-
-    def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        self._evaluate("val", batch)
-
-    def test_step(self, batch: Batch, batch_idx: int) -> None:
-        self._evaluate("test", batch)
-
-    def on_validation_epoch_end(self) -> None:
-        if not self.trainer.sanity_checking:
-            self.last_validated_step = self.global_step
-
-    def _check_finite(self, losses: torch.Tensor, first_step: int) -> None:
-        """Stop at the first NaN or infinite loss of the batch, naming its step.
-
-        Checked once per batch, not per step: reading a value back from a GPU waits for it.
-        """
-        finite = torch.isfinite(losses)
-        if bool(finite.all()):
-            return
-        bad = int((~finite).nonzero()[0])
-        checkpoint = getattr(self.trainer.checkpoint_callback, "last_model_path", "") or None
-        raise Diverged(first_step + bad, "train/loss", float(losses[bad]), checkpoint)
-
-    def _count_plain_step(self) -> None:
-        """Count a step Lightning did not see, as its own optimizer wrapper would: global_step,
-        max_steps and checkpoints all read this counter."""
-        progress = self.trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress
-        progress.increment_ready()
-        progress.increment_completed()
-
-    def _logging_this_batch(self) -> bool:
-        """Whether Lightning writes the logs after this batch (every trainer.log_every_n_steps
-        batches), or it ends an epoch. Each `self.log` costs about 1.5 ms, as much as an
-        optimizer step of the MNIST MLP, so the train metrics are computed and logged only then.
-        """
-        trainer = self.trainer
-        if trainer.is_last_batch or 0 < trainer.max_steps <= self.global_step:
-            return True
-        return getattr(trainer._logger_connector, "should_update_logs", True)
-
-    def _steps_left(self) -> int | None:
-        """Optimizer steps left in the budget (None: no step budget)."""
-        max_steps = self.trainer.max_steps
-        return None if max_steps is None or max_steps < 0 else max(1, max_steps - self.global_step)
-
-    def _evaluate(self, stage: str, batch: Batch) -> None:
-        outputs = self.outputs(batch)
-        self._log_stage(stage, self.loss(outputs, self.targets(batch)), outputs, batch)
-
-    def _log_stage(
-        self, stage: str, loss: torch.Tensor, outputs: torch.Tensor, batch: Batch
-    ) -> None:
-        per_step = stage == "train"
-        metrics = self.stage_metrics(stage)
-        options = {"on_step": per_step, "on_epoch": not per_step, "batch_size": len(batch[1])}
-        # Under DDP, epoch values are averaged over the processes (a no-op on one device).
-        options["sync_dist"] = not per_step
-        self.log(f"{stage}/loss", loss, prog_bar=True, **options)
-        if len(metrics):
-            arguments = self.metric_arguments(outputs, batch)
-            if per_step:
-                metrics(**arguments)  # forward: this batch's values, which Lightning logs per step
-            else:
-                metrics.update(**arguments)  # computed (and synced) at the epoch's end
-            self.log_dict(metrics, **options)
-        # Lightning uses a metric called "step" as the x-axis: optimizer steps, not batches.
-        self.log("step", float(self.global_step), **options)
+def needs_closure(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether `optimizer.step` must be given a closure (LBFGS)."""
+    closure = inspect.signature(type(optimizer).step).parameters.get("closure")
+    return closure is not None and closure.default is inspect.Parameter.empty

@@ -7,21 +7,20 @@ It saves every test prediction, so `nnlab-compare` can test two runs against eac
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from functools import partial
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
-from nnlab.config import check_choice, check_float, check_int
+from nnlab.checks import BadValue, check_choice, check_float, check_int
 from nnlab.data.images import ImageDataModule
 from nnlab.data.perturb import KINDS, UNITS, perturb
-from nnlab.errors import ConfigError
 from nnlab.outputs import Analysis
-from nnlab.tasks.base import Batch, Task
+from nnlab.tasks.base import Batch, StageMetrics, Task
 
 PREDICTIONS = "test_predictions"  # test_predictions.npz in the run dir: index, target, predicted
 
@@ -35,38 +34,36 @@ class ImageClassifierTask(Task):
 
     def __init__(
         self,
-        network: nn.Module,
+        network: nn.Module | Mapping[str, Any],
+        optimizer: Mapping[str, Any] | None = None,
         num_classes: int = 10,
         robustness: dict[str, list[float]] | None = None,
         misclassified: int = 32,
-        **task_options: object,
+        lr_schedule: str = "cosine",
     ) -> None:
-        # Set before the base builds the metrics, which need it.
+        super().__init__(network, optimizer, lr_schedule)
         self.num_classes = check_int("num_classes", num_classes, minimum=2)
-        super().__init__(network, **task_options)
         self.robustness = dict(robustness or {})
         for kind, strengths in self.robustness.items():
             check_choice("robustness", kind, KINDS)
             if not isinstance(strengths, list):
-                raise ConfigError(f"robustness.{kind}", strengths, "expected a list of strengths")
+                raise BadValue(f"robustness.{kind}", strengths, "expected a list of strengths")
             for i, strength in enumerate(strengths):
                 check_float(f"robustness.{kind}[{i}]", strength, above=0)
         self.misclassified = check_int("misclassified", misclassified, minimum=0)
+        accuracy = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
+        self.metrics = StageMetrics(acc=accuracy)
 
-    def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(outputs, targets)
-
-    def make_metrics(self) -> MetricCollection:
-        return MetricCollection({"acc": MulticlassAccuracy(self.num_classes, average="micro")})
-
-    def metric_arguments(self, outputs: torch.Tensor, batch: Batch) -> dict[str, torch.Tensor]:
-        return {"preds": outputs.argmax(dim=-1), "target": batch[1]}
+    def model_step(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        images, labels = batch
+        logits = self.network(images)
+        return F.cross_entropy(logits, labels), {"preds": logits.argmax(dim=-1), "target": labels}
 
     @torch.inference_mode()
     def analyse(self, datamodule: ImageDataModule) -> Analysis:
         from nnlab.plots import images as plots
 
-        test = datamodule.on_device("test")
+        test = datamodule.images["test"]
         predicted = torch.cat(list(self._predict(datamodule, test.images))).cpu()
         targets = test.labels.cpu()
         confusion = torch.bincount(
@@ -88,7 +85,7 @@ class ImageClassifierTask(Task):
         wrong = (predicted != targets).nonzero().squeeze(1)[: self.misclassified]
         if len(wrong):
             analysis.figures["misclassified"] = plots.image_grid(
-                test.images[wrong.to(test.images.device)].cpu().numpy() / 255,
+                test.images[wrong].numpy() / 255,
                 [f"{classes[targets[i]]} -> {classes[predicted[i]]}" for i in wrong],
                 f"Misclassified test images, true -> predicted ({len(wrong)} of "
                 f"{int((predicted != targets).sum())})",

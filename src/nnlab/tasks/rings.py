@@ -2,43 +2,55 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torchmetrics import MetricCollection
+from torch import nn
 from torchmetrics.classification import BinaryAccuracy
 
 from nnlab.data.rings import RingsDataModule
 from nnlab.models.mlp import MLP
 from nnlab.outputs import Analysis
-from nnlab.tasks.base import Batch, Task
+from nnlab.tasks.base import Batch, StageMetrics
+from nnlab.tasks.steps_per_batch import StepsPerBatch
 
 FIGURE_POINTS = 600  # points drawn per figure: enough to see the rings, few enough to render fast
 
 
-class RingsTask(Task):
-    """One logit per point, and BCEWithLogits as the loss, as the notebook advises."""
+class RingsTask(StepsPerBatch):
+    """One logit per point and BCEWithLogits as the loss, as the notebook advises; accuracy.
 
-    def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return F.binary_cross_entropy_with_logits(outputs.squeeze(-1), targets)
+    Full-batch gradient descent, `steps_per_batch` steps on each batch (see StepsPerBatch).
+    """
 
-    def make_metrics(self) -> MetricCollection:
-        return MetricCollection({"acc": BinaryAccuracy()}, compute_groups=False)
+    def __init__(
+        self,
+        network: nn.Module | Mapping[str, Any],
+        optimizer: Mapping[str, Any] | None = None,
+        lr_schedule: str = "constant",
+        steps_per_batch: int = 100,
+    ) -> None:
+        super().__init__(network, optimizer, lr_schedule, steps_per_batch)
+        self.metrics = StageMetrics(acc=BinaryAccuracy(validate_args=False))
 
-    def metric_arguments(self, outputs: torch.Tensor, batch: Batch) -> dict[str, torch.Tensor]:
-        # Hard labels, not logits: torchmetrics guesses whether floats are logits per batch.
-        return {"preds": (outputs.squeeze(-1) > 0).long(), "target": batch[1].long()}
+    def model_step(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        points, labels = batch
+        logits = self.network(points).squeeze(-1)
+        loss = F.binary_cross_entropy_with_logits(logits, labels)
+        # Hard labels, not logits: torchmetrics guesses per batch whether floats are logits.
+        return loss, {"preds": (logits > 0).long(), "target": labels.long()}
 
     @torch.no_grad()
     def analyse(self, datamodule: RingsDataModule) -> Analysis:
         from nnlab.plots import rings as plots
 
         network = self.network.cpu()
-        points, labels = (t.cpu() for t in datamodule.splits["train"])
-        shown = torch.randperm(len(points), generator=torch.Generator().manual_seed(0))[
-            :FIGURE_POINTS
-        ]
-        points, labels = points[shown], labels[shown]
+        points, labels = datamodule.splits["train"]
+        shown = torch.randperm(len(points), generator=torch.Generator().manual_seed(0))
+        points, labels = points[shown[:FIGURE_POINTS]], labels[shown[:FIGURE_POINTS]]
         grid_x, grid_y = np.meshgrid(
             *(np.linspace(low, high, 200) for low, high in _limits(points))
         )

@@ -3,15 +3,19 @@ and the baselines any forecast must beat."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torchmetrics import MeanSquaredError, MetricCollection
+from torch import nn
+from torchmetrics import MeanSquaredError
 
-from nnlab.data.series import SeriesBatch, SeriesDataModule
+from nnlab.data.series import Scaler, SeriesBatch, SeriesDataModule
 from nnlab.models.recurrent import Seq2Seq
 from nnlab.outputs import Analysis
-from nnlab.tasks.base import Task
+from nnlab.tasks.base import StageMetrics, Task
 
 
 class SeriesTask(Task):
@@ -26,6 +30,16 @@ class SeriesTask(Task):
     the training range.
     """
 
+    def __init__(
+        self,
+        network: nn.Module | Mapping[str, Any],
+        optimizer: Mapping[str, Any] | None = None,
+        lr_schedule: str = "cosine",
+    ) -> None:
+        super().__init__(network, optimizer, lr_schedule)
+        self.metrics = StageMetrics(mse=MeanSquaredError())
+        self.scaler = Scaler(0.0, 1.0, difference=False)
+
     def setup(self, stage: str) -> None:
         self.scaler = self.trainer.datamodule.scaler
 
@@ -33,30 +47,20 @@ class SeriesTask(Task):
     def encoder_decoder(self) -> bool:
         return isinstance(self.network, Seq2Seq)
 
-    def outputs(self, batch: SeriesBatch) -> torch.Tensor:
+    def model_step(self, batch: SeriesBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        inputs, step_targets, horizon_targets, base = batch
         if self.encoder_decoder:
-            return self.network(batch[0], teacher=batch[2] if self.training else None)
-        return self.network(batch[0])
-
-    def targets(self, batch: SeriesBatch) -> torch.Tensor:
-        return batch[2] if self.encoder_decoder else batch[1]
-
-    def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return F.mse_loss(outputs, targets)
-
-    def make_metrics(self) -> MetricCollection:
-        return MetricCollection({"mse": MeanSquaredError()})
-
-    def metric_arguments(
-        self, outputs: torch.Tensor, batch: SeriesBatch
-    ) -> dict[str, torch.Tensor]:
-        """The next value (`lag` after the window) in the series' units, predicted and true."""
-        predicted = outputs[:, 0] if self.encoder_decoder else outputs[:, -1]
-        base = batch[3]
-        return {
+            outputs = self.network(inputs, teacher=horizon_targets if self.training else None)
+            loss, predicted = F.mse_loss(outputs, horizon_targets), outputs[:, 0]
+        else:
+            outputs = self.network(inputs)
+            loss, predicted = F.mse_loss(outputs, step_targets), outputs[:, -1]
+        # The next value (`lag` after the window) in the series' units, predicted and true.
+        levels = {
             "preds": self.scaler.to_levels(predicted, base),
-            "target": self.scaler.to_levels(batch[1][:, -1], base),
+            "target": self.scaler.to_levels(step_targets[:, -1], base),
         }
+        return loss, levels
 
     @property
     def metric_names(self) -> list[str]:
@@ -67,7 +71,7 @@ class SeriesTask(Task):
     def analyse(self, datamodule: SeriesDataModule) -> Analysis:
         from nnlab.plots import series as plots
 
-        self.network.eval()
+        self.eval()  # no teacher forcing from here on
         series = datamodule.series
         one_step = {split: self._one_step(datamodule, split) for split in ("val", "test")}
         test_at = datamodule.targets_at["test"]
@@ -94,9 +98,7 @@ class SeriesTask(Task):
 
     def _one_step(self, datamodule: SeriesDataModule, split: str) -> np.ndarray:
         batch = tuple(part.to(self.device) for part in datamodule.splits[split])
-        predicted = self.outputs(batch)
-        predicted = predicted[:, 0] if self.encoder_decoder else predicted[:, -1]
-        return self.scaler.to_levels(predicted, batch[3]).cpu().numpy()
+        return self.model_step(batch)[1]["preds"].cpu().numpy()
 
     def rollout(self, datamodule: SeriesDataModule) -> np.ndarray:
         """Free-running forecast of the whole test range: from the true window before it, each

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchmetrics import MeanSquaredError, MetricCollection, R2Score
+from torchmetrics import MeanSquaredError, R2Score
 
-from nnlab.config import check_choice, check_float
+from nnlab.checks import check_choice, check_float
 from nnlab.data.wave import WaveDataModule
 from nnlab.models.mlp import MLP
 from nnlab.outputs import Analysis
-from nnlab.tasks.base import Batch, Task
+from nnlab.tasks.base import Batch, StageMetrics
+from nnlab.tasks.steps_per_batch import StepsPerBatch
 
 CRITERIA = ("mse", "relative")
 
@@ -41,54 +43,51 @@ class R2Between(R2Score):
         return super().compute()
 
 
-class WaveTask(Task):
-    """MSE on a linear output, or the notebook's relative error (`criterion: relative`)."""
+class WaveTask(StepsPerBatch):
+    """MSE on a linear output, or the notebook's relative error (`criterion: relative`); R² on
+    each side of `split_at`. Full-batch gradient descent, as the rings (see StepsPerBatch)."""
 
     def __init__(
         self,
-        network: nn.Module,
+        network: nn.Module | Mapping[str, Any],
+        optimizer: Mapping[str, Any] | None = None,
         criterion: str = "mse",
         relative_eps: float = 0.1,
         split_at: float = 0.0,
-        **task_options: Any,
+        lr_schedule: str = "constant",
+        steps_per_batch: int = 100,
     ) -> None:
-        # Set before the base builds the metrics, which need split_at.
+        super().__init__(network, optimizer, lr_schedule, steps_per_batch)
         self.criterion = check_choice("criterion", criterion, CRITERIA)
         self.relative_eps = check_float("relative_eps", relative_eps, above=0)
         self.split_at = check_float("split_at", split_at)
-        super().__init__(network, **task_options)
-
-    def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        if self.criterion == "mse":
-            return F.mse_loss(outputs, targets)
-        # ((y - prediction) / y)^2, with eps keeping the zeros of the sine from dominating.
-        return (((outputs - targets) / (targets.abs() + self.relative_eps)) ** 2).mean()
-
-    def make_metrics(self) -> MetricCollection:
         inf = float("inf")
-        return MetricCollection(
-            {
-                "mse": MeanSquaredError(),
-                "r2_left": R2Between(-inf, self.split_at),
-                "r2_right": R2Between(self.split_at, inf),
-            },
-            compute_groups=False,
+        self.metrics = StageMetrics(
+            mse=MeanSquaredError(),
+            r2_left=R2Between(-inf, self.split_at),
+            r2_right=R2Between(self.split_at, inf),
         )
 
-    def metric_arguments(self, outputs: torch.Tensor, batch: Batch) -> dict[str, torch.Tensor]:
+    def model_step(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         inputs, targets = batch
-        return {
+        outputs = self.network(inputs)
+        if self.criterion == "mse":
+            loss = F.mse_loss(outputs, targets)
+        else:  # ((y - prediction) / y)^2, with eps keeping the zeros of the sine from dominating
+            loss = (((outputs - targets) / (targets.abs() + self.relative_eps)) ** 2).mean()
+        arguments = {
             "preds": outputs.squeeze(-1),
             "target": targets.squeeze(-1),
             "inputs": inputs.squeeze(-1),
         }
+        return loss, arguments
 
     @torch.no_grad()
     def analyse(self, datamodule: WaveDataModule) -> Analysis:
         from nnlab.plots import wave as plots
 
         network = self.network.cpu()
-        inputs, targets = (t.cpu() for t in datamodule.splits["train"])
+        inputs, targets = datamodule.splits["train"]
         predicted = network(inputs)
         x, y = inputs.squeeze(-1).numpy(), targets.squeeze(-1).numpy()
         figures = {

@@ -1,0 +1,80 @@
+"""Reading checkpoints without running what they contain, and loading their weights.
+
+A checkpoint is a pickle, and unpickling can run any code. Every checkpoint nnlab reads goes
+through torch's weights-only loader (tensors, numbers, strings and plain containers only):
+the checks before resuming, `init_from=`, nnlab-eval and `load_run`; Lightning's own loading
+when it resumes is asked for weights-only too. A file that holds more is refused, unread.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from nnlab import layout
+from nnlab.errors import ConfigError
+
+
+def read(path: Path | str, key: str) -> dict[str, Any]:
+    """The checkpoint at `path`, read weights-only; ConfigError under `key` if it cannot be."""
+    import pickle
+
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(key, str(path), "no such checkpoint file")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        reason = str(error).split("\n\n")[0].replace("\n", " ")
+        raise ConfigError(
+            key,
+            str(path),
+            "refused: it holds Python objects that weights-only loading keeps out, and loading "
+            f"them could run code ({reason[:300]})",
+        ) from None
+    except Exception as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ConfigError(
+            key, str(path), f"not a readable checkpoint: truncated or corrupt ({reason})"
+        ) from None
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
+        raise ConfigError(key, str(path), "not a Lightning checkpoint (no state_dict)")
+    return checkpoint
+
+
+def locate(value: str, key: str, default: str = "best") -> Path:
+    """The checkpoint file `value` names: a .ckpt file, or a run dir (its `default` checkpoint,
+    else its last.ckpt)."""
+    path = Path(str(value)).expanduser()
+    if path.is_dir():
+        if not layout.is_run_dir(path):
+            raise ConfigError(key, value, "a folder, but not an nnlab run dir (no .hydra/)")
+        chosen = layout.checkpoint(path, default)
+        return chosen if chosen.is_file() else layout.checkpoint(path, "last")
+    return path
+
+
+def load_weights(module: Any, path: Path | str, key: str) -> dict[str, Any]:
+    """Copy the checkpoint's weights into `module`, exactly: every tensor must exist in both
+    with the same shape, or ConfigError names the first that does not. Returns the checkpoint."""
+    checkpoint = read(path, key)
+    saved, own = checkpoint["state_dict"], module.state_dict()
+    for name, tensor in own.items():
+        if name not in saved:
+            raise ConfigError(key, str(path), f"the checkpoint has no {name}: another network")
+        if tuple(saved[name].shape) != tuple(tensor.shape):
+            raise ConfigError(
+                key,
+                str(path),
+                f"layer {name} is {tuple(saved[name].shape)} in the checkpoint but "
+                f"{tuple(tensor.shape)} here; the network's config differs from the run's",
+            )
+    extra = sorted(set(saved) - set(own))
+    if extra:
+        raise ConfigError(
+            key, str(path), f"the checkpoint has {extra[0]}, which this network lacks"
+        )
+    module.load_state_dict(saved)
+    return checkpoint

@@ -1,0 +1,32 @@
+"""The private attributes of Lightning, torch and Hydra that nnlab uses, in one place.
+
+Each is used because no public API does the same (the comment says why). A Lightning, torch
+or Hydra upgrade that moves one makes tests/test_internals.py fail, naming it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def count_optimizer_step(trainer: Any) -> None:
+    """Count an optimizer step that Lightning did not take itself, as its own optimizer loop
+    would: `global_step`, `max_steps` and checkpoints all read this counter. Used by the
+    opt-in several-steps-per-batch path (nnlab.tasks.steps_per_batch)."""
+    progress = trainer.fit_loop.epoch_loop.automatic_optimization.optim_progress.optimizer.step
+    progress.increment_ready()
+    progress.increment_completed()
+
+
+def file_writer(summary_writer: Any) -> Any:
+    """A torch SummaryWriter's event file writer, to add raw summaries (the HPARAMS entry)
+    without the scalars at step 0 that Lightning's `log_hyperparams` would add."""
+    return summary_writer._get_file_writer()
+
+
+def hydra_callbacks(cfg: Any) -> Any:
+    """The `hydra.callbacks` of a composed config, as Hydra's own runner calls them: the
+    Python API runs a job with Hydra's `run_job`, which needs them."""
+    from hydra._internal.callbacks import Callbacks
+
+    return Callbacks(cfg)

@@ -1,0 +1,82 @@
+"""Hydra instantiates every object; nnlab's wrapper names the config key in every error."""
+
+from __future__ import annotations
+
+import pytest
+from omegaconf import OmegaConf
+
+from nnlab.errors import ConfigError
+from nnlab.instantiate import build, instantiate
+
+
+def test_hydra_builds_nested_targets_and_partials():
+    node = OmegaConf.create(
+        {
+            "_target_": "lightning.pytorch.Trainer",
+            "logger": False,
+            "profiler": {"_target_": "lightning.pytorch.profilers.SimpleProfiler"},
+        }
+    )
+    assert type(build(node, "trainer").profiler).__name__ == "SimpleProfiler"
+    make = build({"_target_": "torch.optim.SGD", "_partial_": True, "lr": 0.5}, "optimizer")
+    assert make.keywords == {"lr": 0.5}
+
+
+def test_a_constructors_bad_value_is_named_under_the_nested_key():
+    node = {
+        "_target_": "builtins.dict",
+        "first": {"_target_": "nnlab.models.mlp.MLP", "in_features": 0, "out_features": 1},
+    }
+    with pytest.raises(ConfigError) as error:
+        build(node, "model")
+    assert str(error.value) == "bad config model.first.in_features=0: expected an integer >= 1"
+
+
+def test_an_error_reached_through_an_interpolation_is_named_where_the_value_lives():
+    cfg = OmegaConf.create(
+        {
+            "model": {"_target_": "nnlab.models.mlp.MLP", "in_features": 2, "out_features": 1},
+            "task": {
+                "_target_": "nnlab.tasks.rings.RingsTask",
+                "_recursive_": False,
+                "_convert_": "all",
+                "network": "${model}",
+                "optimizer": "${optimizer}",
+            },
+            "optimizer": {"_target_": "torch.optim.Adam", "_partial_": True, "lr": -1.0},
+        }
+    )
+    with pytest.raises(ConfigError, match=r"^bad config optimizer.lr=-1.0: expected a number > 0$"):
+        instantiate(cfg, "task")
+    cfg.optimizer.lr = 0.1
+    cfg.model.width = 4
+    with pytest.raises(ConfigError) as error:
+        instantiate(cfg, "task")
+    message = str(error.value)
+    assert message.startswith("bad config model.width=4: unknown key; MLP takes: in_features")
+
+
+def test_unknown_keys_follow_kwargs_to_the_base_class():
+    node = {"_target_": "torch.optim.AdamW", "_partial_": False, "lr_shedule": "cosine"}
+    with pytest.raises(ConfigError) as error:
+        build(node, "optimizer")
+    assert "optimizer.lr_shedule='cosine': unknown key; AdamW takes: params, lr" in str(error.value)
+
+
+def test_a_target_that_does_not_import_says_why():
+    with pytest.raises(ConfigError) as error:
+        build({"_target_": "torch.optim.Nope", "_partial_": True}, "optimizer")
+    assert str(error.value) == (
+        "bad config optimizer._target_='torch.optim.Nope': cannot be imported "
+        "(module torch.optim has no Nope)"
+    )
+
+
+def test_a_third_party_refusal_is_a_config_error_and_a_bug_in_nnlab_is_not():
+    with pytest.raises(ConfigError, match=r"bad config callbacks.x: `mode` can be min"):
+        build(
+            {"_target_": "lightning.pytorch.callbacks.ModelCheckpoint", "mode": "max!"},
+            "callbacks.x",
+        )
+    with pytest.raises(ZeroDivisionError):  # a plain bug keeps its traceback
+        build({"_target_": "operator.truediv", "_args_": [1, 0]}, "x")
