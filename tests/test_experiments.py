@@ -38,7 +38,7 @@ def test_final_weights_are_validated_and_checkpointed_when_the_budget_ends_betwe
 
 
 def _best_score(checkpoint: dict) -> float:
-    (state,) = (v for k, v in checkpoint["callbacks"].items() if k.startswith("ModelCheckpoint"))
+    (state,) = (v for k, v in checkpoint["callbacks"].items() if "'monitor': 'val/loss'" in k)
     return state["best_model_score"]
 
 

@@ -26,6 +26,7 @@ from hydra.core.utils import run_job
 from hydra.types import HydraContext, RunMode
 
 from nnlab import layout
+from nnlab.cli import COMPOSITION_ERRORS, composition_error
 from nnlab.errors import ConfigError
 from nnlab.run import Run
 from nnlab.train import CONFIG_DIR
@@ -53,7 +54,10 @@ def train(overrides: Sequence[str] = ()) -> Run:
         initialize_config_dir(str(CONFIG_DIR), version_base="1.3", job_name="train"),
     ):
         loader = GlobalHydra.instance().config_loader()
-        cfg = loader.load_configuration("train", arguments, RunMode.RUN)
+        try:
+            cfg = loader.load_configuration("train", arguments, RunMode.RUN)
+        except COMPOSITION_ERRORS as error:
+            raise composition_error(CONFIG_DIR, arguments, error) from None
         callbacks = hydra_callbacks(cfg)
         callbacks.on_run_start(config=cfg, config_name="train")
         job = run_job(

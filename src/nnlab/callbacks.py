@@ -109,5 +109,13 @@ def check_finite(losses: torch.Tensor, first_step: int, trainer: L.Trainer) -> N
     if bool(finite.all()):
         return
     bad = int((~finite).nonzero()[0])
-    checkpoint = getattr(trainer.checkpoint_callback, "last_model_path", "") or None
-    raise Diverged(first_step + bad, "train/loss", float(losses[bad]), checkpoint)
+    raise Diverged(first_step + bad, "train/loss", float(losses[bad]), last_saved(trainer))
+
+
+def last_saved(trainer: L.Trainer) -> str | None:
+    """The last.ckpt a ModelCheckpoint has written in this run, if any."""
+    for callback in trainer.checkpoint_callbacks:
+        for path in (callback.last_model_path, callback.best_model_path):
+            if path and Path(path).name == "last.ckpt" and Path(path).is_file():
+                return path
+    return None

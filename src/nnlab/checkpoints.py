@@ -8,6 +8,7 @@ when it resumes is asked for weights-only too. A file that holds more is refused
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +28,13 @@ def read(path: Path | str, key: str) -> dict[str, Any]:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        reason = str(error).split("\n\n")[0].replace("\n", " ")
+        named = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
+        what = f"it names {named[1]}, " if named else ""
         raise ConfigError(
             key,
             str(path),
-            "refused: it holds Python objects that weights-only loading keeps out, and loading "
-            f"them could run code ({reason[:300]})",
+            f"refused: it holds Python objects beyond weights ({what}which loading could run); "
+            "nnlab reads checkpoints weights-only",
         ) from None
     except Exception as error:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__

@@ -24,6 +24,7 @@ from nnlab.errors import FULL_ERROR, USER_FULL_ERROR, ConfigError, RunStopped, f
 from nnlab.overrides import key_of, parse, values
 
 MULTIRUN_FLAGS = ("-m", "--multirun")
+COMPOSITION_ERRORS = (ConfigCompositionException, MissingConfigException, OverrideParseException)
 
 
 def run_hydra(hydra_main: Callable[[], object], arguments: list[str], config_dir: Path) -> None:
@@ -34,7 +35,7 @@ def run_hydra(hydra_main: Callable[[], object], arguments: list[str], config_dir
     overrides = [a for a in arguments if not a.startswith("-")]
     try:
         hydra_main()
-    except (ConfigCompositionException, MissingConfigException, OverrideParseException) as error:
+    except COMPOSITION_ERRORS as error:
         stop(composition_error(config_dir, overrides, error))
     except RunStopped as error:
         if any(flag in arguments for flag in MULTIRUN_FLAGS):
@@ -74,7 +75,7 @@ def compose_once(config_dir: Path, overrides: list[str]) -> DictConfig:
     try:
         with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
             return compose(config_name="train", overrides=overrides)
-    except (ConfigCompositionException, MissingConfigException, OverrideParseException) as error:
+    except COMPOSITION_ERRORS as error:
         raise composition_error(config_dir, overrides, error) from None
 
 

@@ -13,7 +13,11 @@ import lightning as L
 from lightning.pytorch.callbacks import ProgressBar, RichProgressBar
 from rich.console import Console
 from rich.progress import BarColumn, Progress, ProgressColumn, Task, TextColumn, TimeElapsedColumn
+from rich.table import Column
 from rich.text import Text
+
+# The columns before the metrics take this many characters; the metrics get the rest of a line.
+FIXED_WIDTH = 80
 
 
 def progress_bar(trainer_settings: dict[str, Any]) -> ProgressBar:
@@ -21,6 +25,10 @@ def progress_bar(trainer_settings: dict[str, Any]) -> ProgressBar:
     steps = trainer_settings.get("max_steps") or -1
     epochs = trainer_settings.get("max_epochs")
     return StepProgressBar() if steps > 0 and epochs in (None, -1) else RichProgressBar()
+
+
+def _fixed(width: int) -> Column:
+    return Column(no_wrap=True, min_width=width)
 
 
 class _Speed(ProgressColumn):
@@ -50,9 +58,9 @@ class StepProgressBar(ProgressBar):
             return
         self._progress = Progress(
             TextColumn("[progress.description]{task.description}"),
-            BarColumn(),
-            TextColumn("{task.completed:,.0f}/{task.total:,.0f} steps"),
-            _Speed(),
+            BarColumn(bar_width=20),
+            TextColumn("{task.completed:,.0f}/{task.total:,.0f} steps", table_column=_fixed(20)),
+            _Speed(table_column=_fixed(16)),
             TimeElapsedColumn(),
             TextColumn("{task.fields[metrics]}"),
             console=Console(),
@@ -88,6 +96,8 @@ class StepProgressBar(ProgressBar):
             for name, value in metrics.items()
             if name != "v_num"
         )
+        room = max(0, self._progress.console.width - FIXED_WIDTH)  # rather than dropping columns
+        shown = shown if len(shown) <= room else shown[: max(0, room - 1)] + "…"
         self._progress.update(self._task, completed=trainer.global_step, metrics=shown)
 
     def _stop(self) -> None:

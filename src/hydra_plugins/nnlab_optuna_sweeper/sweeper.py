@@ -4,12 +4,17 @@
 as types, and Hydra imports plugin modules in a way that postponed annotations cannot resolve.)
 """
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional  # noqa: UP035 (OmegaConf wants typing's forms)
 
 from hydra.core.config_store import ConfigStore
 
-from nnlab.hparams_search import OptunaSweeper
+# Optuna imports tqdm.auto, which warns in a notebook without ipywidgets; Hydra's plugin scanner
+# then prints "warnings from 'hydra_plugins.nnlab_optuna_sweeper'". nnlab shows no Optuna bars.
+warnings.filterwarnings("ignore", message="IProgress not found")
+
+from nnlab.hparams_search import OptunaSweeper  # noqa: E402
 
 
 @dataclass

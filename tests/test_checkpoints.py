@@ -1,0 +1,96 @@
+"""Checkpoints are read weights-only: a file that would run code is refused, unread."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import read_metrics
+
+from nnlab.api import load_run, train
+from nnlab.errors import ConfigError
+
+
+class Payload:
+    """Unpickled, it creates `marker`: what a hostile checkpoint could do with any code."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def hostile_checkpoint(path: Path, marker: Path) -> Path:
+    torch.save({"state_dict": {}, "global_step": 1, "payload": Payload(marker)}, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory: pytest.TempPathFactory):
+    logs = tmp_path_factory.mktemp("logs")
+    return train(["experiment=rings", "trainer.max_steps=200", f"paths.log_dir={logs}"])
+
+
+def test_the_hostile_file_really_runs_code_when_unpickled(tmp_path):
+    marker = tmp_path / "marker"
+    torch.load(hostile_checkpoint(tmp_path / "evil.ckpt", marker), weights_only=False)
+    assert marker.exists()  # so its absence below means the payload never ran
+
+
+def test_nnlab_eval_refuses_a_hostile_checkpoint_with_exit_2(finished_run, tmp_path):
+    marker = tmp_path / "marker"
+    evil = hostile_checkpoint(tmp_path / "evil.ckpt", marker)
+    command = [
+        sys.executable,
+        "-m",
+        "nnlab.eval",
+        f"run_dir={finished_run.run_dir}",
+        f"ckpt={evil}",
+    ]
+    result = subprocess.run(command, capture_output=True, text=True)
+    assert result.returncode == 2
+    refused = "refused: it holds Python objects beyond weights (it names getattr"
+    assert f"nnlab-eval: bad config ckpt='{evil}': {refused}" in result.stderr
+    assert "Traceback" not in result.stderr and not marker.exists()
+
+
+def test_resuming_loading_and_init_from_refuse_it_and_leave_the_run_as_it_was(
+    finished_run, tmp_path
+):
+    marker = tmp_path / "marker"
+    evil = hostile_checkpoint(finished_run.run_dir / "checkpoints" / "evil.ckpt", marker)
+    logs = f"paths.log_dir={finished_run.run_dir.parents[2]}"
+    for overrides in ([f"ckpt_path={evil}"], [f"init_from={evil}"]):
+        with pytest.raises(ConfigError, match="refused: it holds Python objects"):
+            train(["experiment=rings", logs, *overrides])
+    with pytest.raises(ConfigError, match="refused: it holds Python objects"):
+        load_run(finished_run.run_dir, ckpt=str(evil))
+    assert not marker.exists()
+    assert read_metrics(finished_run.run_dir)["status"] == "completed"
+
+
+def test_an_interrupted_runs_hostile_last_checkpoint_is_refused_and_the_run_stays_resumable(
+    tmp_path,
+):
+    run = train(["experiment=rings", "trainer.max_steps=200", f"paths.log_dir={tmp_path}"])
+    (run.run_dir / "metrics.json").write_text('{"status": "interrupted"}')
+    marker = tmp_path / "marker"
+    hostile_checkpoint(run.run_dir / "checkpoints" / "last.ckpt", marker)
+    with pytest.raises(
+        ConfigError,
+        match=r"ckpt_path='[^']+last\.ckpt': refused: it holds Python objects beyond weights",
+    ):
+        train(["experiment=rings", "ckpt_path=last", f"paths.log_dir={tmp_path}"])
+    assert not marker.exists() and read_metrics(run.run_dir)["status"] == "interrupted"
+
+
+def test_a_truncated_checkpoint_is_named_as_truncated(finished_run, tmp_path):
+    whole = (finished_run.run_dir / "checkpoints" / "last.ckpt").read_bytes()
+    cut = tmp_path / "cut.ckpt"
+    cut.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(ConfigError, match="not a readable checkpoint: truncated or corrupt"):
+        load_run(finished_run.run_dir, ckpt=str(cut))

@@ -1,0 +1,57 @@
+"""The private attributes nnlab uses (nnlab/internals.py) are where nnlab expects them.
+
+A Lightning, torch or Hydra upgrade that moves one fails here, naming it, rather than as a
+wrong step count or a missing HPARAMS entry somewhere else.
+"""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+from omegaconf import OmegaConf
+from torch.utils.tensorboard import SummaryWriter
+
+from nnlab import internals
+
+
+class OneParameter(L.LightningModule):
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.ones(1))
+
+    def training_step(self, batch, batch_idx):
+        return (self.weight * batch[0]).sum()
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    def train_dataloader(self):
+        return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.ones(4, 1)))
+
+
+def test_counting_an_optimizer_step_moves_global_step_and_the_budget():
+    counted = []
+
+    class CountTwice(L.Callback):
+        def on_train_batch_end(self, trainer, *args):
+            internals.count_optimizer_step(trainer)  # one step more than Lightning took
+            counted.append(trainer.global_step)
+
+    trainer = L.Trainer(
+        max_steps=6, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, callbacks=[CountTwice()],
+    )  # fmt: skip
+    trainer.fit(OneParameter())
+    assert counted == [2, 4, 6]  # three batches reach the budget of six steps
+
+
+def test_the_summary_writers_file_writer_takes_raw_summaries(tmp_path):
+    writer = SummaryWriter(tmp_path)
+    internals.file_writer(writer).add_summary(torch.utils.tensorboard.summary.scalar("x", 1.0))
+    writer.close()
+    assert list(tmp_path.glob("events.out.tfevents.*"))
+
+
+def test_hydras_callbacks_are_built_from_a_config():
+    callbacks = internals.hydra_callbacks(OmegaConf.create({"hydra": {"callbacks": {}}}))
+    assert callable(callbacks.on_run_start) and callable(callbacks.on_job_end)
