@@ -38,12 +38,12 @@ bench: $(READY)
 	$(BIN)/python benchmarks/images.py $(ARGS)
 
 lint: $(READY)
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks examples
+	$(BIN)/ruff format --check src tests benchmarks examples
 
 format: $(READY)
-	$(BIN)/ruff format src tests benchmarks
-	$(BIN)/ruff check --fix src tests benchmarks
+	$(BIN)/ruff format src tests benchmarks examples
+	$(BIN)/ruff check --fix src tests benchmarks examples
 
 tensorboard: $(READY)
 	$(BIN)/tensorboard --logdir logs --host 127.0.0.1 --port $(PORT)

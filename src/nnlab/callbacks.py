@@ -11,7 +11,7 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.trainer.states import TrainerFn
 
 from nnlab.errors import Diverged, Interrupted
@@ -74,6 +74,29 @@ class GracefulStop(Callback):
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
         self._previous = {}
+
+
+class LastCheckpoint(ModelCheckpoint):
+    """Writes `last.ckpt` at every validation (or epoch end), whatever the monitored value does.
+
+    Lightning 2.6's `save_last` rewrites last.ckpt only when the monitored value improves, so
+    after the last improvement it went stale: resuming lost steps and nnlab-eval ckpt=last
+    tested old weights.
+    """
+
+    def __init__(self, dirpath: str | Path) -> None:
+        super().__init__(
+            dirpath=dirpath,
+            filename="last",
+            monitor=None,
+            save_top_k=1,
+            enable_version_counter=False,
+        )
+
+    @property
+    def state_key(self) -> str:
+        # Distinct from a ModelCheckpoint's, even one that monitors nothing either.
+        return "LastCheckpoint"
 
 
 class TrainingGuard(Callback):

@@ -35,6 +35,9 @@ log = logging.getLogger("nnlab")
 _FULL_KEY = re.compile(r"\nfull_key: (\S+)\s*$")
 _UNKNOWN_ARGUMENT = re.compile(r"got an unexpected keyword argument '(\w+)'")
 _INTERPOLATION = re.compile(r"\$\{([\w.]+)\}")
+# Targets from these packages raise whatever they like for arguments they refuse (Lightning's
+# Trainer: RuntimeError for two callbacks with one state key): a bad config, not a bug.
+LIBRARIES = ("lightning.", "torch.", "torchmetrics.", "torchvision.")
 
 
 def instantiate(cfg: DictConfig, key: str, **objects: Any) -> Any:
@@ -98,8 +101,9 @@ def _config_error(node: Any, path: str, error: InstantiationException) -> Except
             return ConfigError(key, NO_VALUE, str(cause))
     if cause is None:  # Hydra's own refusal (a blocked target, a bad _args_)
         return ConfigError(key, NO_VALUE, str(error).splitlines()[0])
-    if isinstance(cause, ValueError | AssertionError) or _is_misconfiguration(cause):
-        # A third-party target (or a user's) refusing its arguments: a bad value, not a bug.
+    library = str(target).startswith(LIBRARIES)
+    if library or isinstance(cause, ValueError | AssertionError) or _is_misconfiguration(cause):
+        # A library refusing its arguments, or a ValueError from anyone's: a bad value, not a bug.
         reason = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
         return ConfigError(key, NO_VALUE, reason)
     return cause  # anything else is a bug: raise it with its traceback

@@ -26,6 +26,8 @@ from typing import Any
 
 import yaml
 
+from nnlab.overrides import values
+
 SEED_KEYS = ("seed",)
 PREFERRED_METRICS = ("val/acc", "val/loss", "test/acc", "test/loss")
 
@@ -48,9 +50,7 @@ def read_runs(folder: Path) -> list[RunRecord]:
     runs = []
     for hydra_dir in sorted(folder.rglob(".hydra"), key=_natural_order):
         run_dir = hydra_dir.parent
-        overrides = _parse_overrides(
-            yaml.safe_load((hydra_dir / "overrides.yaml").read_text()) or []
-        )
+        overrides = values(yaml.safe_load((hydra_dir / "overrides.yaml").read_text()) or [])
         metrics_file = run_dir / "metrics.json"
         if not metrics_file.is_file():
             runs.append(RunRecord(run_dir, overrides, "no metrics.json: killed, or still running"))
@@ -66,18 +66,6 @@ def _natural_order(path: Path) -> list[Any]:
     """Job 2 before job 10: numbers in the path compare as numbers."""
     parts = re.split(r"(\d+)", str(path))
     return [int(part) if part.isdigit() else part for part in parts]
-
-
-def _parse_overrides(items: list[str]) -> dict[str, Any]:
-    parsed = {}
-    for item in items:
-        key, _, value = item.partition("=")
-        key = key.lstrip("+~")
-        try:
-            parsed[key] = yaml.safe_load(value)
-        except yaml.YAMLError:
-            parsed[key] = value
-    return parsed
 
 
 def varying_keys(runs: list[RunRecord]) -> list[str]:

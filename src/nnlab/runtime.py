@@ -130,10 +130,10 @@ def restore_nvml_check() -> None:
     On a CUDA build of torch without a GPU, NVML then fails and is re-opened on every call, and
     Adam asks on every step: 0.42 -> 0.58 ms per step on the rings task. nnlab never forks after
     using CUDA (sweeps spawn fresh processes, DDP launches subprocesses), so it restores the
-    user's own setting. Set the variable before importing nnlab to keep it.
+    user's own setting: a variable set when the process started is kept.
     """
-    if nnlab.USER_NVML_CHECK is None:
-        os.environ.pop("PYTORCH_NVML_BASED_CUDA_CHECK", None)
+    if not nnlab.USER_SET_NVML_CHECK:
+        os.environ.pop(nnlab.NVML_CHECK, None)
 
 
 def silence_noise() -> None:

@@ -45,6 +45,7 @@ def train(cfg: DictConfig):
     run_dir = Path(cfg.paths.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)  # Hydra makes it; the compose API does not
     with recording(run_dir, cfg.task_name) as record:
+        _refuse_a_search_without_multirun()
         run = record.run = build_run(cfg)
         trainer, task, datamodule = run.trainer, run.task, run.datamodule
         ckpt_path = cfg.get("ckpt_path")
@@ -75,12 +76,16 @@ def train(cfg: DictConfig):
     return run
 
 
+def _refuse_a_search_without_multirun() -> None:
+    if HydraConfig.initialized() and not is_multirun():
+        search = HydraConfig.get().runtime.choices.get("hparams_search")
+        if search not in (None, "null"):
+            raise ConfigError("hparams_search", search, SEARCH_NEEDS_MULTIRUN)
+
+
 @hydra.main(version_base="1.3", config_path=None, config_name="train")
 def _hydra_main(cfg: DictConfig) -> dict[str, float]:
     try:
-        search = HydraConfig.get().runtime.choices.get("hparams_search")
-        if search not in (None, "null") and not is_multirun():
-            raise ConfigError("hparams_search", search, SEARCH_NEEDS_MULTIRUN)
         return train(cfg).metrics
     except RunStopped as error:
         if is_multirun():

@@ -20,7 +20,9 @@ def make_moons(count: int, noise: float, seed: int) -> tuple[torch.Tensor, torch
 
 
 class MoonsDataModule(L.LightningDataModule):
-    def __init__(self, train_per_moon: int = 500, noise: float = 0.2, batch_size: int = 64, seed: int = 0):
+    def __init__(
+        self, train_per_moon: int = 500, noise: float = 0.2, batch_size: int = 64, seed: int = 0
+    ):
         super().__init__()
         self.save_hyperparameters()
 

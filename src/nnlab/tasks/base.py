@@ -23,11 +23,11 @@ from torch import nn
 from torchmetrics import MeanMetric, Metric, MetricCollection
 
 from nnlab.checks import NO_VALUE, BadValue, check_choice, check_float
+from nnlab.data.in_memory import Batch
 from nnlab.errors import ConfigError
 from nnlab.instantiate import build
 from nnlab.outputs import Analysis
 
-Batch = tuple[torch.Tensor, ...]
 STAGES = ("train", "val", "test")
 LR_SCHEDULES = ("constant", "cosine")
 ADAM = {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 1e-3}
