@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -46,6 +48,24 @@ def assert_same_completed_metrics(a: Path, b: Path, **tolerance: float) -> None:
     metrics_a, metrics_b = read_metrics(a), read_metrics(b)
     assert metrics_a.pop("status") == metrics_b.pop("status") == "completed"
     assert metrics_a == pytest.approx(metrics_b, **tolerance)
+
+
+def sigterm_after_first_checkpoint(command: list[str], logs: Path, cwd: Path) -> tuple[Path, str]:
+    """Run `command`, SIGTERM it once a run under `logs` has written last.ckpt, and check that
+    it stopped as interrupted, with 143. The run dir, and what the command printed on stderr."""
+    process = subprocess.Popen(
+        command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 120
+    while not list(logs.glob("*/runs/*/checkpoints/last.ckpt")) and process.poll() is None:
+        assert time.monotonic() < deadline, "the run never reached its first checkpoint"
+        time.sleep(0.02)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGTERM, stderr
+    (run_dir,) = run_dirs(logs)
+    assert read_metrics(run_dir)["status"] == "interrupted"
+    return run_dir, stderr
 
 
 def is_finite_number(value: object) -> bool:

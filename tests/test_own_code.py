@@ -7,16 +7,14 @@ nnlab's configs through `hydra.searchpath`.
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import optuna
 import pytest
 import torch
-from conftest import read_metrics, run_dirs
+from conftest import read_metrics, run_dirs, sigterm_after_first_checkpoint
 from optuna.trial import TrialState
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
@@ -69,16 +67,7 @@ def test_a_plain_module_resumes_after_sigterm_and_nnlab_eval_tests_it_again(own_
     logs = tmp_path / "logs"
     overrides = [SEARCHPATH, "experiment=moons_lightning", "trainer.max_epochs=120"]
     command = [sys.executable, "-m", "nnlab.train", f"paths.log_dir={logs}", *overrides]
-    process = subprocess.Popen(command, cwd=tmp_path, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while not list(logs.glob("*/runs/*/checkpoints/last.ckpt")) and process.poll() is None:
-        assert time.monotonic() < deadline, "the run never reached its first checkpoint"
-        time.sleep(0.02)
-    process.send_signal(signal.SIGTERM)
-    _, stderr = process.communicate(timeout=120)
-    assert process.returncode == 128 + signal.SIGTERM, stderr
-    (run_dir,) = run_dirs(logs)
-    assert read_metrics(run_dir)["status"] == "interrupted"
+    run_dir, _ = sigterm_after_first_checkpoint(command, logs, tmp_path)
     stopped = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
     assert 0 < stopped < 120 * 16
 

@@ -5,13 +5,18 @@ from __future__ import annotations
 import math
 import os
 import signal
-import subprocess
 import sys
-import time
 
 import pytest
 import torch
-from conftest import assert_same_completed_metrics, only_run, read_metrics, run_dirs, trained
+from conftest import (
+    assert_same_completed_metrics,
+    only_run,
+    read_metrics,
+    run_dirs,
+    sigterm_after_first_checkpoint,
+    trained,
+)
 
 from nnlab.errors import Diverged, Interrupted
 from nnlab.tasks.rings import RingsTask
@@ -54,19 +59,8 @@ def test_sigterm_saves_the_run_and_resuming_ends_where_an_uninterrupted_run_ends
     overrides = ["experiment=rings", "trainer.max_steps=8000", "model.hidden_nodes=4"]
     logs = tmp_path / "logs"
     command = [sys.executable, "-m", "nnlab.train", f"paths.log_dir={logs}", *overrides]
-    process = subprocess.Popen(
-        command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    # Signal once training is under way: the first validation (step 500) writes last.ckpt.
-    deadline = time.monotonic() + 120
-    while not list(logs.glob("rings/runs/*/checkpoints/last.ckpt")) and process.poll() is None:
-        assert time.monotonic() < deadline, "the run never reached its first checkpoint"
-        time.sleep(0.05)
-    process.send_signal(signal.SIGTERM)
-    _, stderr = process.communicate(timeout=120)
-    assert process.returncode == 128 + signal.SIGTERM, stderr
-    (run_dir,) = run_dirs(logs)
-    assert read_metrics(run_dir)["status"] == "interrupted"
+    # The first validation (step 500) writes last.ckpt: the signal comes once training is under way.
+    run_dir, stderr = sigterm_after_first_checkpoint(command, logs, tmp_path)
     stopped_at = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)[
         "global_step"
     ]

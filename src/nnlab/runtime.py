@@ -136,13 +136,24 @@ def restore_nvml_check() -> None:
         os.environ.pop(nnlab.NVML_CHECK, None)
 
 
+# Warnings about what nnlab's own setup does on purpose, which a user cannot act on.
+EXPECTED_WARNINGS = (
+    r"`isinstance\(treespec, LeafSpec\)` is deprecated",  # Lightning 2.6 inside torch 2.14
+    r"The number of training batches \(\d+\) is smaller than the logging interval",  # nnlab
+    # logs epoch values; a per-step interval only matters to modules that log per step
+    r"Checkpoint directory .* exists and is not empty",  # resuming in place
+    r"You requested to overfit but enabled train dataloader shuffling",  # debug=overfit
+)
+
+
 def silence_noise() -> None:
-    """Drop two messages that say nothing about the run: Lightning's advert for its cloud
-    logger, and a deprecation warning Lightning 2.6 triggers inside torch 2.14 at every fit."""
+    """Drop messages that say nothing about the run: Lightning's advert for its cloud logger,
+    and the warnings nnlab's own setup causes (EXPECTED_WARNINGS)."""
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
         lambda record: not str(record.msg).startswith("💡 Tip")
     )
-    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+    for message in EXPECTED_WARNINGS:
+        warnings.filterwarnings("ignore", message=message)
 
 
 def prepare_ddp_children(trainer: Any, run_dir: Path) -> None:
