@@ -26,6 +26,12 @@ from conftest import read_metrics, run_dirs
         ("optimizer._target_=torch.optim.Nope", "optimizer._target_='torch.optim.Nope': cannot be"),
         ("model.hidden_layers=two", "model.hidden_layers='two': expected an integer"),
         ("trainer.max_epochs=abc", "trainer.max_epochs='abc': expected an integer"),
+        ("trainer.val_check_interval=0", "trainer.val_check_interval=0: expected an integer >= 1"),
+        (
+            "+trainer.accumulate_grad_batches=0",
+            "trainer.accumulate_grad_batches=0: expected an integer >= 1",
+        ),
+        ("seed=4294967296", "seed=4294967296: expected an integer <= 4294967295"),
         (
             "callbacks.model_checkpoint.mode=maximum",
             "callbacks.model_checkpoint: `mode` can be min",

@@ -6,9 +6,13 @@ wrong step count or a missing HPARAMS entry somewhere else.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import lightning as L
 import torch
+from hydra.experimental.callback import Callback
 from omegaconf import OmegaConf
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch.utils.tensorboard import SummaryWriter
 
 from nnlab import internals
@@ -47,11 +51,24 @@ def test_counting_an_optimizer_step_moves_global_step_and_the_budget():
 
 def test_the_summary_writers_file_writer_takes_raw_summaries(tmp_path):
     writer = SummaryWriter(tmp_path)
-    internals.file_writer(writer).add_summary(torch.utils.tensorboard.summary.scalar("x", 1.0))
+    internals.file_writer(writer).add_summary(torch.utils.tensorboard.summary.scalar("x", 1.5))
     writer.close()
-    assert list(tmp_path.glob("events.out.tfevents.*"))
+    events = EventAccumulator(str(tmp_path))
+    events.Reload()
+    assert [event.value for event in events.Scalars("x")] == [1.5]
 
 
-def test_hydras_callbacks_are_built_from_a_config():
-    callbacks = internals.hydra_callbacks(OmegaConf.create({"hydra": {"callbacks": {}}}))
-    assert callable(callbacks.on_run_start) and callable(callbacks.on_job_end)
+class RecordRunStart(Callback):
+    """A Hydra callback that notes the config it was started with."""
+
+    seen: ClassVar[list[str]] = []
+
+    def on_run_start(self, config, **kwargs):
+        RecordRunStart.seen.append(config.name)
+
+
+def test_hydras_callbacks_are_built_from_a_config_and_called():
+    target = f"{__name__}.RecordRunStart"
+    cfg = OmegaConf.create({"name": "run-7", "hydra": {"callbacks": {"x": {"_target_": target}}}})
+    internals.hydra_callbacks(cfg).on_run_start(config=cfg, config_name="train")
+    assert RecordRunStart.seen == ["run-7"]

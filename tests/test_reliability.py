@@ -19,6 +19,7 @@ from conftest import (
 )
 
 from nnlab.errors import Diverged, Interrupted
+from nnlab.tasks.image_classifier import ImageClassifierTask
 from nnlab.tasks.rings import RingsTask
 
 
@@ -44,6 +45,32 @@ def test_nan_loss_stops_at_its_step_and_keeps_the_last_good_checkpoint(
     assert math.isfinite(metrics["val/loss"])  # the last values logged before the NaN
     checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
     assert checkpoint["global_step"] == 500  # the validation before the NaN
+    assert all(torch.isfinite(value).all() for value in checkpoint["state_dict"].values())
+
+
+def test_a_nan_loss_read_every_few_batches_is_named_at_its_step_and_never_checkpointed(
+    config, tmp_path, tiny_mnist, monkeypatch
+):
+    # One step per batch; the guard reads the losses every 5 batches and before validating.
+    honest_step = ImageClassifierTask.model_step
+
+    def step_whose_loss_turns_nan(self, batch):
+        loss, arguments = honest_step(self, batch)
+        return (loss * float("nan") if self.global_step >= 14 else loss), arguments
+
+    monkeypatch.setattr(ImageClassifierTask, "model_step", step_whose_loss_turns_nan)
+    data = [f"paths.data_dir={tiny_mnist}", "data.download=false", "data.batch_size=32"]
+    overrides = [
+        "experiment=mnist_mlp",
+        *data,
+        "trainer.max_epochs=3",
+        "trainer.log_every_n_steps=5",
+    ]
+    with pytest.raises(Diverged) as stop:
+        trained(config(*overrides))
+    assert stop.value.step == 15  # 12 batches per epoch: the 3rd of the second epoch
+    checkpoint = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert checkpoint["global_step"] == 12  # the first epoch's validation, before the NaN
     assert all(torch.isfinite(value).all() for value in checkpoint["state_dict"].values())
 
 

@@ -2,22 +2,29 @@
 
 from __future__ import annotations
 
+import pytest
 import yaml
-from conftest import assert_same_completed_metrics, only_run, read_metrics, run_dirs
+from conftest import assert_same_completed_metrics, only_run, read_metrics, run_dirs, trained
+
+from nnlab.errors import ConfigError
 
 
 def test_ddp_on_two_cpu_processes_writes_one_run_dir_with_single_process_metrics(cli, tmp_path):
     # One optimizer step per batch, the standard contract that Lightning's DDP strategy runs.
-    overrides = ["experiment=rings", "trainer.max_steps=300", "task.steps_per_batch=1"]
-    overrides += ["model.hidden_nodes=4", "trainer.val_check_interval=100"]
+    overrides = ["experiment=rings", "trainer.max_steps=150", "task.steps_per_batch=1"]
+    overrides += ["model.hidden_nodes=4", "trainer.val_check_interval=50"]
     ddp_dir = only_run(cli, tmp_path / "ddp", *overrides, "trainer=ddp_cpu")
     assert not (tmp_path / "logs").exists()  # one run dir, not one per process
     single_dir = only_run(cli, tmp_path / "single", *overrides)
     # both processes see the full batch; DDP averages their identical gradients
     assert_same_completed_metrics(ddp_dir, single_dir, rel=1e-4, abs=1e-6)
-    refused = cli("experiment=rings", "trainer=ddp_cpu", "trainer.max_steps=300")
-    assert refused.returncode == 2
-    assert "task.steps_per_batch=100 steps outside Lightning's strategy" in refused.stderr
+
+
+def test_the_full_batch_opt_in_refuses_ddp_and_says_what_to_set(config):
+    # One process of the DDP strategy: refused as any number would be, without starting more.
+    cfg = config("experiment=rings", "trainer=ddp_cpu", "trainer.devices=1", "logger=none")
+    with pytest.raises(ConfigError, match=r"task\.steps_per_batch=100 steps outside Lightning's"):
+        trained(cfg)
 
 
 def test_submitit_local_launcher_runs_a_two_job_sweep(cli, tmp_path):

@@ -103,36 +103,56 @@ class TrainingGuard(Callback):
     """Ends training where a run should end: on a NaN or infinite loss, naming its step, and at
     the step budget with a validation of the final weights (which ModelCheckpoint then saves).
 
-    Lightning itself stops at `max_steps` without validating when the budget ends between
-    validations; stopping "early" at the budget makes it validate. `validated_at` is the step
-    of the last validation, so that the run knows whether the final weights were validated.
+    The losses `training_step` returns are checked every `trainer.log_every_n_steps` batches
+    (reading a value back from a GPU makes the CPU wait for it, so not at every batch), and
+    always before a validation, whose checkpoint must not hold diverged weights, before a stop
+    and at the end of each epoch. Lightning itself stops at `max_steps` without validating when
+    the budget ends between validations; stopping "early" at the budget makes it validate.
+    `validated_at` is the step of the last validation: were the final weights validated?
     """
 
     def __init__(self) -> None:
         self.validated_at = -1
+        self._losses: list[torch.Tensor] = []
+        self._steps: list[int] = []
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, *args: Any
     ) -> None:
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
         if isinstance(loss, torch.Tensor):
-            check_finite(loss.detach().reshape(1), trainer.global_step, trainer)
+            self._losses.append(loss.detach().reshape(1))
+            self._steps.append(trainer.global_step)
         if 0 < trainer.max_steps <= trainer.global_step:
             trainer.should_stop = True
+        if trainer.should_stop or len(self._losses) >= max(1, trainer.log_every_n_steps):
+            self._check(trainer)
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._check(trainer)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._check(trainer)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.sanity_checking and trainer.state.fn == TrainerFn.FITTING:
             self.validated_at = trainer.global_step
 
+    def _check(self, trainer: L.Trainer) -> None:
+        if self._losses:
+            losses, steps = torch.cat(self._losses), self._steps
+            self._losses, self._steps = [], []
+            check_finite(losses, steps, trainer)
 
-def check_finite(losses: torch.Tensor, first_step: int, trainer: L.Trainer) -> None:
-    """Raise Diverged at the first NaN or infinite value of `losses`, the losses of the steps
-    from `first_step` on (counted from 1), naming the last checkpoint saved before it."""
+
+def check_finite(losses: torch.Tensor, steps: list[int], trainer: L.Trainer) -> None:
+    """Raise Diverged at the first NaN or infinite value of `losses`, the losses of `steps`
+    (optimizer steps, counted from 1), naming the last checkpoint saved before it."""
     finite = torch.isfinite(losses)
     if bool(finite.all()):
         return
     bad = int((~finite).nonzero()[0])
-    raise Diverged(first_step + bad, "train/loss", float(losses[bad]), last_saved(trainer))
+    raise Diverged(steps[bad], "train/loss", float(losses[bad]), last_saved(trainer))
 
 
 def last_saved(trainer: L.Trainer) -> str | None:

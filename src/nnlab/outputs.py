@@ -190,7 +190,7 @@ def print_summary(
     console = Console(soft_wrap=True)
     if one_line:
         scores = "  ".join(
-            f"{k} {v:.4f}" for k, v in sorted(metrics.items()) if k.startswith("val/")
+            f"{k} {v:.4f}" for k, v in sorted(metrics.items()) if k.startswith(("val/", "val_"))
         )
         console.print(f"{run_dir.name}: {status} in {seconds:.1f} s  {scores}", highlight=False)
         return

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from nnlab import layout
 from nnlab.callbacks import GracefulStop, TrainingGuard
-from nnlab.checks import BadValue, check_int
+from nnlab.checks import BadValue, check_int, check_writable
 from nnlab.errors import ConfigError
 from nnlab.instantiate import instantiate
 from nnlab.progress import progress_bar
@@ -44,6 +45,7 @@ TRAINER_INTEGERS = {
     "check_val_every_n_epoch": 1,
     "log_every_n_steps": 0,
     "num_sanity_val_steps": -1,
+    "accumulate_grad_batches": 1,
 }
 
 
@@ -74,22 +76,28 @@ def build_run(cfg: DictConfig) -> Run:
         quiet_console()
     _check_top_level_keys(cfg)
     threads = cfg.get("threads")
-    threads = configure_threads(None if threads is None else check_key("threads", threads, 1))
+    threads = configure_threads(
+        None if threads is None else checked(check_int, "threads", threads, minimum=1)
+    )
     if cfg.get("seed") is not None:
-        seed = check_key("seed", cfg.seed, 0)
+        seed = checked(check_int, "seed", cfg.seed, minimum=0)
         if seed > MAX_SEED:  # numpy's limit, which Lightning's seed_everything enforces late
             raise ConfigError("seed", seed, f"expected an integer <= {MAX_SEED}")
         L.seed_everything(seed, workers=True, verbose=False)
     datamodule = instantiate(cfg, "data")
     task = instantiate(cfg, "task")
     _check_shapes(datamodule, getattr(task, "network", None))
+    for name, node in (cfg.get("logger") or {}).items():
+        if node.get("save_dir"):  # a logger writes there only at its first value: check now
+            checked(check_writable, f"logger.{name}.save_dir", str(node.save_dir))
     loggers = [instantiate(cfg, f"logger.{name}") for name in cfg.get("logger") or {}]
     callbacks = [instantiate(cfg, f"callbacks.{name}") for name in cfg.get("callbacks") or {}]
     checkpoints = next(
         (Path(c.dirpath) for c in callbacks if isinstance(c, ModelCheckpoint) and c.dirpath),
         Path(cfg.paths.output_dir) / layout.CHECKPOINTS,
     )
-    callbacks += [GracefulStop(checkpoints / "last.ckpt"), TrainingGuard()]
+    # The guard first: it checks the losses before GracefulStop saves on a signal.
+    callbacks += [TrainingGuard(), GracefulStop(checkpoints / "last.ckpt")]
     trainer_cfg = cfg.trainer
     _check_trainer(trainer_cfg)
     # Without a ModelCheckpoint among the callbacks, Lightning would add its own.
@@ -137,12 +145,18 @@ def _check_trainer(trainer_cfg: DictConfig) -> None:
 
     for key, minimum in TRAINER_INTEGERS.items():
         if trainer_cfg.get(key) is not None:
-            check_key(f"trainer.{key}", trainer_cfg[key], minimum)
+            checked(check_int, f"trainer.{key}", trainer_cfg[key], minimum=minimum)
     max_steps = trainer_cfg.get("max_steps", -1)
     if trainer_cfg.get("max_epochs") in (None, -1) and not trainer_cfg.get("fast_dev_run"):
-        check_key("trainer.max_steps", max_steps, 1)
+        checked(check_int, "trainer.max_steps", max_steps, minimum=1)
     else:
-        check_key("trainer.max_steps", max_steps, -1)
+        checked(check_int, "trainer.max_steps", max_steps, minimum=-1)
+    interval = trainer_cfg.get("val_check_interval")
+    if isinstance(interval, float):  # a share of the epoch; an int counts batches
+        if not 0 < interval <= 1:
+            raise ConfigError("trainer.val_check_interval", interval, "expected a share in (0, 1]")
+    elif interval is not None:
+        checked(check_int, "trainer.val_check_interval", interval, minimum=1)
     devices = trainer_cfg.get("devices", 1)
     if devices not in (1, "1", "auto") and in_joblib_sweep():
         raise ConfigError(
@@ -160,9 +174,9 @@ def _check_trainer(trainer_cfg: DictConfig) -> None:
         )
 
 
-def check_key(key: str, value: Any, minimum: int) -> int:
-    """check_int for a config key outside any instantiated node, as a ConfigError."""
+def checked(check: Callable[..., Any], key: str, *args: Any, **kwargs: Any) -> Any:
+    """A nnlab.checks function on a key outside any instantiated node: BadValue as ConfigError."""
     try:
-        return check_int(key, value, minimum=minimum)
+        return check(key, *args, **kwargs)
     except BadValue as error:
         raise ConfigError.from_bad_value(error) from None

@@ -48,10 +48,8 @@ def train(cfg: DictConfig):
         _refuse_a_search_without_multirun()
         run = record.run = build_run(cfg)
         trainer, task, datamodule = run.trainer, run.task, run.datamodule
-        ckpt_path = cfg.get("ckpt_path")
-        if ckpt_path:
-            checkpoints.read(ckpt_path, "ckpt_path")
-        elif cfg.get("init_from"):
+        ckpt_path = cfg.get("ckpt_path")  # checked by nnlab.resume before Hydra ran
+        if not ckpt_path and cfg.get("init_from"):
             start = checkpoints.locate(cfg.init_from, "init_from")
             checkpoints.load_weights(task, start, "init_from")
             log.info("Starting from the weights of %s", start)

@@ -94,7 +94,8 @@ class StepsPerBatch(Task):
             if trainer.should_stop:  # a stop signal: end after this step
                 break
         if losses:  # checked once per batch: reading a value back from a GPU waits for it
-            check_finite(torch.stack(losses), first_step, trainer)
+            steps = list(range(first_step, first_step + len(losses)))
+            check_finite(torch.stack(losses), steps, trainer)
 
     def _refuse_what_plain_steps_cannot_honour(self) -> None:
         trainer = self.trainer
