@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -9,7 +10,9 @@ import signal
 import subprocess
 import sys
 import time
+import traceback
 from collections.abc import Callable
+from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +26,8 @@ from nnlab.train import CONFIG_DIR
 # commands the tests start, so that workers do not fight over cores.
 os.environ.setdefault("NNLAB_THREADS", "1")
 
+Completed = subprocess.CompletedProcess
+
 
 def read_metrics(run_dir: Path) -> dict:
     return json.loads((run_dir / "metrics.json").read_text())
@@ -33,9 +38,7 @@ def run_dirs(log_dir: Path) -> list[Path]:
     return sorted(path.parent for path in log_dir.rglob(".hydra"))
 
 
-def only_run(
-    cli: Callable[..., subprocess.CompletedProcess], log_dir: Path, *overrides: str
-) -> Path:
+def only_run(cli: Callable[..., Completed], log_dir: Path, *overrides: str) -> Path:
     """Run the command with its runs in `log_dir`, which then holds exactly one: its dir."""
     result = cli(*overrides, f"paths.log_dir={log_dir}")
     assert result.returncode == 0, result.stderr
@@ -72,11 +75,77 @@ def is_finite_number(value: object) -> bool:
     return isinstance(value, float) and math.isfinite(value)
 
 
-@pytest.fixture
-def cli(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess]:
-    """Run `python -m nnlab.train` with overrides; runs land in tmp_path/logs."""
+def run_command(main: Callable[[], object], arguments: list[str], cwd: Path) -> Completed:
+    """Run one of nnlab's commands (its `main`) in this process, as its console script runs it:
+    `arguments` as the command line, in `cwd`. Its exit status, stdout and stderr, as
+    subprocess.run gives them, without paying a new process's ~5 s of imports.
 
-    def run(*overrides: str, multirun: bool = False) -> subprocess.CompletedProcess:
+    What the command changes in this process is put back: the environment, the working
+    directory, sys.argv, torch's threads, the root logger's handlers and Hydra's global state.
+    """
+    from hydra.core.global_hydra import GlobalHydra
+
+    from nnlab.runtime import restored_process_state
+
+    stdout, stderr = io.StringIO(), io.StringIO()
+    environ, argv, before = dict(os.environ), list(sys.argv), Path.cwd()
+    sys.argv = ["nnlab", *arguments]
+    os.chdir(cwd)
+    try:
+        with restored_process_state(), redirect_stdout(stdout), redirect_stderr(stderr):
+            status = _exit_status(main)
+    finally:
+        GlobalHydra.instance().clear()
+        os.environ.clear()
+        os.environ.update(environ)
+        sys.argv = argv
+        os.chdir(before)
+    return Completed(arguments, status, stdout.getvalue(), stderr.getvalue())
+
+
+def _exit_status(main: Callable[[], object]) -> int:
+    """The status the interpreter would exit with after `main()`, printing what it would."""
+    try:
+        main()
+    except SystemExit as exit:
+        if exit.code is None or isinstance(exit.code, int):
+            return exit.code or 0
+        print(exit.code, file=sys.stderr)
+        return 1
+    except Exception:  # the interpreter's own end: the traceback, and status 1
+        traceback.print_exc()
+        return 1
+    return 0
+
+
+@pytest.fixture
+def cli(tmp_path: Path) -> Callable[..., Completed]:
+    """Run `nnlab-train` with overrides, in this process; runs land in tmp_path/logs.
+
+    A sweep (`multirun=True`) runs its jobs one after another here (Hydra's basic launcher)
+    unless the overrides name a launcher: `process_cli` tests the parallel one.
+    """
+    from nnlab.train import main
+
+    def run(*overrides: str, multirun: bool = False) -> Completed:
+        launcher = (
+            []
+            if any(o.startswith("hydra/launcher=") for o in overrides)
+            else ["hydra/launcher=basic"]
+        )
+        flags = ["-m", *launcher] if multirun else []
+        arguments = [*flags, f"paths.log_dir={tmp_path / 'logs'}", *overrides]
+        return run_command(main, arguments, tmp_path)
+
+    return run
+
+
+@pytest.fixture
+def process_cli(tmp_path: Path) -> Callable[..., Completed]:
+    """Run `python -m nnlab.train` with overrides in a new process; runs land in tmp_path/logs.
+    For what only a process shows: signals, parallel workers, DDP, the console as printed."""
+
+    def run(*overrides: str, multirun: bool = False) -> Completed:
         command = [sys.executable, "-m", "nnlab.train", *(["-m"] if multirun else [])]
         command += [f"paths.log_dir={tmp_path / 'logs'}", *overrides]
         return subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=900)

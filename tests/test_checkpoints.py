@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import read_metrics
+from conftest import read_metrics, run_command
 
 from nnlab.api import load_run, train
 from nnlab.errors import ConfigError
+from nnlab.eval import main as eval_main
 
 
 class Payload:
@@ -44,14 +43,7 @@ def test_the_hostile_file_really_runs_code_when_unpickled(tmp_path):
 def test_nnlab_eval_refuses_a_hostile_checkpoint_with_exit_2(finished_run, tmp_path):
     marker = tmp_path / "marker"
     evil = hostile_checkpoint(tmp_path / "evil.ckpt", marker)
-    command = [
-        sys.executable,
-        "-m",
-        "nnlab.eval",
-        f"run_dir={finished_run.run_dir}",
-        f"ckpt={evil}",
-    ]
-    result = subprocess.run(command, capture_output=True, text=True)
+    result = run_command(eval_main, [f"run_dir={finished_run.run_dir}", f"ckpt={evil}"], tmp_path)
     assert result.returncode == 2
     refused = "refused: it holds Python objects beyond weights (it names getattr"
     assert f"nnlab-eval: bad config ckpt='{evil}': {refused}" in result.stderr

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
-from conftest import read_metrics, run_dirs
+from conftest import read_metrics, run_command, run_dirs
 
 from nnlab.errors import ConfigError
 from nnlab.eval import evaluate, load_config
+from nnlab.eval import main as eval_main
 
 
 def test_eval_reproduces_the_runs_test_metrics_and_leaves_its_files_alone(cli, tmp_path):
@@ -39,8 +37,7 @@ def test_eval_reproduces_the_runs_test_metrics_and_leaves_its_files_alone(cli, t
 
 
 def test_eval_names_what_is_wrong(tmp_path):
-    command = [sys.executable, "-m", "nnlab.eval", f"run_dir={tmp_path}"]
-    result = subprocess.run(command, capture_output=True, text=True)
+    result = run_command(eval_main, [f"run_dir={tmp_path}"], tmp_path)
     assert result.returncode == 2
     assert f"nnlab-eval: bad config run_dir='{tmp_path}': not an nnlab run dir" in result.stderr
     assert "Traceback" not in result.stderr

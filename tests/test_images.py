@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import gzip
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import blocky_digits, trained, write_idx
+from conftest import blocky_digits, run_command, trained, write_idx
 
+from nnlab.compare import main as compare_main
 from nnlab.data import images
 from nnlab.data.images import ImageDataModule
 from nnlab.errors import DataNotFound
@@ -196,12 +195,8 @@ def test_compare_command_prints_the_verdict(tmp_path):
             target=target,
             predicted=predicted,
         )
-    result = subprocess.run(
-        [sys.executable, "-m", "nnlab.compare", str(tmp_path / "a"), str(tmp_path / "b")],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    result = run_command(compare_main, [str(tmp_path / "a"), str(tmp_path / "b")], tmp_path)
+    assert result.returncode == 0, result.stderr
     assert (
         "test accuracy 0.8500 (850/1000)" in result.stdout
         and "test accuracy 0.9800" in result.stdout

@@ -7,7 +7,6 @@ nnlab's configs through `hydra.searchpath`.
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from pathlib import Path
 
@@ -63,7 +62,9 @@ def test_a_plain_lightning_module_gets_a_run_dir_metrics_checkpoints_and_hparams
     assert {"val_acc", "test_acc", "train_loss"} <= columns
 
 
-def test_a_plain_module_resumes_after_sigterm_and_nnlab_eval_tests_it_again(own_code, tmp_path):
+def test_a_plain_module_resumes_after_sigterm_and_nnlab_eval_tests_it_again(
+    own_code, cli, tmp_path
+):
     logs = tmp_path / "logs"
     overrides = [SEARCHPATH, "experiment=moons_lightning", "trainer.max_epochs=120"]
     command = [sys.executable, "-m", "nnlab.train", f"paths.log_dir={logs}", *overrides]
@@ -71,9 +72,7 @@ def test_a_plain_module_resumes_after_sigterm_and_nnlab_eval_tests_it_again(own_
     stopped = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
     assert 0 < stopped < 120 * 16
 
-    resumed = subprocess.run(
-        [*command, "ckpt_path=last"], cwd=tmp_path, capture_output=True, text=True
-    )
+    resumed = cli(*overrides, "ckpt_path=last")
     assert resumed.returncode == 0, resumed.stderr
     assert run_dirs(logs) == [run_dir]
     finished = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
@@ -85,25 +84,14 @@ def test_a_plain_module_resumes_after_sigterm_and_nnlab_eval_tests_it_again(own_
     assert again["test_acc"] == pytest.approx(metrics["test_acc"])
 
 
-def test_a_plain_module_sweeps_and_is_searched_by_optuna(own_code, tmp_path):
-    base = [sys.executable, "-m", "nnlab.train", "-m", f"paths.log_dir={tmp_path / 'logs'}"]
-    base += [SEARCHPATH, "trainer.max_epochs=2"]
-    sweep = subprocess.run(
-        [*base, "experiment=moons_lightning", "task.hidden=4,8"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-    )
+def test_a_plain_module_sweeps_and_is_searched_by_optuna(own_code, cli, tmp_path):
+    base = [SEARCHPATH, "trainer.max_epochs=2"]
+    sweep = cli(*base, "experiment=moons_lightning", "task.hidden=4,8", multirun=True)
     assert sweep.returncode == 0, sweep.stderr
     jobs = run_dirs(tmp_path / "logs" / "moons_lightning" / "multiruns")
     assert [read_metrics(job)["status"] for job in jobs] == ["completed", "completed"]
 
-    search = subprocess.run(
-        [*base, "hparams_search=moons_optuna", "hydra.sweeper.n_trials=2", "hydra/launcher=basic"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-    )
+    search = cli(*base, "hparams_search=moons_optuna", "hydra.sweeper.n_trials=2", multirun=True)
     assert search.returncode == 0, search.stderr
     storage = tmp_path / "logs" / "moons_lightning" / "searches" / "moons_optuna.db"
     study = optuna.load_study(study_name="moons_optuna", storage=f"sqlite:///{storage}")

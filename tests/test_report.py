@@ -15,7 +15,6 @@ def test_report_tabulates_a_sweep_and_plots_its_metric(cli, tmp_path):
         "trainer.max_steps=200",
         "model.hidden_nodes=1,3,-1",  # -1 is a bad value: that job fails, the others complete
         "seed=0,1",
-        "hydra.launcher.n_jobs=2",
         multirun=True,
     )
     assert result.returncode != 0  # Hydra reports the failed jobs once the sweep is done

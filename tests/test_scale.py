@@ -9,11 +9,13 @@ from conftest import assert_same_completed_metrics, only_run, read_metrics, run_
 from nnlab.errors import ConfigError
 
 
-def test_ddp_on_two_cpu_processes_writes_one_run_dir_with_single_process_metrics(cli, tmp_path):
+def test_ddp_on_two_cpu_processes_writes_one_run_dir_with_single_process_metrics(
+    cli, process_cli, tmp_path
+):
     # One optimizer step per batch, the standard contract that Lightning's DDP strategy runs.
     overrides = ["experiment=rings", "trainer.max_steps=150", "task.steps_per_batch=1"]
     overrides += ["model.hidden_nodes=4", "trainer.val_check_interval=50"]
-    ddp_dir = only_run(cli, tmp_path / "ddp", *overrides, "trainer=ddp_cpu")
+    ddp_dir = only_run(process_cli, tmp_path / "ddp", *overrides, "trainer=ddp_cpu")
     assert not (tmp_path / "logs").exists()  # one run dir, not one per process
     single_dir = only_run(cli, tmp_path / "single", *overrides)
     # both processes see the full batch; DDP averages their identical gradients
@@ -44,7 +46,9 @@ def test_submitit_local_launcher_runs_a_two_job_sweep(cli, tmp_path):
 
 
 def test_ddp_inside_a_parallel_sweep_is_refused_with_what_to_use(cli):
-    result = cli("trainer=ddp_cpu", "model.hidden_nodes=1,2", multirun=True)
+    result = cli(
+        "hydra/launcher=parallel", "trainer=ddp_cpu", "model.hidden_nodes=1,2", multirun=True
+    )
     assert result.returncode == 1  # the jobs fail, so the sweep does (Hydra's status)
     assert "bad config trainer.devices=2: DDP starts its own processes" in result.stderr
     assert "hydra/launcher=slurm" in result.stderr

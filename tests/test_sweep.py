@@ -8,8 +8,8 @@ from conftest import read_metrics, run_dirs
 from nnlab.runtime import available_cores
 
 
-def test_sweep_writes_one_run_dir_per_job(cli, tmp_path):
-    result = cli(
+def test_sweep_writes_one_run_dir_per_job(process_cli, tmp_path):
+    result = process_cli(  # a new process: the workers' lines reach its console
         "experiment=rings",
         "trainer.max_steps=300",
         "model.hidden_nodes=1,2",

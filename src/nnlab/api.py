@@ -15,9 +15,7 @@ Sweeps (`-m`) stay on the command line; in Python, loop over `train`.
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 
 from hydra import initialize_config_dir
@@ -29,6 +27,7 @@ from nnlab import layout
 from nnlab.cli import COMPOSITION_ERRORS, composition_error
 from nnlab.errors import ConfigError
 from nnlab.run import Run
+from nnlab.runtime import restored_process_state
 from nnlab.train import CONFIG_DIR
 from nnlab.train import train as train_config
 
@@ -50,7 +49,7 @@ def train(overrides: Sequence[str] = ()) -> Run:
         raise ConfigError("overrides", overrides, "flags (-m, --cfg ...) are the command line's")
     arguments = resume_arguments(overrides, CONFIG_DIR)
     with (
-        _restored_state(),
+        restored_process_state(),
         initialize_config_dir(str(CONFIG_DIR), version_base="1.3", job_name="train"),
     ):
         loader = GlobalHydra.instance().config_loader()
@@ -92,22 +91,3 @@ def load_run(run_dir: str | Path, ckpt: str = "best") -> Run:
     metrics = layout.read_metrics(run_dir)
     metrics.pop("status", None)
     return Run(cfg, run_dir, datamodule, task, None, metrics)
-
-
-@contextmanager
-def _restored_state() -> Iterator[None]:
-    """Give back what a run changes in the calling process: torch's threads (a run sets its
-    own) and the root logger's handlers (Hydra points them at the run's train.log)."""
-    import torch
-
-    threads = torch.get_num_threads()
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-        for handler in root.handlers:
-            if handler not in handlers:
-                handler.close()
-        root.handlers[:], root.level = handlers, level

@@ -7,6 +7,8 @@ import os
 import secrets
 import sys
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -172,3 +174,22 @@ def prepare_ddp_children(trainer: Any, run_dir: Path) -> None:
         return
     overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
     sys.argv[1:] = [*overrides, f"hydra.run.dir={quoted(str(run_dir))}", "hydra.output_subdir=null"]
+
+
+@contextmanager
+def restored_process_state() -> Iterator[None]:
+    """Give back what a run changes in the calling process: torch's threads (a run sets its
+    own) and the root logger's handlers (Hydra points them at the run's train.log)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        for handler in root.handlers:
+            if handler not in handlers:
+                handler.close()
+        root.handlers[:], root.level = handlers, level
