@@ -36,6 +36,7 @@ test: $(READY) lint
 bench: $(READY)
 	$(BIN)/python benchmarks/rings.py $(ARGS)
 	$(BIN)/python benchmarks/images.py $(ARGS)
+	$(BIN)/python benchmarks/cli.py
 
 lint: $(READY)
 	$(BIN)/ruff check src tests benchmarks examples

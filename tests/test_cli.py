@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 
 import yaml
 from conftest import is_finite_number, read_metrics, run_dirs
@@ -69,3 +71,34 @@ def _hparams_session_start(events: EventAccumulator) -> plugin_data_pb2.SessionS
 def test_run_stamps_differ_within_the_same_second():
     stamps = {run_stamp() for _ in range(50)}
     assert len(stamps) == 50
+
+
+IMPORTS_AFTER = """
+import sys
+from nnlab.train import main
+sys.argv = ["nnlab-train", *sys.argv[1:]]
+status = 0
+try:
+    main()
+except SystemExit as exit:
+    status = exit.code
+print("exit", status, "torch" in sys.modules, "lightning" in sys.modules, file=sys.stderr)
+"""
+
+
+def test_the_command_line_answers_before_importing_torch_or_lightning(tmp_path):
+    # Speed is measured in benchmarks/cli.py; here, what makes it fast: nothing heavy loaded.
+    cases = [
+        (
+            ["--cfg", "job", "experiment=rings", "model.hidden_nodes=7"],
+            "exit 0",
+            "hidden_nodes: 7",
+        ),
+        (["experiment=rings", "trainer.max_steps=-5"], "exit 2", "trainer.max_steps=-5: expected"),
+        (["experiment=rings", "seed=4294967296"], "exit 2", "seed=4294967296: expected an integer"),
+    ]
+    for arguments, status, shown in cases:
+        command = [sys.executable, "-c", IMPORTS_AFTER, *arguments, f"paths.log_dir={tmp_path}"]
+        result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path)
+        assert f"{status} False False" in result.stderr, result.stderr
+        assert shown in result.stdout + result.stderr

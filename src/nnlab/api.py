@@ -26,6 +26,7 @@ from hydra.types import HydraContext, RunMode
 from nnlab import layout
 from nnlab.cli import COMPOSITION_ERRORS, composition_error
 from nnlab.errors import ConfigError
+from nnlab.overrides import command_line
 from nnlab.run import Run
 from nnlab.runtime import restored_process_state
 from nnlab.train import CONFIG_DIR
@@ -45,7 +46,7 @@ def train(overrides: Sequence[str] = ()) -> Run:
     from nnlab.resume import resume_arguments
 
     overrides = list(overrides)
-    if any(o.startswith("-") for o in overrides):
+    if command_line(overrides).flags:
         raise ConfigError("overrides", overrides, "flags (-m, --cfg ...) are the command line's")
     arguments = resume_arguments(overrides, CONFIG_DIR)
     with (

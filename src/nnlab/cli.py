@@ -21,9 +21,8 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 
 from nnlab.checks import NO_VALUE
 from nnlab.errors import FULL_ERROR, USER_FULL_ERROR, ConfigError, RunStopped, full_error, stop
-from nnlab.overrides import key_of, parse, values
+from nnlab.overrides import command_line, key_of, parse, values
 
-MULTIRUN_FLAGS = ("-m", "--multirun")
 COMPOSITION_ERRORS = (ConfigCompositionException, MissingConfigException, OverrideParseException)
 
 
@@ -32,13 +31,14 @@ def run_hydra(hydra_main: Callable[[], object], arguments: list[str], config_dir
     os.environ.setdefault(USER_FULL_ERROR, "1" if full_error() else "0")
     os.environ[FULL_ERROR] = "1"
     sys.argv[1:] = ["--config-dir", str(config_dir), *arguments]
-    overrides = [a for a in arguments if not a.startswith("-")]
+    line = command_line(arguments)
+    overrides = line.overrides
     try:
         hydra_main()
     except COMPOSITION_ERRORS as error:
         stop(composition_error(config_dir, overrides, error))
     except RunStopped as error:
-        if any(flag in arguments for flag in MULTIRUN_FLAGS):
+        if line.multirun:
             # A job of a sweep failed; the others ran. Hydra's status for it is 1.
             print(f"nnlab: a job of the sweep stopped: {error}", file=sys.stderr)
             raise SystemExit(1) from None

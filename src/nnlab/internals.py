@@ -30,3 +30,11 @@ def hydra_callbacks(cfg: Any) -> Any:
     from hydra._internal.callbacks import Callbacks
 
     return Callbacks(cfg)
+
+
+def hydra_argument_parser() -> Any:
+    """The argparse parser of Hydra's command line (`--cfg job`, `-m`, the overrides): nnlab
+    reads a command line as Hydra will, flags with values included."""
+    from hydra._internal.utils import get_args_parser
+
+    return get_args_parser()

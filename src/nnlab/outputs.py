@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # imported where used: a run's metrics.json is written before Lightning loads
+    from lightning.pytorch.loggers import Logger
     from matplotlib.figure import Figure
 
 METRICS_FILE = "metrics.json"
@@ -38,6 +38,8 @@ def write_metrics(run_dir: Path, metrics: Mapping[str, float], status: str) -> P
 
 
 def tensorboard_writers(loggers: Iterable[Logger]) -> list[Any]:
+    from lightning.pytorch.loggers import TensorBoardLogger
+
     return [logger.experiment for logger in loggers if isinstance(logger, TensorBoardLogger)]
 
 

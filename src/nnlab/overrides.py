@@ -7,6 +7,7 @@ and the search all go through here, so `5e-2` is a number and `'a,b'` a string e
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -24,6 +25,31 @@ def parse(overrides: list[str], key: str | None = None) -> list[Override]:
         reason = str(error.message).splitlines()[0]
         name, _, value = (error.override or "").partition("=")
         raise ConfigError(key or name.lstrip("+~"), value, f"cannot parse it: {reason}") from None
+
+
+@dataclass(frozen=True)
+class CommandLine:
+    """A command line as Hydra reads it: its flags (`-m`, `--cfg job`) and its overrides."""
+
+    flags: list[str]
+    overrides: list[str]
+    multirun: bool
+
+
+def command_line(arguments: list[str]) -> CommandLine:
+    """Split `arguments` with Hydra's own argument parser, so that `--cfg job` is one flag
+    and its value, not an override `job`. An unknown flag exits 2 with argparse's message."""
+    from nnlab.internals import hydra_argument_parser
+
+    parsed, _ = hydra_argument_parser().parse_known_args(arguments)
+    overrides = list(parsed.overrides)
+    flags, remaining = [], list(overrides)
+    for argument in arguments:
+        if remaining and argument == remaining[0]:
+            remaining.pop(0)
+        else:
+            flags.append(argument)
+    return CommandLine(flags, overrides, bool(parsed.multirun))
 
 
 def key_of(override: str) -> str:

@@ -12,14 +12,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import lightning as L
-from lightning.pytorch.utilities.model_helpers import is_overridden
+from typing import TYPE_CHECKING
 
 from nnlab import outputs
 from nnlab.errors import RunStopped
-from nnlab.run import Run
 from nnlab.runtime import is_multirun
+
+if TYPE_CHECKING:  # imported where used: `recording` starts before Lightning is loaded
+    import lightning as L
+
+    from nnlab.run import Run
 
 log = logging.getLogger("nnlab")
 NOT_METRICS = ("step", "epoch")  # Lightning's x-axis values, logged beside the metrics
@@ -44,6 +46,8 @@ def latest_metrics(trainer: L.Trainer) -> dict[str, float]:
 
 def has_stage(run: Run, step: str, loader: str) -> bool:
     """Whether the module defines `step` (test_step) and the data `loader` (test_dataloader)."""
+    from lightning.pytorch.utilities.model_helpers import is_overridden
+
     return is_overridden(step, run.task) and is_overridden(loader, run.datamodule)
 
 

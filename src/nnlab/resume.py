@@ -17,18 +17,19 @@ from pathlib import Path
 import yaml
 
 from nnlab import checkpoints, layout
-from nnlab.cli import MULTIRUN_FLAGS, compose_once
+from nnlab.cli import compose_once
 from nnlab.errors import ConfigError
-from nnlab.overrides import key_of, quoted, values
+from nnlab.overrides import command_line, key_of, quoted, values
 from nnlab.runtime import run_stamp
 
 
 def resume_arguments(arguments: list[str], config_dir: Path) -> list[str]:
     """`arguments`, rewritten to resume a run in place when they hold a `ckpt_path=`."""
-    overrides = [a for a in arguments if not a.startswith("-")]
+    line = command_line(arguments)
+    overrides = line.overrides
     if values(overrides).get("ckpt_path") in (None, "null"):
         return arguments
-    if any(flag in arguments for flag in MULTIRUN_FLAGS):
+    if line.multirun:
         ckpt_path = values(overrides)["ckpt_path"]
         raise ConfigError("ckpt_path", ckpt_path, "resume runs one at a time, without -m")
     cfg = compose_once(config_dir, overrides)
@@ -38,9 +39,8 @@ def resume_arguments(arguments: list[str], config_dir: Path) -> list[str]:
     new = [o for o in overrides if key_of(o) != "ckpt_path"]
     replaced = {key_of(o) for o in new} | {"ckpt_path"}
     kept = [o for o in original if key_of(o) not in replaced]
-    flags = [a for a in arguments if a.startswith("-")]
     return [
-        *flags,
+        *line.flags,
         *kept,
         *new,
         f"ckpt_path={quoted(str(checkpoint))}",

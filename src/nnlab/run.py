@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,13 +13,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from nnlab import layout
 from nnlab.callbacks import GracefulStop, TrainingGuard
-from nnlab.checks import BadValue, check_int, check_writable
+from nnlab.config_checks import check_config
 from nnlab.errors import ConfigError
 from nnlab.instantiate import instantiate
 from nnlab.progress import progress_bar
 from nnlab.runtime import (
     configure_threads,
-    in_joblib_sweep,
     is_multirun,
     quiet_console,
     restore_nvml_check,
@@ -28,25 +26,6 @@ from nnlab.runtime import (
 )
 
 log = logging.getLogger("nnlab")
-
-# The top-level keys of conf/train.yaml: anything else is a typo (+seeds=0,1,2 would sweep nothing).
-TOP_LEVEL_KEYS = (
-    "task_name", "seed", "threads", "ckpt_path", "init_from",
-    "paths", "data", "model", "task", "optimizer", "trainer", "logger", "callbacks",
-)  # fmt: skip
-
-MAX_SEED = 2**32 - 1
-
-# Trainer counts that Lightning checks with bare asserts, and their smallest allowed values.
-TRAINER_INTEGERS = {
-    "max_epochs": -1,
-    "min_epochs": 0,
-    "min_steps": -1,
-    "check_val_every_n_epoch": 1,
-    "log_every_n_steps": 0,
-    "num_sanity_val_steps": -1,
-    "accumulate_grad_batches": 1,
-}
 
 
 @dataclass
@@ -74,22 +53,13 @@ def build_run(cfg: DictConfig) -> Run:
     route_lightning_logs()
     if is_multirun():
         quiet_console()
-    _check_top_level_keys(cfg)
-    threads = cfg.get("threads")
-    threads = configure_threads(
-        None if threads is None else checked(check_int, "threads", threads, minimum=1)
-    )
+    check_config(cfg)  # done already by nnlab-train; here for a caller of build_run
+    threads = configure_threads(cfg.get("threads"))
     if cfg.get("seed") is not None:
-        seed = checked(check_int, "seed", cfg.seed, minimum=0)
-        if seed > MAX_SEED:  # numpy's limit, which Lightning's seed_everything enforces late
-            raise ConfigError("seed", seed, f"expected an integer <= {MAX_SEED}")
-        L.seed_everything(seed, workers=True, verbose=False)
+        L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = instantiate(cfg, "data")
     task = instantiate(cfg, "task")
     _check_shapes(datamodule, getattr(task, "network", None))
-    for name, node in (cfg.get("logger") or {}).items():
-        if node.get("save_dir"):  # a logger writes there only at its first value: check now
-            checked(check_writable, f"logger.{name}.save_dir", str(node.save_dir))
     loggers = [instantiate(cfg, f"logger.{name}") for name in cfg.get("logger") or {}]
     callbacks = [instantiate(cfg, f"callbacks.{name}") for name in cfg.get("callbacks") or {}]
     checkpoints = next(
@@ -99,7 +69,7 @@ def build_run(cfg: DictConfig) -> Run:
     # The guard first: it checks the losses before GracefulStop saves on a signal.
     callbacks += [TrainingGuard(), GracefulStop(checkpoints / "last.ckpt")]
     trainer_cfg = cfg.trainer
-    _check_trainer(trainer_cfg)
+    _check_accelerator(trainer_cfg)
     # Without a ModelCheckpoint among the callbacks, Lightning would add its own.
     settings = {"enable_checkpointing": any(isinstance(c, ModelCheckpoint) for c in callbacks)}
     if is_multirun():  # parallel jobs share one terminal: no progress bars or summary tables
@@ -116,15 +86,6 @@ def training_guard(trainer: L.Trainer) -> TrainingGuard:
     return next(c for c in trainer.callbacks if isinstance(c, TrainingGuard))
 
 
-def _check_top_level_keys(cfg: DictConfig) -> None:
-    for key in cfg:
-        if key not in TOP_LEVEL_KEYS:
-            allowed = ", ".join(TOP_LEVEL_KEYS)
-            raise ConfigError(
-                str(key), cfg[key], f"unknown top-level key; the config has: {allowed}"
-            )
-
-
 def _check_shapes(datamodule: Any, network: Any) -> None:
     """The data's inputs must fit the network's first layer (data=wave with an MLP for rings
     would otherwise fail at the first step, with a matrix-shape error)."""
@@ -138,33 +99,10 @@ def _check_shapes(datamodule: Any, network: Any) -> None:
         )
 
 
-def _check_trainer(trainer_cfg: DictConfig) -> None:
-    """Counts that Lightning checks with bare asserts; a budget (-1 steps, no limit, only with
-    an epoch limit); DDP inside a joblib sweep; a GPU that is not there."""
+def _check_accelerator(trainer_cfg: DictConfig) -> None:
+    """A GPU that is not there (asking torch, so after the imports)."""
     import torch
 
-    for key, minimum in TRAINER_INTEGERS.items():
-        if trainer_cfg.get(key) is not None:
-            checked(check_int, f"trainer.{key}", trainer_cfg[key], minimum=minimum)
-    max_steps = trainer_cfg.get("max_steps", -1)
-    if trainer_cfg.get("max_epochs") in (None, -1) and not trainer_cfg.get("fast_dev_run"):
-        checked(check_int, "trainer.max_steps", max_steps, minimum=1)
-    else:
-        checked(check_int, "trainer.max_steps", max_steps, minimum=-1)
-    interval = trainer_cfg.get("val_check_interval")
-    if isinstance(interval, float):  # a share of the epoch; an int counts batches
-        if not 0 < interval <= 1:
-            raise ConfigError("trainer.val_check_interval", interval, "expected a share in (0, 1]")
-    elif interval is not None:
-        checked(check_int, "trainer.val_check_interval", interval, minimum=1)
-    devices = trainer_cfg.get("devices", 1)
-    if devices not in (1, "1", "auto") and in_joblib_sweep():
-        raise ConfigError(
-            "trainer.devices",
-            devices,
-            "DDP starts its own processes, which a joblib sweep's workers cannot; sweep with "
-            "hydra/launcher=slurm (or basic) instead",
-        )
     if trainer_cfg.get("accelerator") in ("gpu", "cuda") and not torch.cuda.is_available():
         raise ConfigError(
             "trainer.accelerator",
@@ -172,11 +110,3 @@ def _check_trainer(trainer_cfg: DictConfig) -> None:
             "torch sees no CUDA GPU on this machine; use trainer=cpu, or trainer=auto "
             "to take a GPU when there is one",
         )
-
-
-def checked(check: Callable[..., Any], key: str, *args: Any, **kwargs: Any) -> Any:
-    """A nnlab.checks function on a key outside any instantiated node: BadValue as ConfigError."""
-    try:
-        return check(key, *args, **kwargs)
-    except BadValue as error:
-        raise ConfigError.from_bad_value(error) from None

@@ -11,14 +11,20 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from nnlab.cli import run_hydra
+from nnlab.config_checks import check_config
 from nnlab.errors import ConfigError, RunStopped, stop
+from nnlab.record import Record, recording
 from nnlab.runtime import is_multirun, register_resolvers, silence_noise
+
+if TYPE_CHECKING:
+    from nnlab.run import Run
 
 log = logging.getLogger("nnlab")
 register_resolvers()
@@ -29,49 +35,63 @@ CONFIG_DIR = Path(__file__).resolve().parents[2] / "conf"
 SEARCH_NEEDS_MULTIRUN = "a search runs its trials as a sweep: add -m"
 
 
-def train(cfg: DictConfig):
-    """The one path every run takes: build, fit, validate the final weights, test, write results.
+def train(cfg: DictConfig) -> Run:
+    """The one path every run takes: check, build, fit, validate the final weights, test, and
+    write the results.
 
     metrics.json is written however the run ends, with `status` saying how. Returns the Run:
     its config, data module, trained task and trainer, and its final metrics.
     """
-    # torch and Lightning are imported here, not at the top: the command line answers first.
-    from nnlab import checkpoints, outputs
-    from nnlab.record import has_stage, latest_metrics, recording, test_and_analyse
-    from nnlab.run import build_run, training_guard
-    from nnlab.runtime import prepare_ddp_children
-
     silence_noise()
     run_dir = Path(cfg.paths.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)  # Hydra makes it; the compose API does not
     with recording(run_dir, cfg.task_name) as record:
         _refuse_a_search_without_multirun()
-        run = record.run = build_run(cfg)
-        trainer, task, datamodule = run.trainer, run.task, run.datamodule
-        ckpt_path = cfg.get("ckpt_path")  # checked by nnlab.resume before Hydra ran
-        if not ckpt_path and cfg.get("init_from"):
-            start = checkpoints.locate(cfg.init_from, "init_from")
-            checkpoints.load_weights(task, start, "init_from")
-            log.info("Starting from the weights of %s", start)
-        if trainer.is_global_zero and hasattr(task, "metric_names"):
-            outputs.log_hparams(trainer.loggers, cfg, task.metric_names)
-        prepare_ddp_children(trainer, run_dir)
-
-        trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
-        record.metrics.update(latest_metrics(trainer))
-        validated = training_guard(trainer).validated_at == trainer.global_step
-        if (
-            trainer.limit_val_batches
-            and not validated
-            and has_stage(run, "validation_step", "val_dataloader")
-        ):
-            trainer.validate(task, datamodule=datamodule, verbose=False)  # the final weights'
-            record.metrics.update(latest_metrics(trainer))
-        record.metrics.update(test_and_analyse(run, run_dir))
+        check_config(cfg)  # before the seconds of importing torch and Lightning
+        run = record.run = _build(cfg)
+        _fit_and_test(run, record)
     run.metrics = record.metrics
     # Values, not interpolations: ${hydra:...} resolves only while Hydra's job runs.
     run.cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
     return run
+
+
+def _build(cfg: DictConfig) -> Run:
+    """The run's objects, from the weights of `init_from` if it names a run or checkpoint."""
+    from nnlab import checkpoints
+    from nnlab.run import build_run  # torch and Lightning load here, not at the top
+
+    run = build_run(cfg)
+    if not cfg.get("ckpt_path") and cfg.get("init_from"):  # ckpt_path: checked by nnlab.resume
+        start = checkpoints.locate(cfg.init_from, "init_from")
+        checkpoints.load_weights(run.task, start, "init_from")
+        log.info("Starting from the weights of %s", start)
+    return run
+
+
+def _fit_and_test(run: Run, record: Record) -> None:
+    from nnlab import outputs
+    from nnlab.record import has_stage, latest_metrics, test_and_analyse
+    from nnlab.run import training_guard
+    from nnlab.runtime import prepare_ddp_children
+
+    trainer, task, datamodule = run.trainer, run.task, run.datamodule
+    if trainer.is_global_zero and hasattr(task, "metric_names"):
+        outputs.log_hparams(trainer.loggers, run.cfg, task.metric_names)
+    prepare_ddp_children(trainer, run.run_dir)
+
+    ckpt_path = run.cfg.get("ckpt_path")
+    trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    record.metrics.update(latest_metrics(trainer))
+    validated = training_guard(trainer).validated_at == trainer.global_step
+    if (
+        trainer.limit_val_batches
+        and not validated
+        and has_stage(run, "validation_step", "val_dataloader")
+    ):
+        trainer.validate(task, datamodule=datamodule, verbose=False)  # the final weights'
+        record.metrics.update(latest_metrics(trainer))
+    record.metrics.update(test_and_analyse(run, run.run_dir))
 
 
 def _refuse_a_search_without_multirun() -> None:
