@@ -32,7 +32,19 @@ def test_a_run_writes_its_dir_and_prints_where_it_is(cli, tmp_path):
     config = yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text())
     assert config["model"]["hidden_nodes"] == 4
     assert {p.name for p in (run_dir / "checkpoints").iterdir()} == {"best.ckpt", "last.ckpt"}
-    assert (run_dir / "train.log").read_text().count("Instantiating") >= 5
+    log = (run_dir / "train.log").read_text()
+    assert log.count("Instantiating") >= 5 and "GPU available" in log  # train.log has it all
+    # train.log ends with the result: the status, the run dir, then every metric
+    ending = log[log.index("rings: completed in") :]
+    assert f"run dir {run_dir}" in ending
+    assert re.search(rf"  val/acc +{metrics['val/acc']:.6g}\n", ending)
+
+    # The console: the key settings, the bar, the summary; none of Lightning's notices.
+    assert "logs experiment=rings trainer.max_steps=1000 model.hidden_nodes=4\n" in result.stderr
+    assert "RingsTask, MLP network of 17 parameters, RingsDataModule, Adam" in result.stderr
+    assert "1,000 optimizer steps on CPU with 1 torch thread(s)" in result.stderr
+    for noise in ("Instantiating", "GPU available", "TPU", "FLOPs", "Trainer.fit` stopped"):
+        assert noise not in result.stderr + result.stdout
 
     # The summary: final metrics, the run dir, and how to open TensorBoard on it.
     assert f"{metrics['val/acc']:.4f}" in result.stdout

@@ -29,8 +29,9 @@ from omegaconf.errors import OmegaConfBaseException
 
 from nnlab.checks import NO_VALUE, BadValue
 from nnlab.errors import ConfigError
+from nnlab.runtime import DETAILS
 
-log = logging.getLogger("nnlab")
+log = logging.getLogger(DETAILS)
 
 _FULL_KEY = re.compile(r"\nfull_key: (\S+)\s*$")
 _UNKNOWN_ARGUMENT = re.compile(r"got an unexpected keyword argument '(\w+)'")

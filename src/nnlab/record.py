@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from nnlab import outputs
 from nnlab.errors import RunStopped
-from nnlab.runtime import is_multirun
+from nnlab.runtime import DETAILS, is_multirun
 
 if TYPE_CHECKING:  # imported where used: `recording` starts before Lightning is loaded
     import lightning as L
@@ -69,6 +69,16 @@ def test_and_analyse(run: Run, out_dir: Path) -> dict[str, float]:
     return metrics
 
 
+def _log_ending(
+    title: str, status: str, metrics: dict[str, float], out_dir: Path, seconds: float
+) -> None:
+    """How the run ended, its metrics and where it lives, as the last lines of train.log."""
+    details = logging.getLogger(DETAILS)
+    details.info("%s: %s in %.1f s; run dir %s", title, status, seconds, out_dir)
+    for name, value in sorted(metrics.items()):
+        details.info("  %-24s %.6g", name, value)
+
+
 @contextmanager
 def recording(out_dir: Path, title: str, note: str = "") -> Iterator[Record]:
     """metrics.json in `out_dir` however the block ends, its `status` saying how (plus `note`),
@@ -100,8 +110,9 @@ def recording(out_dir: Path, title: str, note: str = "") -> Iterator[Record]:
                 if not hasattr(run.task, "metric_names"):  # no names to register up front
                     outputs.log_hparams(trainer.loggers, run.cfg, sorted(record.metrics))
                 outputs.close_writers(trainer.loggers)
+            seconds = time.perf_counter() - started
+            _log_ending(title, status + note, record.metrics, out_dir, seconds)
             if status == "completed":
-                seconds = time.perf_counter() - started
                 logged = trainer is not None and bool(outputs.tensorboard_writers(trainer.loggers))
                 outputs.print_summary(
                     title, status, record.metrics, out_dir, seconds, is_multirun(), logged

@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
+from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
@@ -18,6 +20,7 @@ from nnlab.errors import ConfigError
 from nnlab.instantiate import instantiate
 from nnlab.progress import progress_bar
 from nnlab.runtime import (
+    DETAILS,
     configure_threads,
     is_multirun,
     quiet_console,
@@ -77,9 +80,49 @@ def build_run(cfg: DictConfig) -> Run:
     if settings.get("enable_progress_bar", trainer_cfg.get("enable_progress_bar", True)):
         callbacks.append(progress_bar(OmegaConf.to_container(trainer_cfg, resolve=True)))
     trainer = instantiate(cfg, "trainer", logger=loggers or False, callbacks=callbacks, **settings)
-    device = trainer.accelerator.__class__.__name__
-    log.info("Running %s on %s with %d torch thread(s)", cfg.task_name, device, threads)
-    return Run(cfg, Path(cfg.paths.output_dir), datamodule, task, trainer)
+    run = Run(cfg, Path(cfg.paths.output_dir), datamodule, task, trainer)
+    _describe(run, threads)
+    return run
+
+
+def _describe(run: Run, threads: int) -> None:
+    """The run's key settings, on the console and in train.log: what the command changed,
+    what was built, the budget and where it runs. The model summary goes to train.log."""
+    from lightning.pytorch.utilities.model_summary import ModelSummary
+
+    cfg, task, trainer = run.cfg, run.task, run.trainer
+    changed = " ".join(HydraConfig.get().overrides.task) if HydraConfig.initialized() else ""
+    log.info("%s: %s", cfg.task_name, changed or "the defaults")
+    network = getattr(task, "network", None)
+    built = [type(task).__name__]
+    if isinstance(network, torch.nn.Module):
+        built.append(f"{type(network).__name__} network of {_parameters(network)} parameters")
+    built.append(type(run.datamodule).__name__)
+    optimizer = cfg.get("optimizer") or {}
+    if optimizer.get("_target_"):
+        lr = f" (lr {optimizer.lr:g})" if isinstance(optimizer.get("lr"), int | float) else ""
+        built.append(f"{optimizer._target_.rpartition('.')[2]}{lr}")
+    log.info("  %s", ", ".join(built))
+    device = type(trainer.accelerator).__name__.removesuffix("Accelerator")
+    devices = f"{trainer.num_devices} {device}s" if trainer.num_devices > 1 else device
+    log.info("  %s on %s with %d torch thread(s)", _budget(cfg.trainer), devices, threads)
+    logging.getLogger(DETAILS).info("Model summary:\n%s", ModelSummary(task, max_depth=2))
+
+
+def _parameters(network: torch.nn.Module) -> str:
+    """The parameter count, `?` while a lazy layer has not seen data."""
+    parameters = list(network.parameters())
+    if any(isinstance(p, torch.nn.parameter.UninitializedParameter) for p in parameters):
+        return "?"
+    return f"{sum(p.numel() for p in parameters):,}"
+
+
+def _budget(trainer_cfg: DictConfig) -> str:
+    if trainer_cfg.get("fast_dev_run"):
+        return "fast_dev_run"
+    if (trainer_cfg.get("max_steps") or -1) > 0:
+        return f"{trainer_cfg.max_steps:,} optimizer steps"
+    return f"{trainer_cfg.get('max_epochs')} epochs"
 
 
 def training_guard(trainer: L.Trainer) -> TrainingGuard:

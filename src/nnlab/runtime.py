@@ -45,6 +45,36 @@ def is_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
+# Lines for train.log only: what was built, Lightning's own notices, the full model summary.
+DETAILS = "nnlab.details"
+
+
+class ConsoleLines(logging.Filter):
+    """What the terminal shows of a run's log: nnlab's own lines and every warning.
+
+    The rest (each object built, Lightning's "GPU available" and "`Trainer.fit` stopped"
+    notices, the model summary) goes to train.log only. Hydra's job_logging config puts this
+    filter on the console handler (conf/hydra/default.yaml).
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.WARNING:
+            return True
+        own = record.name == "nnlab" or record.name.startswith("nnlab.")
+        return own and not record.name.startswith(DETAILS)
+
+
+class ConsoleFormat(logging.Formatter):
+    """Console lines as plain text (train.log keeps timestamps and logger names); a warning
+    or error says what it is."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = super().format(record)
+        if record.levelno >= logging.WARNING:
+            return f"{record.levelname.lower()}: {message}"
+        return message
+
+
 def quiet_console() -> None:
     """Console logs at WARNING and above: a sweep's parallel jobs share one terminal.
 
