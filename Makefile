@@ -3,6 +3,7 @@
 #   make sweep                        # the rings grid: hidden nodes x activations, in parallel
 #   make report DIR=logs/rings/multiruns/<stamp>   # report.md, report.csv, report.png of a sweep
 #   make tensorboard                  # every run in logs/, on http://localhost:6006
+#   make mlflow                       # runs logged with logger=mlflow, on http://127.0.0.1:5000
 
 PYTHON ?= python3
 VENV := .venv
@@ -10,8 +11,10 @@ BIN := $(VENV)/bin
 READY := $(VENV)/.installed
 ARGS ?=
 PORT ?= 6006
+MLFLOW_PORT ?= 5000
+LOGS := $(abspath logs)
 
-.PHONY: setup train sweep report test bench lint format tensorboard clean
+.PHONY: setup train sweep report test bench lint format tensorboard mlflow clean
 
 setup: $(READY)
 
@@ -48,6 +51,11 @@ format: $(READY)
 
 tensorboard: $(READY)
 	$(BIN)/tensorboard --logdir logs --host 127.0.0.1 --port $(PORT)
+
+# MLflow's UI on this machine only (127.0.0.1), over the store that logger=mlflow writes.
+mlflow: $(READY)
+	MLFLOW_DISABLE_TELEMETRY=true $(BIN)/mlflow ui --host 127.0.0.1 --port $(MLFLOW_PORT) --workers 1 \
+	  --backend-store-uri sqlite:///$(LOGS)/mlflow/mlflow.db --default-artifact-root $(LOGS)/mlflow/artifacts
 
 # Removes caches and build files. Runs in logs/ are never deleted by make: remove them yourself.
 clean:

@@ -70,14 +70,21 @@ def test_tensorboard_holds_metrics_per_optimizer_step_figures_and_hparams(cli, t
     assert start.hparams["model.hidden_nodes"].number_value == 3
     assert start.hparams["optimizer.class"].string_value == "Adam"
     assert start.hparams["optimizer.lr"].number_value == 1e-3
+    # The command's own keys lead the columns (TensorBoard ticks the first ones)
+    columns = [info.name for info in _hparams(events, "experiment").hparam_infos]
+    assert columns[:3] == ["experiment", "trainer.max_steps", "model.activation"]
 
 
 def _hparams_session_start(events: EventAccumulator) -> plugin_data_pb2.SessionStartInfo:
+    return _hparams(events, "session_start_info")
+
+
+def _hparams(events: EventAccumulator, field: str) -> object:
     for content in events.PluginTagToContent("hparams").values():
         data = plugin_data_pb2.HParamsPluginData.FromString(content)
-        if data.HasField("session_start_info"):
-            return data.session_start_info
-    raise AssertionError("no hparams session in the event files")
+        if data.HasField(field):
+            return getattr(data, field)
+    raise AssertionError(f"no hparams {field} in the event files")
 
 
 def test_run_stamps_differ_within_the_same_second():

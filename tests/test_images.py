@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import blocky_digits, run_command, trained, write_idx
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from nnlab.compare import main as compare_main
 from nnlab.data import images
@@ -43,6 +44,15 @@ def test_mlp_learns_the_digits_and_reports_classes_mistakes_and_robustness(
     assert accuracy == pytest.approx(metrics["test/acc"])
     figures = {p.stem for p in (run_dir / "figures").iterdir()}
     assert {"confusion_matrix", "robustness"} <= figures
+    per_class = (run_dir / "per_class.csv").read_text().splitlines()
+    assert per_class[0] == "class,test images,accuracy" and len(per_class) == 1 + 10
+
+    # TensorBoard: the breakdowns as one table each, not twenty charts of one point
+    events = EventAccumulator(str(run_dir), size_guidance={"tensors": 0})
+    events.Reload()
+    scalars, texts = events.Tags()["scalars"], events.Tags()["tensors"]
+    assert not [t for t in scalars if t.startswith("robustness/") or "acc_class" in t]
+    assert {"tables/robustness/text_summary", "tables/per_class/text_summary"} <= set(texts)
 
 
 def test_autoencoder_search_finds_neighbours_of_the_same_class(config, tmp_path, tiny_mnist):

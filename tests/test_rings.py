@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from conftest import trained
 
@@ -44,3 +45,26 @@ def test_splits_are_independent_of_each_others_sizes():
     large.setup()
     assert torch.equal(small.splits["test"][0], large.splits["test"][0])
     assert not torch.equal(small.splits["train"][0], large.splits["train"][0][:20])
+
+
+def test_the_3d_hidden_activations_keep_every_label_inside_the_saved_image():
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.text import Text
+
+    from nnlab.plots.rings import hidden_space
+
+    rng = np.random.default_rng(0)
+    for nodes in (3, 5):
+        figure = hidden_space(rng.random((300, nodes)), rng.integers(0, 2, 300))
+        canvas = FigureCanvasAgg(figure)
+        canvas.draw()
+        width, height = canvas.get_width_height()
+        assert width >= 600 and height >= 600  # readable at its saved size
+        renderer = canvas.get_renderer()
+        named = ("node ", "class ", "Hidden")  # axis labels, the legend, the title
+        texts = [t for t in figure.findobj(Text) if t.get_text().startswith(named)]
+        assert {"node 0", "node 1", "node 2", "class 1"} <= {t.get_text() for t in texts}
+        for text in texts:
+            box = text.get_window_extent(renderer)
+            assert box.x0 >= 0 and box.y0 >= 0, text.get_text()
+            assert box.x1 <= width and box.y1 <= height, text.get_text()

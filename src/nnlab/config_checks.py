@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, ListConfig
 
 from nnlab.checks import BadValue, check_int, check_writable
 from nnlab.errors import ConfigError
@@ -18,7 +18,7 @@ from nnlab.runtime import in_joblib_sweep
 
 # The top-level keys of conf/train.yaml: anything else is a typo (+seeds=0,1,2 would sweep nothing).
 TOP_LEVEL_KEYS = (
-    "task_name", "seed", "threads", "ckpt_path", "init_from",
+    "task_name", "tags", "seed", "threads", "ckpt_path", "init_from",
     "paths", "data", "model", "task", "optimizer", "trainer", "logger", "callbacks",
 )  # fmt: skip
 
@@ -45,6 +45,11 @@ def check_config(cfg: DictConfig) -> None:
             raise ConfigError(
                 str(key), cfg[key], f"unknown top-level key; the config has: {allowed}"
             )
+    tags = cfg.get("tags")
+    if tags is not None and not (
+        isinstance(tags, ListConfig) and all(isinstance(t, str | int | float) for t in tags)
+    ):
+        raise ConfigError("tags", tags, "expected a list of words, e.g. tags=[baseline,small]")
     if cfg.get("threads") is not None:
         checked(check_int, "threads", cfg.threads, minimum=1)
     if cfg.get("seed") is not None:

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+from nnlab import trackers
+
 if TYPE_CHECKING:  # imported where used: a run's metrics.json is written before Lightning loads
     from lightning.pytorch.loggers import Logger
     from matplotlib.figure import Figure
@@ -22,13 +24,18 @@ METRICS_FILE = "metrics.json"
 HPARAM_GROUPS = ("data", "model", "task", "optimizer")  # the config nodes shown in HPARAMS
 
 
-def write_metrics(run_dir: Path, metrics: Mapping[str, float], status: str) -> Path:
-    """Write metrics.json: the final metrics, keyed by their TensorBoard names, plus `status`.
+def write_metrics(
+    run_dir: Path, metrics: Mapping[str, float], status: str, tags: Iterable[str] = ()
+) -> Path:
+    """Write metrics.json: the final metrics, keyed by their TensorBoard names, plus `status`
+    (and the run's `tags`, when it has any).
 
     The file is written to a temporary name and renamed, so a reader never sees half of it.
     """
     payload: dict[str, Any] = {name: float(value) for name, value in sorted(metrics.items())}
     payload["status"] = status
+    if tags:
+        payload["tags"] = [str(tag) for tag in tags]
     path = run_dir / METRICS_FILE
     partial = path.with_suffix(".json.partial")
     # json writes NaN and Infinity, which Python reads back; a diverged run keeps its NaN.
@@ -37,14 +44,19 @@ def write_metrics(run_dir: Path, metrics: Mapping[str, float], status: str) -> P
     return path
 
 
-def tensorboard_writers(loggers: Iterable[Logger]) -> list[Any]:
+def is_tensorboard(logger: Logger) -> bool:
     from lightning.pytorch.loggers import TensorBoardLogger
 
-    return [logger.experiment for logger in loggers if isinstance(logger, TensorBoardLogger)]
+    return isinstance(logger, TensorBoardLogger)
+
+
+def tensorboard_writers(loggers: Iterable[Logger]) -> list[Any]:
+    return [logger.experiment for logger in loggers if is_tensorboard(logger)]
 
 
 def log_hparams(loggers: Iterable[Logger], cfg: DictConfig, metric_names: Iterable[str]) -> None:
-    """Register the run in TensorBoard's HPARAMS tab, with its metrics as the comparison columns.
+    """Register the run in TensorBoard's HPARAMS tab, with its metrics as the comparison columns,
+    and give every other logger (CSV, MLflow, W&B) the same flat hyperparameters.
 
     Lightning's own `log_hyperparams(params, metrics)` also logs the metric values at step 0,
     which would add a false point to every curve; writing the summaries directly avoids it.
@@ -59,19 +71,42 @@ def log_hparams(loggers: Iterable[Logger], cfg: DictConfig, metric_names: Iterab
     for writer in tensorboard_writers(loggers):
         for summary in (experiment, start, end):
             file_writer(writer).add_summary(summary)
+        if cfg.get("tags"):
+            writer.add_text("tags", ", ".join(str(tag) for tag in cfg.tags), 0)
+    for logger in loggers:
+        if not is_tensorboard(logger):
+            logger.log_hyperparams(flat)
 
 
-def close_writers(loggers: Iterable[Logger]) -> None:
-    """Flush and close the TensorBoard files: what the analysis logged after Lightning closed
-    them (figures, tables) went to a writer that nothing else would flush before exit."""
+def close_writers(loggers: Iterable[Logger], keep_empty: bool = True) -> None:
+    """Flush and close the TensorBoard files (what the analysis logged after Lightning closed
+    them, figures and tables, went to a writer that nothing else would flush before exit), and
+    end a W&B run. Without `keep_empty`, event files with no value in them are removed."""
     for writer in tensorboard_writers(loggers):
         writer.flush()
         writer.close()
+        if not keep_empty and not _holds_results(Path(writer.log_dir)):
+            for events in Path(writer.log_dir).glob("events.out.tfevents.*"):
+                events.unlink()  # a run that failed before its first value: not a run to list
+    trackers.finish(loggers)
+
+
+def _holds_results(log_dir: Path) -> bool:
+    """Whether the event files in `log_dir` hold anything beyond the HPARAMS entry."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    for events in log_dir.glob("events.out.tfevents.*"):
+        for event in EventFileLoader(str(events)).Load():
+            if any(not value.tag.startswith("_hparams_/") for value in event.summary.value):
+                return True
+    return False
 
 
 def flat_hparams(cfg: DictConfig) -> dict[str, Any]:
     """The swept and sweepable values, as flat `group.key` entries that TensorBoard can show."""
     values: dict[str, Any] = {"experiment": cfg.task_name, "seed": cfg.get("seed")}
+    if cfg.get("tags"):
+        values["tags"] = ",".join(str(tag) for tag in cfg.tags)
     values["trainer.max_steps"] = cfg.trainer.get("max_steps")
     for group in HPARAM_GROUPS:
         if cfg.get(group) is None:  # a module that builds its own network has model: null
@@ -82,7 +117,21 @@ def flat_hparams(cfg: DictConfig) -> dict[str, Any]:
             if isinstance(value, str) and value.strip("${}") in HPARAM_GROUPS:
                 node.pop(key)
         _flatten(node, group, values)
-    return {key: _tensorboard_value(value) for key, value in values.items()}
+    # The command's own keys first (a sweep's swept ones): TensorBoard ticks the first columns.
+    changed = [key for key in _overridden_keys() if key in values]
+    ordered = changed + [key for key in values if key not in changed]
+    return {key: _tensorboard_value(values[key]) for key in ordered}
+
+
+def _overridden_keys() -> list[str]:
+    from hydra.core.hydra_config import HydraConfig
+
+    from nnlab.overrides import key_of
+
+    if not HydraConfig.initialized():
+        return []
+    keys = [key_of(o) for o in HydraConfig.get().overrides.task]
+    return [k for k in dict.fromkeys(keys) if not k.startswith(("paths.", "hydra"))]
 
 
 def _flatten(node: Any, prefix: str, into: dict[str, Any]) -> None:
@@ -108,12 +157,15 @@ class Analysis:
 
     figures: saved as figures/<name>.png and logged as TensorBoard images.
     metrics: added to metrics.json and logged as scalars.
+    breakdown: added to metrics.json only: values that a table and a figure show together
+        (accuracy per class, per perturbation), rather than a chart of one point each.
     tables: rows of a table, saved as <name>.csv and shown in TensorBoard's TEXT tab.
     arrays: saved together as <name>.npz (predictions, for nnlab-compare).
     """
 
     figures: dict[str, Figure] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
+    breakdown: dict[str, float] = field(default_factory=dict)
     tables: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     arrays: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
 
@@ -169,6 +221,7 @@ def save_figures(
         imsave(path, pixels)
         for writer in writers:
             writer.add_image(f"figures/{name}", pixels[..., :3], step, dataformats="HWC")
+        trackers.log_figure(loggers, name, path, step)
         paths.append(path)
     return paths
 

@@ -33,6 +33,8 @@ class Record:
 
     metrics: dict[str, float] = field(default_factory=dict)
     run: Run | None = None
+    tags: list[str] = field(default_factory=list)
+    note: str = ""  # after the status: how a completed run ended (stopped early at ...)
 
 
 def latest_metrics(trainer: L.Trainer) -> dict[str, float]:
@@ -42,6 +44,21 @@ def latest_metrics(trainer: L.Trainer) -> dict[str, float]:
         for name, value in trainer.callback_metrics.items()
         if name not in NOT_METRICS and getattr(value, "numel", lambda: 1)() == 1
     }
+
+
+def early_stop_note(trainer: L.Trainer) -> str:
+    """` (stopped early at step N: val/loss did not improve for K checks)` when an
+    EarlyStopping callback ended the run; empty otherwise."""
+    from lightning.pytorch.callbacks import EarlyStopping
+
+    for callback in trainer.callbacks:
+        if isinstance(callback, EarlyStopping) and callback.wait_count >= callback.patience > 0:
+            checks = f"{callback.wait_count} check{'s' * (callback.wait_count != 1)}"
+            return (
+                f" (stopped early at step {trainer.global_step}: {callback.monitor} did not "
+                f"improve for {checks})"
+            )
+    return ""
 
 
 def has_stage(run: Run, step: str, loader: str) -> bool:
@@ -65,7 +82,7 @@ def test_and_analyse(run: Run, out_dir: Path) -> dict[str, float]:
     if trainer.is_global_zero and callable(analyse):
         analysis = analyse(datamodule)
         outputs.save_analysis(analysis, out_dir, trainer.loggers, trainer.global_step)
-        metrics.update(analysis.metrics)
+        metrics.update(analysis.metrics | analysis.breakdown)
     return metrics
 
 
@@ -105,15 +122,16 @@ def recording(out_dir: Path, title: str, note: str = "") -> Iterator[Record]:
         if trainer is not None and status != "completed":  # the latest values, for the report
             record.metrics = {**latest_metrics(trainer), **record.metrics}
         if trainer is None or trainer.is_global_zero:
-            outputs.write_metrics(out_dir, record.metrics, status + note)
+            ending = status + (record.note if status == "completed" else "") + note
+            outputs.write_metrics(out_dir, record.metrics, ending, record.tags)
             if trainer is not None:
                 if not hasattr(run.task, "metric_names"):  # no names to register up front
                     outputs.log_hparams(trainer.loggers, run.cfg, sorted(record.metrics))
-                outputs.close_writers(trainer.loggers)
+                outputs.close_writers(trainer.loggers, keep_empty=status == "completed")
             seconds = time.perf_counter() - started
-            _log_ending(title, status + note, record.metrics, out_dir, seconds)
+            _log_ending(title, ending, record.metrics, out_dir, seconds)
             if status == "completed":
                 logged = trainer is not None and bool(outputs.tensorboard_writers(trainer.loggers))
                 outputs.print_summary(
-                    title, status, record.metrics, out_dir, seconds, is_multirun(), logged
+                    title, ending, record.metrics, out_dir, seconds, is_multirun(), logged
                 )

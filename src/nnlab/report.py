@@ -57,6 +57,8 @@ def read_runs(folder: Path) -> list[RunRecord]:
             continue
         payload = json.loads(metrics_file.read_text())
         status = str(payload.pop("status", "unknown"))
+        if payload.get("tags"):
+            overrides["tags"] = ",".join(str(tag) for tag in payload["tags"])
         metrics = {k: float(v) for k, v in payload.items() if isinstance(v, int | float)}
         runs.append(RunRecord(run_dir, overrides, status, metrics))
     return runs
@@ -69,9 +71,11 @@ def _natural_order(path: Path) -> list[Any]:
 
 
 def varying_keys(runs: list[RunRecord]) -> list[str]:
-    """The override keys whose values differ between runs: what the sweep swept."""
-    keys = sorted({key for run in runs for key in run.overrides})
-    return [key for key in keys if len({_hashable(run.overrides.get(key)) for run in runs}) > 1]
+    """The override keys whose values differ between runs (what the sweep swept), after the
+    runs' tags when they have any."""
+    keys = sorted({key for run in runs for key in run.overrides} - {"tags"})
+    swept = [k for k in keys if len({_hashable(run.overrides.get(k)) for run in runs}) > 1]
+    return (["tags"] if any("tags" in run.overrides for run in runs) else []) + swept
 
 
 def _hashable(value: Any) -> Any:

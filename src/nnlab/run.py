@@ -13,7 +13,7 @@ from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
-from nnlab import layout
+from nnlab import layout, trackers
 from nnlab.callbacks import GracefulStop, TrainingGuard
 from nnlab.config_checks import check_config
 from nnlab.errors import ConfigError
@@ -63,6 +63,7 @@ def build_run(cfg: DictConfig) -> Run:
     datamodule = instantiate(cfg, "data")
     task = instantiate(cfg, "task")
     _check_shapes(datamodule, getattr(task, "network", None))
+    trackers.prepare(cfg.get("logger"))
     loggers = [instantiate(cfg, f"logger.{name}") for name in cfg.get("logger") or {}]
     callbacks = [instantiate(cfg, f"callbacks.{name}") for name in cfg.get("callbacks") or {}]
     checkpoints = next(
@@ -144,12 +145,15 @@ def _check_shapes(datamodule: Any, network: Any) -> None:
 
 def _check_accelerator(trainer_cfg: DictConfig) -> None:
     """A GPU that is not there (asking torch, so after the imports)."""
-    import torch
-
-    if trainer_cfg.get("accelerator") in ("gpu", "cuda") and not torch.cuda.is_available():
-        raise ConfigError(
-            "trainer.accelerator",
-            trainer_cfg.accelerator,
-            "torch sees no CUDA GPU on this machine; use trainer=cpu, or trainer=auto "
-            "to take a GPU when there is one",
-        )
+    accelerator = trainer_cfg.get("accelerator")
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        missing = "torch sees no CUDA GPU on this machine"
+    elif accelerator == "mps" and not torch.backends.mps.is_available():
+        missing = "torch sees no Apple MPS device on this machine"
+    else:
+        return
+    raise ConfigError(
+        "trainer.accelerator",
+        accelerator,
+        f"{missing}; use trainer=cpu, or trainer=auto to take a GPU when there is one",
+    )

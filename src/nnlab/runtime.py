@@ -20,6 +20,7 @@ from omegaconf import OmegaConf
 import nnlab
 from nnlab.checks import check_int
 from nnlab.overrides import parse, quoted
+from nnlab.trackers import wandb_offline
 
 
 def run_stamp() -> str:
@@ -39,6 +40,14 @@ def register_resolvers() -> None:
     # so all jobs agree on the sweep's directory even when they run in other processes.
     OmegaConf.register_new_resolver("run_stamp", run_stamp, use_cache=True, replace=True)
     OmegaConf.register_new_resolver("path_safe", path_safe, replace=True)
+    # The loggers' configs: a run's name (its dir's), tags as text, an absolute path, and
+    # whether W&B runs offline (nnlab.trackers).
+    OmegaConf.register_new_resolver("path_name", lambda path: Path(str(path)).name, replace=True)
+    OmegaConf.register_new_resolver("join", lambda items: ",".join(map(str, items)), replace=True)
+    OmegaConf.register_new_resolver(
+        "abspath", lambda path: str(Path(str(path)).resolve()), replace=True
+    )
+    OmegaConf.register_new_resolver("wandb_offline", wandb_offline, replace=True)
 
 
 def is_multirun() -> bool:

@@ -48,6 +48,7 @@ def train(cfg: DictConfig) -> Run:
     with recording(run_dir, cfg.task_name) as record:
         _refuse_a_search_without_multirun()
         check_config(cfg)  # before the seconds of importing torch and Lightning
+        record.tags = [str(tag) for tag in cfg.get("tags") or []]
         run = record.run = _build(cfg)
         _fit_and_test(run, record)
     run.metrics = record.metrics
@@ -71,7 +72,7 @@ def _build(cfg: DictConfig) -> Run:
 
 def _fit_and_test(run: Run, record: Record) -> None:
     from nnlab import outputs
-    from nnlab.record import has_stage, latest_metrics, test_and_analyse
+    from nnlab.record import early_stop_note, has_stage, latest_metrics, test_and_analyse
     from nnlab.run import training_guard
     from nnlab.runtime import prepare_ddp_children
 
@@ -83,6 +84,7 @@ def _fit_and_test(run: Run, record: Record) -> None:
     ckpt_path = run.cfg.get("ckpt_path")
     trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     record.metrics.update(latest_metrics(trainer))
+    record.note = early_stop_note(trainer)
     validated = training_guard(trainer).validated_at == trainer.global_step
     if (
         trainer.limit_val_batches

@@ -9,7 +9,8 @@ from matplotlib.figure import Figure
 
 
 def confusion_matrix(counts: np.ndarray, classes: Sequence[str]) -> Figure:
-    """Test images by true class (rows) and predicted class (columns), counts written in."""
+    """Test images by true class (rows) and predicted class (columns), counts written in; each
+    row's label carries that class's accuracy (the diagonal's share)."""
     figure = Figure(figsize=(7.5, 6.5))
     ax = figure.add_subplot()
     shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
@@ -19,10 +20,13 @@ def confusion_matrix(counts: np.ndarray, classes: Sequence[str]) -> Figure:
         ax.text(column, row, str(count), ha="center", va="center", fontsize=7, color=colour)
     ticks = range(len(classes))
     ax.set_xticks(ticks, classes, rotation=45, ha="right", fontsize=8)
-    ax.set_yticks(ticks, classes, fontsize=8)
+    accuracy = np.diag(shares)
+    ax.set_yticks(
+        ticks, [f"{c} ({a:.2f})" for c, a in zip(classes, accuracy, strict=True)], fontsize=8
+    )
     ax.set(
         xlabel="predicted",
-        ylabel="true",
+        ylabel="true (accuracy)",
         title="Confusion matrix (colour: share of the true class)",
     )
     figure.colorbar(image, ax=ax, shrink=0.8)

@@ -86,13 +86,18 @@ def hidden_space(activations: np.ndarray, labels: np.ndarray) -> Figure:
     triples = list(combinations(range(nodes), 3))[:MAX_TRIPLES]
     columns = min(len(triples), 4)
     rows = -(-len(triples) // columns)
-    figure = Figure(figsize=(4 * columns, 4 * rows))
+    # 6 inches a panel at 100 dpi, and the cube drawn at 80%: its three axis labels stay inside
+    # the saved image (at 4 inches, "node 2" was cut off on the right).
+    figure = Figure(figsize=(6 * columns, 6 * rows), layout="constrained")
     for panel, triple in enumerate(triples, start=1):
         ax = figure.add_subplot(rows, columns, panel, projection="3d")
         for label, colour in enumerate(CLASS_COLOURS):
             chosen = activations[labels == label][:, triple]
-            ax.scatter(*chosen.T, s=4, color=colour, depthshade=False)
-        ax.set(xlabel=f"node {triple[0]}", ylabel=f"node {triple[1]}", zlabel=f"node {triple[2]}")
-        ax.tick_params(labelsize="x-small")
-    figure.suptitle("Hidden activations\n(red: class 0, green: class 1)", fontsize="medium")
+            ax.scatter(*chosen.T, s=6, color=colour, depthshade=False, label=f"class {label}")
+        ax.set_box_aspect(None, zoom=0.8)
+        for axis, node in zip("xyz", triple, strict=True):
+            getattr(ax, f"set_{axis}label")(f"node {node}", labelpad=2)
+        ax.tick_params(labelsize="small", pad=1)
+    figure.axes[0].legend(loc="upper left", markerscale=3)
+    figure.suptitle("Hidden activations, three nodes at a time")
     return figure

@@ -70,8 +70,15 @@ class ImageClassifierTask(Task):
             targets * self.num_classes + predicted, minlength=self.num_classes**2
         ).reshape(self.num_classes, self.num_classes)
         per_class = confusion.diag() / confusion.sum(dim=1).clamp(min=1)
+        classes = datamodule.classes
         analysis = Analysis(
-            metrics={f"test/acc_class_{c}": float(a) for c, a in enumerate(per_class)},
+            breakdown={f"test/acc_class_{c}": float(a) for c, a in enumerate(per_class)},
+            tables={
+                "per_class": [
+                    {"class": name, "test images": int(confusion[c].sum()), "accuracy": float(a)}
+                    for c, (name, a) in enumerate(zip(classes, per_class, strict=True))
+                ]
+            },
             arrays={
                 PREDICTIONS: {
                     "index": test.index.cpu().numpy(),
@@ -80,7 +87,6 @@ class ImageClassifierTask(Task):
                 }
             },
         )
-        classes = datamodule.classes
         analysis.figures["confusion_matrix"] = plots.confusion_matrix(confusion.numpy(), classes)
         wrong = (predicted != targets).nonzero().squeeze(1)[: self.misclassified]
         if len(wrong):
@@ -97,7 +103,7 @@ class ImageClassifierTask(Task):
             analysis.figures["robustness"] = plots.robustness(rows, clean)
             for row in rows:
                 name = f"robustness/{row['perturbation']}_{row['strength']:g}"
-                analysis.metrics[name] = row["accuracy"]
+                analysis.breakdown[name] = row["accuracy"]
         return analysis
 
     def _predict(
