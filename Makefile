@@ -14,7 +14,7 @@ PORT ?= 6006
 MLFLOW_PORT ?= 5000
 LOGS := $(abspath logs)
 
-.PHONY: setup train sweep report test bench lint format tensorboard mlflow clean
+.PHONY: setup train sweep report test test-slow bench lint format tensorboard mlflow clean
 
 setup: $(READY)
 
@@ -33,8 +33,12 @@ sweep: $(READY)
 report: $(READY)
 	$(BIN)/nnlab-report $(DIR) $(ARGS)
 
+# make test: everything but the tests on real data (Debian's Fashion-MNIST); make test-slow: those.
 test: $(READY) lint
-	$(BIN)/python -m pytest $(ARGS)
+	$(BIN)/python -m pytest -m "not real_data" $(ARGS)
+
+test-slow: $(READY)
+	$(BIN)/python -m pytest -m real_data $(ARGS)
 
 bench: $(READY)
 	$(BIN)/python benchmarks/rings.py $(ARGS)

@@ -72,3 +72,21 @@ def test_hydras_callbacks_are_built_from_a_config_and_called():
     cfg = OmegaConf.create({"name": "run-7", "hydra": {"callbacks": {"x": {"_target_": target}}}})
     internals.hydra_callbacks(cfg).on_run_start(config=cfg, config_name="train")
     assert RecordRunStart.seen == ["run-7"]
+
+
+def test_a_failed_hydra_job_keeps_its_exception_and_hydras_grid_sweeper_is_there():
+    from hydra.core.utils import JobReturn, JobStatus
+    from hydra.plugins.sweeper import Sweeper
+
+    failed, completed = JobReturn(), JobReturn()
+    error = ValueError("boom")
+    failed.return_value, failed.status = error, JobStatus.FAILED
+    completed.return_value, completed.status = {"val/acc": 1.0}, JobStatus.COMPLETED
+    assert internals.job_error(failed) is error and internals.job_error(completed) is None
+    sweeper = internals.hydra_basic_sweeper()
+    assert issubclass(sweeper, Sweeper) and callable(sweeper.split_arguments)
+
+
+def test_hydras_argument_parser_splits_flags_from_overrides():
+    parsed = internals.hydra_argument_parser().parse_args(["--cfg", "job", "-m", "a=1", "b=2"])
+    assert (parsed.cfg, parsed.multirun, parsed.overrides) == ("job", True, ["a=1", "b=2"])

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
 import yaml
 from conftest import read_metrics, run_dirs
 
+from nnlab.report import main as report_main
 from nnlab.runtime import available_cores
 
 
@@ -53,3 +60,37 @@ def test_a_bad_job_fails_alone_and_the_sweep_reports_it(cli, tmp_path):
     }
     assert statuses[2] == "completed"
     assert statuses[0].startswith("failed: bad config model.hidden_nodes=0")
+
+
+def test_sigterm_stops_the_whole_sweep_and_no_job_starts_after_it(tmp_path):
+    # 6 long jobs on 2 workers: the signal comes while the first two train.
+    logs = tmp_path / "logs"
+    command = [sys.executable, "-m", "nnlab.train", "-m", f"paths.log_dir={logs}"]
+    command += ["experiment=rings", "trainer.max_steps=200000", "hydra.launcher.n_jobs=2"]
+    command += ["model.hidden_nodes=1,2,3", "model.activation=sigmoid,relu"]
+    process = subprocess.Popen(command, cwd=tmp_path, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while len(list(logs.glob("rings/multiruns/*/*/checkpoints/last.ckpt"))) < 2:
+        assert process.poll() is None and time.monotonic() < deadline, process.stderr.read()
+        time.sleep(0.05)
+    workers = psutil.Process(process.pid).children(recursive=True)
+    signalled = time.time()
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+
+    assert process.returncode == 143, stderr
+    assert "nnlab: sweep stopped by SIGTERM: 2 interrupted, 4 not run." in stderr
+    assert "Traceback" not in stderr
+    _, alive = psutil.wait_procs(workers, timeout=20)
+    assert not alive  # no worker trains on, or waits, after the sweep
+    jobs = run_dirs(logs)
+    statuses = [read_metrics(job)["status"] for job in jobs]
+    assert sorted(statuses)[:2] == ["interrupted", "interrupted"] and len(jobs) == 6
+    for job, status in zip(jobs, statuses, strict=True):
+        if status == "interrupted":  # saved where it stopped, to resume
+            assert (job / "checkpoints" / "last.ckpt").stat().st_mtime >= signalled
+        else:  # started no training after the signal
+            assert status.startswith("not run") and not (job / "checkpoints").exists()
+
+    report_main([str(jobs[0].parent)])
+    assert "6 runs, 0 completed, 6 not." in (jobs[0].parent / "report.md").read_text()

@@ -25,7 +25,8 @@ class GracefulStop(Callback):
 
     The handler only sets `trainer.should_stop`: doing the work inside a signal handler could
     interrupt a half-written file. A second Ctrl-C stops at once, with Python's
-    KeyboardInterrupt.
+    KeyboardInterrupt. In a sweep's job the signals arrive blocked (nnlab.sweeps): they are
+    unblocked while training, so one that came earlier stops the run at its first batch.
     """
 
     def __init__(self, checkpoint: Path) -> None:
@@ -33,6 +34,7 @@ class GracefulStop(Callback):
         self.received: int | None = None
         self._trainer: L.Trainer | None = None
         self._previous: dict[int, Any] = {}
+        self._blocked: set[int] | None = None
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if threading.current_thread() is not threading.main_thread():
@@ -40,6 +42,7 @@ class GracefulStop(Callback):
         self._trainer = trainer
         for signum in STOP_SIGNALS:
             self._previous[signum] = signal.signal(signum, self._request_stop)
+        self._blocked = signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
 
     def _request_stop(self, signum: int, frame: FrameType | None) -> None:
         self.received = signum
@@ -71,6 +74,9 @@ class GracefulStop(Callback):
         self._restore()
 
     def _restore(self) -> None:
+        if self._blocked is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, self._blocked)
+            self._blocked = None
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
         self._previous = {}

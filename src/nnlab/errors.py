@@ -109,6 +109,19 @@ class Interrupted(RunStopped):
         return (type(self), (self.signum, self.step, self.checkpoint))
 
 
+class NotRun(RunStopped):
+    """A sweep's job that starts after a signal stopped the sweep: it ends before any work."""
+
+    status = "not run: the sweep was stopped before this job started"
+
+    def __init__(self, signal_name: str) -> None:
+        self.signal_name = signal_name
+        super().__init__(f"not run: the sweep was stopped by {signal_name}")
+
+    def __reduce__(self) -> tuple[type, tuple[str]]:
+        return (type(self), (self.signal_name,))
+
+
 class DataNotFound(RunStopped):
     """A dataset that is nowhere nnlab looked: where it looked, and the ways to get it."""
 

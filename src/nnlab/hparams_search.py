@@ -15,11 +15,7 @@ import logging
 import math
 import signal
 import sys
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from types import FrameType
 from typing import Any, NoReturn
 
 import optuna
@@ -33,8 +29,10 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.exc import SQLAlchemyError
 
+from nnlab import sweeps
 from nnlab.checks import NO_VALUE, BadValue, check_choice, check_int, check_writable
-from nnlab.errors import ConfigError, Interrupted, stop
+from nnlab.errors import ConfigError, Interrupted, NotRun, stop
+from nnlab.internals import job_error
 from nnlab.overrides import as_value
 from nnlab.search_space import Space, described, search_space
 
@@ -96,12 +94,12 @@ class OptunaSweeper(Sweeper):
                 [*self.fixed, *(f"{k}={as_value(v)}" for k, v in t.params.items())] for t in trials
             ]
             first_job = len(self.asked) - len(jobs)
-            try:
-                with _signals_stop_the_search():
-                    results = self.launcher.launch(jobs, initial_job_idx=first_job)
-            except SearchStopped as signalled:  # the running trials stay RUNNING: run again
-                self._stop(study, signalled.signum)
+            forward = "joblib" in str(self.config.hydra.launcher.get("_target_", ""))
+            with sweeps.signals_stop_the_sweep(self.sweep_dir, forward) as watch:
+                results = self.launcher.launch(jobs, initial_job_idx=first_job)
             done += self._tell(study, trials, results, space)
+            if watch.signum is not None:  # its unfinished trials stay RUNNING: they run again
+                self._stop(study, watch.signum)
         self._save_results(study)
         if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
             sys.exit(
@@ -195,10 +193,9 @@ class OptunaSweeper(Sweeper):
     ) -> int:
         """Give Optuna the trials' results; return how many count against the budget."""
         missing = self._missing_metric(results)
-        signals = [_interruption(result) for result in results]
         counted = 0
-        for trial, result, signal_stop in zip(trials, results, signals, strict=True):
-            if signal_stop is not None:
+        for trial, result in zip(trials, results, strict=True):
+            if _stopped_by_a_signal(result):
                 continue  # left RUNNING: the search, continued, runs it again
             value = _trial_metric(result, self.metric)
             if value is None:
@@ -214,9 +211,6 @@ class OptunaSweeper(Sweeper):
             study.set_user_attr("not_counted", _not_counted(study) + [t.number for t in trials])
             self._save_results(study)
             stop(missing)
-        interrupted = next((i for i in signals if i is not None), None)
-        if interrupted is not None:
-            self._stop(study, interrupted.signum)
         return counted
 
     def _missing_metric(self, results: list[JobReturn]) -> ConfigError | None:
@@ -269,39 +263,6 @@ class OptunaSweeper(Sweeper):
         (self.sweep_dir / RESULTS_FILE).write_text(yaml.safe_dump(results, sort_keys=False))
 
 
-class SearchStopped(BaseException):
-    """SIGINT or SIGTERM reached the search's own process (a BaseException, as Ctrl-C's is)."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.signum = signum
-
-
-@contextmanager
-def _signals_stop_the_search() -> Iterator[None]:
-    """SIGINT and SIGTERM raise SearchStopped, so the launcher's wait ends and its pool goes.
-
-    Without this, SIGTERM would kill the search's process and leave joblib's workers training
-    on. A signal a parent shell set to be ignored stays ignored.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def raise_stop(signum: int, frame: FrameType | None) -> None:
-        raise SearchStopped(signum)
-
-    previous = {}
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        if signal.getsignal(signum) is not signal.SIG_IGN:
-            previous[signum] = signal.signal(signum, raise_stop)
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-
-
 def _requeue_unfinished(study: optuna.Study) -> int:
     """Queue again the trials a stopped search left running; return the trials that count.
 
@@ -324,11 +285,9 @@ def _not_counted(study: optuna.Study) -> list[int]:
     return list(study.user_attrs.get("not_counted", []))
 
 
-def _interruption(result: JobReturn) -> Interrupted | None:
-    """The signal that stopped a trial (SIGINT, SIGTERM), if one did."""
-    # A failed job keeps its exception in _return_value (Hydra 1.3); return_value raises it.
-    error = getattr(result, "_return_value", None) if result.status == JobStatus.FAILED else None
-    return error if isinstance(error, Interrupted) else None
+def _stopped_by_a_signal(result: JobReturn) -> bool:
+    """Whether a signal interrupted the trial, or stopped the search before it started."""
+    return isinstance(job_error(result), Interrupted | NotRun)
 
 
 def _trial_metric(result: JobReturn, metric: str) -> float | None:

@@ -38,3 +38,19 @@ def hydra_argument_parser() -> Any:
     from hydra._internal.utils import get_args_parser
 
     return get_args_parser()
+
+
+def hydra_basic_sweeper() -> type:
+    """Hydra's grid sweeper, the base of nnlab's (nnlab.grid_sweeper): Hydra ships it among its
+    internal core plugins, with no public import path."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+
+    return BasicSweeper
+
+
+def job_error(result: Any) -> BaseException | None:
+    """The exception a failed Hydra job raised: JobReturn keeps it in `_return_value`, and its
+    public `return_value` re-raises it (printing "Error executing job" first)."""
+    from hydra.core.utils import JobStatus
+
+    return getattr(result, "_return_value", None) if result.status == JobStatus.FAILED else None

@@ -4,6 +4,7 @@
 <run dir>/checkpoints/last.ckpt    where training stopped (best.ckpt: the best val/loss)
 <run dir>/metrics.json             the final metrics and `status`
 <run dir>/evals/<stamp>/           nnlab-eval's results
+<sweep dir>/sweep_stopped          a signal stopped the sweep (its name): no job starts after it
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ HYDRA_DIR = ".hydra"
 CHECKPOINTS = "checkpoints"  # conf/callbacks/default.yaml puts ModelCheckpoint's files here too
 CHECKPOINT_NAMES = ("best", "last")
 METRICS = "metrics.json"
+SWEEP_STOPPED = "sweep_stopped"
 
 
 def checkpoint(run_dir: Path, which: str = "last") -> Path:

@@ -73,6 +73,13 @@ class ConsoleLines(logging.Filter):
         return own and not record.name.startswith(DETAILS)
 
 
+class HydraLines(logging.Filter):
+    """Hydra's own console lines, less the joblib launcher's dump of its Parallel() settings."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Joblib.Parallel(")
+
+
 class ConsoleFormat(logging.Formatter):
     """Console lines as plain text (train.log keeps timestamps and logger names); a warning
     or error says what it is."""

@@ -9,6 +9,7 @@ nnlab-train experiment=wave init_from=logs/wave/runs/<stamp> trainer.max_steps=5
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,9 +18,10 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from nnlab import sweeps
 from nnlab.cli import run_hydra
 from nnlab.config_checks import check_config
-from nnlab.errors import ConfigError, RunStopped, stop
+from nnlab.errors import ConfigError, Interrupted, NotRun, RunStopped, stop
 from nnlab.record import Record, recording
 from nnlab.runtime import is_multirun, register_resolvers, silence_noise
 
@@ -46,6 +48,7 @@ def train(cfg: DictConfig) -> Run:
     run_dir = Path(cfg.paths.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)  # Hydra makes it; the compose API does not
     with recording(run_dir, cfg.task_name) as record:
+        _not_after_the_sweep_stopped()
         _refuse_a_search_without_multirun()
         check_config(cfg)  # before the seconds of importing torch and Lightning
         record.tags = [str(tag) for tag in cfg.get("tags") or []]
@@ -96,6 +99,14 @@ def _fit_and_test(run: Run, record: Record) -> None:
     record.metrics.update(test_and_analyse(run, run.run_dir))
 
 
+def _not_after_the_sweep_stopped() -> None:
+    """A sweep's job that would start after a signal stopped the sweep ends here (nnlab.sweeps)."""
+    if is_multirun():
+        signum = sweeps.stopped_by(Path(str(HydraConfig.get().sweep.dir)))
+        if signum is not None:
+            raise NotRun(signal.Signals(signum).name)
+
+
 def _refuse_a_search_without_multirun() -> None:
     if HydraConfig.initialized() and not is_multirun():
         search = HydraConfig.get().runtime.choices.get("hparams_search")
@@ -109,6 +120,8 @@ def _hydra_main(cfg: DictConfig) -> dict[str, float]:
         return train(cfg).metrics
     except RunStopped as error:
         if is_multirun():
+            if isinstance(error, Interrupted):  # a signal stops the whole sweep
+                sweeps.mark_stopped(Path(str(HydraConfig.get().sweep.dir)), error.signum)
             raise  # a sweep's job fails alone; the sweep reports it when it is done
         stop(error)
 

@@ -1,0 +1,151 @@
+"""A sweep that stops whole, and says how it ended.
+
+Ctrl-C reaches every process of the terminal; SIGTERM (`kill`, a cluster's pre-emption) may
+reach only the sweep's own. Either way, the jobs that are training save `last.ckpt` and end
+`interrupted`, no job starts after the signal (each ends at once as `not run`), and the sweep
+prints one line saying how many jobs ended which way, then exits 128 + the signal's number.
+
+How, since Hydra's launchers have no stop of their own (joblib's would kill its workers, and
+the runs they were saving with them):
+- While it launches, the sweep's process blocks SIGINT and SIGTERM, and the processes it starts
+  (joblib's workers) inherit the block. A run unblocks them only while it trains, where
+  nnlab.callbacks.GracefulStop turns them into a saved, interrupted run; an idle worker
+  keeps the signal pending instead of dying (a dead worker breaks joblib's whole pool).
+- The sweep's process catches the signals (a handler, and a thread that waits for them while
+  every thread blocks them). On one it writes the sweep dir's
+  `sweep_stopped` mark, which every job reads before it starts, and passes SIGTERM on to the
+  joblib workers. A job that a signal interrupted writes the same mark (in the basic launcher,
+  jobs run in the sweep's own process, which then receives the signal itself).
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+
+from nnlab import layout
+
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+def mark_stopped(sweep_dir: Path, signum: int) -> None:
+    """Leave the mark that stops the sweep's jobs that have not started."""
+    mark = Path(sweep_dir) / layout.SWEEP_STOPPED
+    if not mark.exists():
+        mark.write_text(signal.Signals(signum).name + "\n")
+
+
+def stopped_by(sweep_dir: Path) -> int | None:
+    """The signal that stopped the sweep, if one did."""
+    try:
+        return signal.Signals[(Path(sweep_dir) / layout.SWEEP_STOPPED).read_text().strip()]
+    except (OSError, KeyError):
+        return None
+
+
+@dataclass
+class Watch:
+    signum: int | None = None
+
+
+@contextmanager
+def signals_stop_the_sweep(sweep_dir: Path, forward_to_workers: bool) -> Iterator[Watch]:
+    """Block SIGINT and SIGTERM while the sweep launches its jobs, and watch for them."""
+    watch = Watch()
+    if threading.current_thread() is not threading.main_thread():
+        yield watch
+        return
+    if forward_to_workers:
+        # Python 3.11's multiprocessing unblocks both signals when it first starts its resource
+        # tracker (SIG_UNBLOCK, not the mask it found), which joblib does as it spawns workers.
+        from multiprocessing import resource_tracker
+
+        resource_tracker.ensure_running()
+    ignored = {s for s in STOP_SIGNALS if signal.getsignal(s) is signal.SIG_IGN}
+    watched = STOP_SIGNALS - ignored  # a signal the shell set to be ignored stays ignored
+
+    def stop(signum: int, frame: object = None) -> None:
+        watch.signum = watch.signum or signum
+        mark_stopped(sweep_dir, watch.signum)
+        if forward_to_workers:
+            _terminate_workers()
+
+    # Threads started before this one keep their own masks, and the kernel gives a signal to
+    # any thread that does not block it: a Python handler catches it there. When every thread
+    # blocks it, the waiting thread takes it.
+    previous_handlers = {signum: signal.signal(signum, stop) for signum in watched}
+    previous_mask = signal.pthread_sigmask(signal.SIG_BLOCK, watched)
+    done = threading.Event()
+
+    def wait_for_signals() -> None:
+        while not done.is_set():
+            received = signal.sigtimedwait(watched, 0.1)
+            if received is not None:
+                stop(received.si_signo)
+
+    watcher = threading.Thread(target=wait_for_signals, name="nnlab-sweep-signals", daemon=True)
+    watcher.start()
+    try:
+        yield watch
+    finally:
+        done.set()
+        watcher.join()
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous_mask)
+        for signum, handler in previous_handlers.items():
+            signal.signal(signum, handler)
+        watch.signum = watch.signum or stopped_by(sweep_dir)
+
+
+def _terminate_workers() -> None:
+    """SIGTERM to this process's children: joblib's workers (its resource tracker ignores it)."""
+    import psutil
+
+    for child in psutil.Process().children():
+        with suppress(psutil.Error):  # it ended meanwhile
+            child.send_signal(signal.SIGTERM)
+
+
+def outcome(statuses: Sequence[str]) -> Counter:
+    """How many jobs ended which way: completed, interrupted, not run, failed."""
+    kinds: Counter = Counter()
+    for status in statuses:
+        if status.startswith("completed"):
+            kinds["completed"] += 1
+        elif status == "interrupted":
+            kinds["interrupted"] += 1
+        elif status.startswith("not run"):
+            kinds["not run"] += 1
+        else:
+            kinds["failed"] += 1
+    return kinds
+
+
+def finish(sweep_dir: Path, statuses: Sequence[str], signum: int | None) -> None:
+    """Print how the sweep ended, on one line, and exit as it should: 0 when every job
+    completed, 1 when one failed (Hydra's status), 128 + the signal's number when stopped."""
+    counts = outcome(statuses)
+    parts = [f"{counts[k]} {k}" for k in ("completed", "interrupted", "failed", "not run")]
+    ended = ", ".join(part for part in parts if not part.startswith("0 ")) or "no jobs"
+    report = f"nnlab-report {sweep_dir}"
+    if signum is not None:
+        name = signal.Signals(signum).name
+        print(
+            f"nnlab: sweep stopped by {name}: {ended}. {report} lists them; resume an "
+            "interrupted job with the same overrides plus ckpt_path=<its dir>",
+            file=sys.stderr,
+        )
+        raise SystemExit(128 + signum)
+    if counts["failed"] or counts["interrupted"] or counts["not run"]:
+        first = next(s for s in statuses if not s.startswith("completed"))
+        print(
+            f"nnlab: sweep {sweep_dir}: {ended} (first: {first}). {report} lists every job",
+            file=sys.stderr,
+        )
+        raise SystemExit(1)
+    print(f"Sweep {sweep_dir}: {ended}. {report} tabulates it")
