@@ -139,10 +139,12 @@ def test_sigterm_stops_a_search_with_143_and_its_unfinished_trials_run_again(
 ):
     # basic: the trial runs in the search's process, and the signal reaches it there;
     # parallel: in joblib's workers, which must not train on once the search has gone.
+    overrides = ["hparams_search=rings_optuna", "hydra.sweeper.n_trials=2"]
+    overrides += [f"hydra/launcher={launcher}", f"hydra.sweeper.n_jobs={jobs}"]
     command = [sys.executable, "-m", "nnlab.train", "-m", f"paths.log_dir={tmp_path / 'logs'}"]
-    command += ["hparams_search=rings_optuna", "hydra.sweeper.n_trials=2"]
-    command += [f"hydra/launcher={launcher}", f"hydra.sweeper.n_jobs={jobs}"]
-    children = sigterm_during_first_trial(tmp_path, [*command, "trainer.max_steps=40000"])
+    children = sigterm_during_first_trial(
+        tmp_path, [*command, *overrides, "trainer.max_steps=40000"]
+    )
     deadline = time.monotonic() + 30
     while not all(gone(pid) for pid in children):
         assert time.monotonic() < deadline, "the search's workers outlived it"
@@ -151,9 +153,7 @@ def test_sigterm_stops_a_search_with_143_and_its_unfinished_trials_run_again(
     assert {t.state for t in stopped} == {TrialState.RUNNING}
     assert len(stopped) == jobs
 
-    again = subprocess.run(  # the same search, on a shorter budget per trial
-        [*command, "trainer.max_steps=100"], cwd=tmp_path, capture_output=True, text=True
-    )
+    again = cli(*overrides, "trainer.max_steps=100", multirun=True)  # a shorter budget per trial
     assert again.returncode == 0, again.stderr
     trials = load_study(tmp_path).trials
     assert [t.state for t in trials] == [TrialState.FAIL] * len(stopped) + [TrialState.COMPLETE] * 2
