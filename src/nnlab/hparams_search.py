@@ -15,6 +15,11 @@ import logging
 import math
 import signal
 import sys
+import threading
+import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -26,18 +31,22 @@ from hydra.plugins.launcher import Launcher
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
+from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
 from nnlab import sweeps
 from nnlab.checks import NO_VALUE, BadValue, check_choice, check_int, check_writable
 from nnlab.errors import ConfigError, Interrupted, NotRun, stop
-from nnlab.internals import job_error
+from nnlab.internals import job_error, optuna_trial_id
 from nnlab.overrides import as_value
 from nnlab.search_space import Space, described, search_space
 
 log = logging.getLogger("nnlab")
 RESULTS_FILE = "optimization_results.yaml"
+OVER_BUDGET = "over_budget"  # a trial another process's took the place of: pruned, never run
+STORAGE_ATTEMPTS = 5
+RETRY = RetryHeartbeatStaleTrialCallback(max_retry=3)  # a trial is run again at most 3 times
 NEW_STUDY = "name a new study (hydra.sweeper.study_name=...)"
 
 
@@ -59,10 +68,13 @@ class OptunaSweeper(Sweeper):
         n_jobs: int,
         seed: int | None,
         params: dict[str, Any],
+        heartbeat_interval: int = 10,
     ) -> None:
         self.study_name, self.storage, self.metric = study_name, storage, metric
         self.direction, self.n_trials, self.n_jobs = direction, n_trials, n_jobs
         self.seed, self.params = seed, dict(params)
+        self.heartbeat_interval = heartbeat_interval
+        self.rdb: optuna.storages.RDBStorage | None = None  # None: a study in memory
         self.asked: list[int] = []  # the trials of this sweep
 
     def setup(
@@ -75,6 +87,10 @@ class OptunaSweeper(Sweeper):
 
     def sweep(self, arguments: list[str]) -> None:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
+        # Optuna's own heartbeat and retry (marked experimental in Optuna 5), chosen knowingly;
+        # nnlab beats for the trials itself (they run in Hydra's launcher, not Study.optimize).
+        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+        warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
         try:
             self._check_settings()
             space, self.fixed = search_space(self.params, arguments)
@@ -85,21 +101,28 @@ class OptunaSweeper(Sweeper):
         self.sweep_dir = Path(str(self.config.hydra.sweep.dir))
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, self.sweep_dir / "multirun.yaml")
-        done = _requeue_unfinished(study)
-        log.info("Study %s: %d of %d trials done", self.study_name, done, self.n_trials)
-        while done < self.n_trials:
-            trials = [study.ask(space) for _ in range(min(self.n_jobs, self.n_trials - done))]
-            self.asked += [trial.number for trial in trials]
+        log.info("Study %s: %d of %d trials taken", self.study_name, _taken(study), self.n_trials)
+        forward = "joblib" in str(self.config.hydra.launcher.get("_target_", ""))
+        while True:
+            optuna.storages.fail_stale_trials(study)  # a dead process's trials: run again
+            trials = self._ask(study, space)
+            if not trials:
+                if not _running(study):
+                    break
+                time.sleep(self.heartbeat_interval)  # another process's trials may yet fail
+                continue
             jobs = [
                 [*self.fixed, *(f"{k}={as_value(v)}" for k, v in t.params.items())] for t in trials
             ]
             first_job = len(self.asked) - len(jobs)
-            forward = "joblib" in str(self.config.hydra.launcher.get("_target_", ""))
-            with sweeps.signals_stop_the_sweep(self.sweep_dir, forward) as watch:
+            with (
+                sweeps.signals_stop_the_sweep(self.sweep_dir, forward) as watch,
+                self._heartbeats(study, trials),
+            ):
                 results = self.launcher.launch(jobs, initial_job_idx=first_job)
-            done += self._tell(study, trials, results, space)
-            if watch.signum is not None:  # its unfinished trials stay RUNNING: they run again
-                self._stop(study, watch.signum)
+            self._tell(study, trials, results, space)
+            if watch.signum is not None:  # its unfinished trials are queued to run again
+                self._stop(study, trials, watch.signum)
         self._save_results(study)
         if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
             sys.exit(
@@ -107,11 +130,54 @@ class OptunaSweeper(Sweeper):
                 f"{self.sweep_dir}` lists their errors"
             )
 
+    def _ask(self, study: optuna.Study, space: Space) -> list[optuna.Trial]:
+        """Up to `n_jobs` new trials within the study's budget, which every process shares.
+
+        Two processes may ask at the same moment for the last place in the budget. Optuna
+        numbers trials in the order the storage created them, so the later one finds its
+        place taken: it is closed as pruned, marked over budget, and never run.
+        """
+        trials = []
+        while len(trials) < self.n_jobs and (_taken(study) < self.n_trials or _queued(study)):
+            trial = study.ask(space)
+            if _taken(study, before=trial.number) >= self.n_trials:
+                trial.set_user_attr(OVER_BUDGET, True)
+                study.tell(trial, state=TrialState.PRUNED)
+                break
+            self._beat(study, [trial])
+            trials.append(trial)
+        self.asked += [trial.number for trial in trials]
+        return trials
+
+    @contextmanager
+    def _heartbeats(self, study: optuna.Study, trials: list[optuna.Trial]) -> Iterator[None]:
+        """Optuna's heartbeat for this process's trials while they run, so that the other
+        processes on the study retry them if this one dies (RDB storage only)."""
+        done = threading.Event()
+
+        def beat() -> None:
+            while not done.wait(self.heartbeat_interval):
+                self._beat(study, trials)
+
+        thread = threading.Thread(target=beat, name="nnlab-optuna-heartbeat", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            done.set()
+            thread.join()
+
+    def _beat(self, study: optuna.Study, trials: list[optuna.Trial]) -> None:
+        if self.rdb is not None:
+            for trial in trials:
+                self.rdb.record_heartbeat(optuna_trial_id(trial))
+
     def _check_settings(self) -> None:
         """The sweeper's own settings; Hydra builds the sweeper before nnlab can check them."""
         try:
             check_int("hydra.sweeper.n_trials", self.n_trials, minimum=1)
             check_int("hydra.sweeper.n_jobs", self.n_jobs, minimum=1)
+            check_int("hydra.sweeper.heartbeat_interval", self.heartbeat_interval, minimum=1)
             check_choice("hydra.sweeper.direction", self.direction, ["maximize", "minimize"])
             if self.seed is not None:
                 check_int("hydra.sweeper.seed", self.seed, minimum=0)
@@ -119,20 +185,44 @@ class OptunaSweeper(Sweeper):
             raise ConfigError.from_bad_value(error) from None
 
     def _open_study(self) -> optuna.Study:
-        try:
-            study = optuna.create_study(
-                study_name=self.study_name,
-                storage=self._storage_url(),
-                direction=self.direction,
-                load_if_exists=True,
-            )
-        except (SQLAlchemyError, OSError) as error:
-            reason = str(error).splitlines()[0]
-            raise ConfigError("hydra.sweeper.storage", self.storage, reason) from None
+        for attempt in range(STORAGE_ATTEMPTS):
+            try:
+                self.rdb = self._storage()
+                study = optuna.create_study(
+                    study_name=self.study_name,
+                    storage=self.rdb,
+                    direction=self.direction,
+                    load_if_exists=True,
+                )
+                break
+            except (IntegrityError, OperationalError) as error:
+                # Two processes creating the same new SQLite file at once race on its tables
+                # (`UNIQUE constraint failed: alembic_version`); the loser finds them made.
+                if attempt == STORAGE_ATTEMPTS - 1:
+                    reason = str(error).splitlines()[0]
+                    raise ConfigError("hydra.sweeper.storage", self.storage, reason) from None
+                time.sleep(0.2 * (attempt + 1))
+            except (SQLAlchemyError, OSError) as error:
+                reason = str(error).splitlines()[0]
+                raise ConfigError("hydra.sweeper.storage", self.storage, reason) from None
         # A fresh seed for each continuation: the same one would draw the same values again.
         seed = None if self.seed is None else self.seed + len(study.trials)
         study.sampler = optuna.samplers.TPESampler(seed=seed)
         return study
+
+    def _storage(self) -> optuna.storages.RDBStorage | None:
+        """The study's database, with Optuna's heartbeat: a trial whose process stops beating
+        for two intervals is failed by the next process that looks, and queued again."""
+        url = self._storage_url()
+        if url is None:
+            return None
+        sqlite = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None
+        return optuna.storages.RDBStorage(
+            url,
+            engine_kwargs=sqlite,  # writers from several processes wait for SQLite's lock
+            heartbeat_interval=self.heartbeat_interval,
+            heartbeat_stale_trial_callback=RETRY,
+        )
 
     def _storage_url(self) -> str | None:
         """An SQLite URL for a file path; a URL (`postgresql://...`) as it is; None in memory."""
@@ -190,28 +280,24 @@ class OptunaSweeper(Sweeper):
         trials: list[optuna.Trial],
         results: list[JobReturn],
         space: Space,
-    ) -> int:
-        """Give Optuna the trials' results; return how many count against the budget."""
+    ) -> None:
+        """Give Optuna the trials' results."""
         missing = self._missing_metric(results)
-        counted = 0
         for trial, result in zip(trials, results, strict=True):
             if _stopped_by_a_signal(result):
-                continue  # left RUNNING: the search, continued, runs it again
+                continue  # closed and queued again by _stop
             value = _trial_metric(result, self.metric)
             if value is None:
                 study.tell(trial, state=TrialState.FAIL)
                 if missing is None:
                     log.warning("Trial %d failed; the search goes on", trial.number)
-                    counted += 1
             else:
                 study.tell(trial, value)
                 study.set_user_attr("search", self._search_record(space))
-                counted += 1
         if missing is not None:
             study.set_user_attr("not_counted", _not_counted(study) + [t.number for t in trials])
             self._save_results(study)
             stop(missing)
-        return counted
 
     def _missing_metric(self, results: list[JobReturn]) -> ConfigError | None:
         """A trial completed without the metric: no later one would have it."""
@@ -222,8 +308,16 @@ class OptunaSweeper(Sweeper):
                 return ConfigError("hydra.sweeper.metric", self.metric, available)
         return None
 
-    def _stop(self, study: optuna.Study, signum: int) -> NoReturn:
-        """End an interrupted search as a run ends: one line, exit 128 + the signal's number."""
+    def _stop(self, study: optuna.Study, trials: list[optuna.Trial], signum: int) -> NoReturn:
+        """End an interrupted search as a run ends: one line, exit 128 + the signal's number.
+        Its trials that did not finish are closed as failed and queued again, as
+        Optuna's RetryHeartbeatStaleTrialCallback queues a dead process's: the next search
+        runs them first."""
+        unfinished = {t.number for t in trials}
+        for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if frozen.number in unfinished:
+                study.tell(frozen.number, state=TrialState.FAIL)
+                RETRY(study, study.get_trials(deepcopy=False)[frozen.number])
         self._save_results(study)
         print(
             f"nnlab: search {self.study_name} interrupted by {signal.Signals(signum).name};"
@@ -236,8 +330,9 @@ class OptunaSweeper(Sweeper):
         def count(trials: list[FrozenTrial], state: TrialState) -> int:
             return sum(t.state == state and t.number not in not_counted for t in trials)
 
-        not_counted = set(_not_counted(study))
         everything = study.get_trials(deepcopy=False)
+        retried = _retried(everything)
+        not_counted = set(_not_counted(study)) | retried
         this_sweep = [t for t in everything if t.number in self.asked]
         results: dict[str, Any] = {
             "study": self.study_name,
@@ -247,7 +342,8 @@ class OptunaSweeper(Sweeper):
             "study_trials": {
                 "completed": count(everything, TrialState.COMPLETE),
                 "failed": count(everything, TrialState.FAIL),
-                "not_counted": len(not_counted),  # interrupted and run again, or a wrong metric
+                "running": count(everything, TrialState.RUNNING),  # in other processes
+                "not_counted": len(not_counted),  # run again (interrupted), or a wrong metric
             },
             "this_sweep": {
                 "completed": count(this_sweep, TrialState.COMPLETE),
@@ -263,22 +359,31 @@ class OptunaSweeper(Sweeper):
         (self.sweep_dir / RESULTS_FILE).write_text(yaml.safe_dump(results, sort_keys=False))
 
 
-def _requeue_unfinished(study: optuna.Study) -> int:
-    """Queue again the trials a stopped search left running; return the trials that count.
+def _retried(trials: list[FrozenTrial]) -> set[int]:
+    """The failed trials that were queued again (by RETRY): their retries count instead."""
+    return {n for t in trials for n in RetryHeartbeatStaleTrialCallback.retry_history(t)}
 
-    A trial left RUNNING is closed as failed (SQLite keeps every trial), listed in the study's
-    `not_counted` attribute so that it does not count against `n_trials`, and its values are
-    queued, so that the next trial runs them again.
-    """
-    not_counted = set(_not_counted(study))
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        study.tell(trial.number, state=TrialState.FAIL)
-        study.enqueue_trial(trial.params)
-        not_counted.add(trial.number)
-        log.warning("Trial %d was interrupted; it runs again", trial.number)
-    study.set_user_attr("not_counted", sorted(not_counted))
-    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL))
-    return sum(trial.number not in not_counted for trial in done)
+
+def _taken(study: optuna.Study, before: int | None = None) -> int:
+    """The trials that use the budget (those numbered below `before`): completed, failed for
+    good, running in any process, or queued; not those run again, over budget, or not counted."""
+    trials = study.get_trials(deepcopy=False)
+    skipped = _retried(trials) | set(_not_counted(study))
+    in_budget = (TrialState.COMPLETE, TrialState.FAIL, TrialState.RUNNING, TrialState.WAITING)
+    return sum(
+        t.state in in_budget and t.number not in skipped
+        for t in trials
+        if before is None or t.number < before
+    )
+
+
+def _running(study: optuna.Study) -> list[FrozenTrial]:
+    return study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+
+
+def _queued(study: optuna.Study) -> list[FrozenTrial]:
+    """Trials queued to run again (WAITING): `study.ask` hands them out first."""
+    return study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
 
 
 def _not_counted(study: optuna.Study) -> list[int]:

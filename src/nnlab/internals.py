@@ -54,3 +54,9 @@ def job_error(result: Any) -> BaseException | None:
     from hydra.core.utils import JobStatus
 
     return getattr(result, "_return_value", None) if result.status == JobStatus.FAILED else None
+
+
+def optuna_trial_id(trial: Any) -> int:
+    """The storage's id of an Optuna trial (its number is per study), which the heartbeat of
+    a trial run outside `study.optimize` needs: Optuna has no public accessor."""
+    return trial._trial_id

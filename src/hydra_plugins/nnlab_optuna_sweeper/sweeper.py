@@ -28,6 +28,9 @@ class OptunaSweeperConf:
     n_trials: int = 20
     n_jobs: int = 2
     seed: Optional[int] = 0  # noqa: UP045
+    # Seconds between Optuna heartbeats of running trials: a trial whose process stops beating
+    # for two intervals is failed and queued again by another process on the same study.
+    heartbeat_interval: int = 10
     params: Dict[str, Any] = field(default_factory=dict)  # noqa: UP006
 
 
