@@ -116,3 +116,31 @@ def test_values_the_run_cannot_honour_are_refused_with_what_to_do(cli, overrides
     assert result.returncode == 2
     assert expected in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["optimizer.lr=1e300"], "optimizer.lr=1e+300: expected a number < 3.4e+38"),
+        (["trainer.precision=64-true"], "trainer.precision='64-true': nnlab's tasks and their"),
+        (["trainer.max_epochs=0", "trainer.max_steps=-1"], "trainer.max_epochs=0: 0 epochs"),
+        (["task_name=../../escaped"], "task_name='../../escaped': expected a plain folder name"),
+        (["experiment=../model/mlp"], "experiment='../model/mlp': name an option of experiment/"),
+        (["logger=[tensorboard,nope]"], "logger='nope': no such option; available: csv, mlflow,"),
+        (["model.activation=sïgmoid"], "model.activation='sïgmoid': characters beyond ASCII"),
+        (
+            ["-m", "hydra/launcher=parallel", "hydra.launcher.n_jobs=0"],
+            "hydra.launcher.n_jobs=0: expected a number of parallel",
+        ),
+    ],
+)
+def test_values_that_would_fail_late_or_elsewhere_are_refused_first(
+    cli, tmp_path, overrides, expected
+):
+    flags = [o for o in overrides if o.startswith("-")]
+    result = cli(*[o for o in overrides if o not in flags], multirun=bool(flags))
+    assert result.returncode == 2, result.stderr
+    assert f"nnlab: bad config {expected}" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "escaped").exists() and not (tmp_path.parent / "escaped").exists()
+    assert not list(tmp_path.rglob("checkpoints"))  # nothing trained

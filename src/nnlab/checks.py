@@ -46,10 +46,17 @@ def check_int(name: str, value: Any, *, minimum: int | None = None) -> int:
 
 
 def check_float(
-    name: str, value: Any, *, above: float | None = None, minimum: float | None = None
+    name: str,
+    value: Any,
+    *,
+    above: float | None = None,
+    minimum: float | None = None,
+    below: float | None = None,
 ) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise BadValue(name, value, "expected a finite number")
+    if below is not None and not value < below:
+        raise BadValue(name, value, f"expected a number < {below:g}")
     if above is not None and not value > above:
         raise BadValue(name, value, f"expected a number > {above:g}")
     if minimum is not None and value < minimum:

@@ -17,11 +17,11 @@ from typing import NoReturn
 from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import ConfigAttributeError, ConfigKeyError
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, MissingMandatoryValue
 
 from nnlab.checks import NO_VALUE
 from nnlab.errors import FULL_ERROR, USER_FULL_ERROR, ConfigError, RunStopped, full_error, stop
-from nnlab.overrides import command_line, key_of, parse, values
+from nnlab.overrides import command_line, key_of, parse, parse_error, values
 
 COMPOSITION_ERRORS = (ConfigCompositionException, MissingConfigException, OverrideParseException)
 
@@ -34,9 +34,13 @@ def run_hydra(hydra_main: Callable[[], object], arguments: list[str], config_dir
     line = command_line(arguments)
     overrides = line.overrides
     try:
+        _refuse_paths_outside_their_place(config_dir, overrides)
         hydra_main()
     except COMPOSITION_ERRORS as error:
         stop(composition_error(config_dir, overrides, error))
+    except MissingMandatoryValue as error:  # a required value no config set (task_name)
+        key = str(error.full_key or "").split(":")[-1].strip() or "config"
+        stop(ConfigError(key, NO_VALUE, "no value: the experiment= sets it, or set it yourself"))
     except RunStopped as error:
         if line.multirun:
             # A job of a sweep failed; the others ran. Hydra's status for it is 1.
@@ -51,6 +55,25 @@ def run_hydra(hydra_main: Callable[[], object], arguments: list[str], config_dir
         stop(ConfigError("paths.log_dir", log_dir, reason))
     except Exception:
         _crash()
+
+
+def _refuse_paths_outside_their_place(config_dir: Path, overrides: list[str]) -> None:
+    """`experiment=../model/mlp` would load another group's file as an experiment, and
+    `task_name=../../x` would make Hydra's run dir outside paths.log_dir, before any job."""
+    for override in overrides:
+        key, _, value = override.partition("=")
+        key = key.lstrip("+~")
+        leaves = ".." in value.split("/") or value.startswith("/")
+        if key == "task_name" and (leaves or "/" in value):
+            stop(ConfigError(key, value, "expected a plain folder name, inside paths.log_dir"))
+        if leaves and (config_dir / key).is_dir():
+            available = ", ".join(_options(config_dir, key)) or "none"
+            stop(ConfigError(key, value, f"name an option of {key}/; available: {available}"))
+
+
+def _options(config_dir: Path, group: str) -> list[str]:
+    """The option names of a config group in nnlab's conf/ (Hydra's list, when it gives none)."""
+    return sorted(path.stem for path in (config_dir / group).glob("*.yaml"))
 
 
 def _crash() -> NoReturn:
@@ -82,12 +105,10 @@ def compose_once(config_dir: Path, overrides: list[str]) -> DictConfig:
 def composition_error(config_dir: Path, overrides: list[str], error: Exception) -> ConfigError:
     """Hydra's refusal to compose, as the override it refused and what exists instead."""
     if isinstance(error, OverrideParseException):
-        reason = str(error.message).splitlines()[0]
-        name, _, value = (error.override or "").partition("=")
-        return ConfigError(name.lstrip("+~"), value, f"cannot parse it: {reason}")
+        return parse_error(error)
     if isinstance(error, MissingConfigException):
         group, _, option = str(error.missing_cfg_file).rpartition("/")
-        available = ", ".join(error.options or []) or "none"
+        available = ", ".join(error.options or _options(config_dir, group)) or "none"
         return ConfigError(group or "config", option, f"no such option; available: {available}")
     cause = error.__cause__
     if isinstance(cause, ConfigKeyError | ConfigAttributeError) and cause.full_key:

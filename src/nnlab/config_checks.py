@@ -57,6 +57,15 @@ def check_config(cfg: DictConfig) -> None:
         if seed > MAX_SEED:
             raise ConfigError("seed", seed, f"expected an integer <= {MAX_SEED}")
     _check_trainer(cfg.trainer)
+    precision = str(cfg.trainer.get("precision"))
+    task = str((cfg.get("task") or {}).get("_target_", ""))
+    if precision.startswith("64") and task.startswith("nnlab.tasks."):
+        raise ConfigError(
+            "trainer.precision",
+            precision,
+            "nnlab's tasks and their figures compute in float32; use 32-true, bf16-mixed or "
+            "16-mixed",
+        )
     for name, node in (cfg.get("logger") or {}).items():
         if node.get("save_dir"):  # a logger writes there only at its first value: check now
             checked(check_writable, f"logger.{name}.save_dir", str(node.save_dir))
@@ -68,6 +77,8 @@ def _check_trainer(trainer_cfg: DictConfig) -> None:
     for key, minimum in TRAINER_INTEGERS.items():
         if trainer_cfg.get(key) is not None:
             checked(check_int, f"trainer.{key}", trainer_cfg[key], minimum=minimum)
+    if trainer_cfg.get("max_epochs") == 0:
+        raise ConfigError("trainer.max_epochs", 0, "0 epochs trains nothing; expected -1 or >= 1")
     max_steps = trainer_cfg.get("max_steps", -1)
     if trainer_cfg.get("max_epochs") in (None, -1) and not trainer_cfg.get("fast_dev_run"):
         checked(check_int, "trainer.max_steps", max_steps, minimum=1)

@@ -46,7 +46,7 @@ log = logging.getLogger("nnlab")
 RESULTS_FILE = "optimization_results.yaml"
 OVER_BUDGET = "over_budget"  # a trial another process's took the place of: pruned, never run
 STORAGE_ATTEMPTS = 5
-RETRY = RetryHeartbeatStaleTrialCallback(max_retry=3)  # a trial is run again at most 3 times
+MAX_RETRIES = 3  # a trial is run again at most 3 times
 NEW_STUDY = "name a new study (hydra.sweeper.study_name=...)"
 
 
@@ -91,6 +91,8 @@ class OptunaSweeper(Sweeper):
         # nnlab beats for the trials itself (they run in Hydra's launcher, not Study.optimize).
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
         warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
+        self.retry = RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES)
+        sweeps.check_launcher(self.config)
         try:
             self._check_settings()
             space, self.fixed = search_space(self.params, arguments)
@@ -221,7 +223,7 @@ class OptunaSweeper(Sweeper):
             url,
             engine_kwargs=sqlite,  # writers from several processes wait for SQLite's lock
             heartbeat_interval=self.heartbeat_interval,
-            heartbeat_stale_trial_callback=RETRY,
+            heartbeat_stale_trial_callback=self.retry,
         )
 
     def _storage_url(self) -> str | None:
@@ -317,7 +319,7 @@ class OptunaSweeper(Sweeper):
         for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             if frozen.number in unfinished:
                 study.tell(frozen.number, state=TrialState.FAIL)
-                RETRY(study, study.get_trials(deepcopy=False)[frozen.number])
+                self.retry(study, study.get_trials(deepcopy=False)[frozen.number])
         self._save_results(study)
         print(
             f"nnlab: search {self.study_name} interrupted by {signal.Signals(signum).name};"
@@ -360,7 +362,7 @@ class OptunaSweeper(Sweeper):
 
 
 def _retried(trials: list[FrozenTrial]) -> set[int]:
-    """The failed trials that were queued again (by RETRY): their retries count instead."""
+    """The failed trials that were queued again: their retries count instead."""
     return {n for t in trials for n in RetryHeartbeatStaleTrialCallback.retry_history(t)}
 
 

@@ -22,9 +22,16 @@ def parse(overrides: list[str], key: str | None = None) -> list[Override]:
     try:
         return OverridesParser.create().parse_overrides(list(overrides))
     except OverrideParseException as error:
-        reason = str(error.message).splitlines()[0]
-        name, _, value = (error.override or "").partition("=")
-        raise ConfigError(key or name.lstrip("+~"), value, f"cannot parse it: {reason}") from None
+        raise parse_error(error, key) from None
+
+
+def parse_error(error: OverrideParseException, key: str | None = None) -> ConfigError:
+    """Hydra's refusal to parse an override, as one line: what to write instead, where known."""
+    name, _, value = (error.override or "").partition("=")
+    reason = f"cannot parse it: {str(error.message).splitlines()[0]}"
+    if not value.isascii():  # Hydra's grammar takes letters beyond ASCII only in quotes
+        reason = f"characters beyond ASCII need quotes: {name}='{value}'"
+    return ConfigError(key or name.lstrip("+~"), value, reason)
 
 
 @dataclass(frozen=True)

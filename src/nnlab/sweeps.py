@@ -28,8 +28,10 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from nnlab import layout
+from nnlab.errors import ConfigError, stop
 
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
@@ -100,6 +102,16 @@ def signals_stop_the_sweep(sweep_dir: Path, forward_to_workers: bool) -> Iterato
         for signum, handler in previous_handlers.items():
             signal.signal(signum, handler)
         watch.signum = watch.signum or stopped_by(sweep_dir)
+
+
+def check_launcher(config: Any) -> None:
+    """Joblib's `n_jobs`, which it refuses only once the jobs are launched (0 means nothing)."""
+    launcher = config.hydra.launcher
+    if "joblib" in str(launcher.get("_target_", "")):
+        n_jobs = launcher.get("n_jobs")
+        if isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs == 0:
+            expected = "a number of parallel jobs, or -1 for one per core (-2: all but one)"
+            stop(ConfigError("hydra.launcher.n_jobs", n_jobs, f"expected {expected}"))
 
 
 def _terminate_workers() -> None:

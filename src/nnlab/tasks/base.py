@@ -35,7 +35,8 @@ ADAM = {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 1e-3}
 # Optimizer arguments checked by name, so that the message names the key rather than the class
 # (torch accepts lr=0, which trains nothing).
 OPTIMIZER_CHECKS: dict[str, Callable[[str, Any], Any]] = {
-    "lr": lambda key, value: check_float(key, value, above=0),
+    # below float32's largest value: torch keeps the rate in the parameters' dtype
+    "lr": lambda key, value: check_float(key, value, above=0, below=3.4e38),
     "weight_decay": lambda key, value: check_float(key, value, minimum=0),
     "momentum": lambda key, value: check_float(key, value, minimum=0),
     "eps": lambda key, value: check_float(key, value, above=0),
