@@ -41,3 +41,21 @@ def test_report_names_what_it_cannot_find(tmp_path, capsys):
     with pytest.raises(SystemExit) as stop:
         report_main([str(tmp_path)])
     assert "no run dirs" in str(stop.value)
+
+
+def test_a_folder_of_single_runs_with_keys_some_lack_is_reported(cli, tmp_path):
+    # Runs made one by one: each overrides other keys, and one failed before any metric.
+    for overrides in (
+        ["model.hidden_nodes=2"],
+        ["model.activation=relu"],
+        ["model.hidden_nodes=0"],
+    ):
+        cli("experiment=rings", "trainer.max_steps=100", "logger=none", *overrides)
+    runs = tmp_path / "logs" / "rings" / "runs"
+    for x in ("model.hidden_nodes", "model.activation"):
+        report_main([str(runs), "--x", x])
+        rows = list(csv.DictReader((runs / "report.csv").open()))
+        assert [row["model.hidden_nodes"] for row in rows] == ["2", "", "0"]
+        assert [row["model.activation"] for row in rows] == ["", "relu", ""]
+        assert rows[2]["val/acc"] == "" and rows[2]["status"].startswith("failed: bad config")
+        assert (runs / "report.png").read_bytes().startswith(b"\x89PNG")

@@ -95,3 +95,17 @@ def test_sigterm_stops_the_whole_sweep_and_no_job_starts_after_it(tmp_path):
 
     report_main([str(jobs[0].parent)])
     assert "6 runs, 0 completed, 6 not." in (jobs[0].parent / "report.md").read_text()
+
+
+def test_hydras_sweep_forms_over_config_groups_work(cli, tmp_path):
+    # glob() over the experiments (those needing no image data), as in plain Hydra
+    result = cli("experiment=glob(*,exclude=[mnist*,fashion*])", "debug=fdr", multirun=True)
+    assert result.returncode == 0, result.stderr
+    jobs = run_dirs(tmp_path / "logs")
+    assert [job.name for job in jobs] == [
+        "0_experiment=rings",
+        "1_experiment=series_rnn",
+        "2_experiment=wave",
+    ]  # named by what varies; debug=fdr, the same in every job, is left out
+    assert [read_metrics(job)["status"] for job in jobs] == ["completed"] * 3
+    assert "3 completed." in result.stdout

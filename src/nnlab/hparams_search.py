@@ -38,8 +38,9 @@ from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from nnlab import sweeps
 from nnlab.checks import NO_VALUE, BadValue, check_choice, check_int, check_writable
 from nnlab.errors import ConfigError, Interrupted, NotRun, stop
+from nnlab.grid_sweeper import name_jobs_by_what_varies
 from nnlab.internals import job_error, optuna_trial_id
-from nnlab.overrides import as_value
+from nnlab.overrides import as_value, key_of
 from nnlab.search_space import Space, described, search_space
 
 log = logging.getLogger("nnlab")
@@ -103,6 +104,7 @@ class OptunaSweeper(Sweeper):
         self.sweep_dir = Path(str(self.config.hydra.sweep.dir))
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, self.sweep_dir / "multirun.yaml")
+        name_jobs_by_what_varies(self.config, [key_of(o) for o in self.fixed])
         log.info("Study %s: %d of %d trials taken", self.study_name, _taken(study), self.n_trials)
         forward = "joblib" in str(self.config.hydra.launcher.get("_target_", ""))
         while True:
