@@ -74,17 +74,18 @@ def test_hydras_callbacks_are_built_from_a_config_and_called():
     assert RecordRunStart.seen == ["run-7"]
 
 
-def test_a_failed_hydra_job_keeps_its_exception_and_hydras_grid_sweeper_is_there():
+def test_a_failed_hydra_job_keeps_its_exception_and_hydras_grid_is_there():
+    from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.core.utils import JobReturn, JobStatus
-    from hydra.plugins.sweeper import Sweeper
 
     failed, completed = JobReturn(), JobReturn()
     error = ValueError("boom")
     failed.return_value, failed.status = error, JobStatus.FAILED
     completed.return_value, completed.status = {"val/acc": 1.0}, JobStatus.COMPLETED
     assert internals.job_error(failed) is error and internals.job_error(completed) is None
-    sweeper = internals.hydra_basic_sweeper()
-    assert issubclass(sweeper, Sweeper) and callable(sweeper.split_arguments)
+    overrides = OverridesParser.create().parse_overrides(["a=1,2", "b=x,y", "c=3"])
+    (batch,) = internals.hydra_grid(overrides, None)
+    assert len(batch) == 4 and ["a=1", "b=x", "c=3"] in batch
 
 
 def test_hydras_argument_parser_splits_flags_from_overrides():

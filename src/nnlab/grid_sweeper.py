@@ -8,32 +8,52 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.plugins import Plugins
 from hydra.core.utils import JobReturn
+from hydra.plugins.launcher import Launcher
+from hydra.plugins.sweeper import Sweeper
+from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, read_write
 
 from nnlab import layout, sweeps
-from nnlab.internals import hydra_basic_sweeper
-
-BasicSweeper = hydra_basic_sweeper()
+from nnlab.internals import hydra_grid
 
 
-class GridSweeper(BasicSweeper):
-    """Hydra's BasicSweeper, its jobs launched by nnlab (the one loop below)."""
+class GridSweeper(Sweeper):
+    """Hydra's grid (its BasicSweeper's way of splitting the overrides into jobs), launched by
+    nnlab's loop below.
+
+    Not a subclass of BasicSweeper: Hydra re-executes its plugin modules at every scan, and
+    BasicSweeper's `super(BasicSweeper, self)` then fails for a subclass of the class it was
+    (a second sweep in one process: the tests, a notebook).
+    """
+
+    hydra_context: HydraContext
+    config: DictConfig
+    launcher: Launcher
 
     def __init__(self, max_batch_size: int | None, params: dict[str, str] | None = None) -> None:
-        super().__init__(max_batch_size=max_batch_size, params=params)
+        self.max_batch_size, self.params = max_batch_size, dict(params or {})
+
+    def setup(
+        self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
+    ) -> None:
+        self.hydra_context, self.config = hydra_context, config
+        self.launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=hydra_context, task_function=task_function, config=config
+        )
 
     def sweep(self, arguments: list[str]) -> Any:
         sweeps.check_launcher(self.config)
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
-        swept = [f"{key}={value}" for key, value in (self.params or {}).items()]
+        swept = [f"{key}={value}" for key, value in self.params.items()]
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
         overrides = parser.parse_overrides([*swept, *arguments])
         fixed = [o.get_key_element() for o in overrides if not o.is_sweep_override()]
         name_jobs_by_what_varies(self.config, fixed)
-        batches = self.split_arguments(overrides, self.max_batch_size)
+        batches = hydra_grid(overrides, self.max_batch_size)
         statuses: list[str] = []
         forward = "joblib" in str(self.config.hydra.launcher.get("_target_", ""))
         with sweeps.signals_stop_the_sweep(sweep_dir, forward_to_workers=forward) as watch:

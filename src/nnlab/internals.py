@@ -40,12 +40,12 @@ def hydra_argument_parser() -> Any:
     return get_args_parser()
 
 
-def hydra_basic_sweeper() -> type:
-    """Hydra's grid sweeper, the base of nnlab's (nnlab.grid_sweeper): Hydra ships it among its
-    internal core plugins, with no public import path."""
+def hydra_grid(overrides: list[Any], max_batch_size: int | None) -> list[list[list[str]]]:
+    """Every combination of the swept values, in batches of jobs, as Hydra's BasicSweeper makes
+    them (glob, choice, range...): a static method of a class among Hydra's internal plugins."""
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 
-    return BasicSweeper
+    return BasicSweeper.split_arguments(overrides, max_batch_size)
 
 
 def job_error(result: Any) -> BaseException | None:
