@@ -174,6 +174,26 @@ def test_missing_data_stops_the_command_with_status_2(cli, tmp_path):
     assert "MNIST not found: looked in" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        (lambda raw: raw.write_bytes(b"\x01\x02\x08\x03" + bytes(12)), "AssertionError"),  # magic
+        (lambda raw: raw.write_bytes(b""), "ValueError"),  # an empty file
+    ],
+)
+def test_a_damaged_idx_file_stops_the_command_naming_it(cli, tmp_path, tiny_mnist, damage, reason):
+    data_dir = tmp_path / "data"
+    (data_dir / "MNIST").mkdir(parents=True)
+    for source in (tiny_mnist / "MNIST" / "raw").iterdir():
+        (data_dir / "MNIST" / "raw").mkdir(exist_ok=True)
+        (data_dir / "MNIST" / "raw" / source.name).write_bytes(source.read_bytes())
+    damage(data_dir / "MNIST" / "raw" / "train-images-idx3-ubyte")
+    result = cli("experiment=mnist_mlp", f"paths.data_dir={data_dir}", "data.download=false")
+    assert result.returncode == 2, result.stderr
+    assert "is truncated or not an idx file" in result.stderr and reason in result.stderr
+    assert "train-images-idx3-ubyte" in result.stderr and "Traceback" not in result.stderr
+
+
 @pytest.mark.real_data
 @pytest.mark.skipif(
     not DEBIAN_FASHION.is_dir(), reason="Debian's dataset-fashion-mnist is not installed"
