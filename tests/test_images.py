@@ -172,6 +172,12 @@ def test_missing_data_stops_the_command_with_status_2(cli, tmp_path):
     )
     assert result.returncode == 2
     assert "MNIST not found: looked in" in result.stderr and "Traceback" not in result.stderr
+    (tmp_path / "a_file").write_text("not a folder")
+    result = cli("experiment=mnist_mlp", f"paths.data_dir={tmp_path / 'a_file'}")
+    assert result.returncode == 2
+    assert (
+        f"bad config paths.data_dir='{tmp_path / 'a_file'}': a file, not a folder" in result.stderr
+    )
 
 
 @pytest.mark.parametrize(

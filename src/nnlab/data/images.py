@@ -129,6 +129,8 @@ class ImageDataModule(InMemoryDataModule):
         downloaded. Runs once per machine, before setup."""
         if self._files_present():
             return
+        if self.data_dir.exists() and not self.data_dir.is_dir():
+            raise ConfigError("paths.data_dir", str(self.data_dir), "a file, not a folder")
         if self.info.debian is not None and all(
             (self.info.debian / f"{name}.gz").is_file() for name in IDX_FILES
         ):
