@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import time
 
 import yaml
 from conftest import is_finite_number, read_metrics, run_dirs
@@ -87,13 +88,18 @@ def _hparams(events: EventAccumulator, field: str) -> object:
     raise AssertionError(f"no hparams {field} in the event files")
 
 
-def test_run_stamps_differ_within_the_same_second():
-    stamps = {run_stamp() for _ in range(50)}
-    assert len(stamps) == 50
+def test_run_stamps_differ_within_the_same_second_and_sort_in_start_order():
+    stamps = []
+    for _ in range(50):
+        stamps.append(run_stamp())
+        time.sleep(0.002)
+    assert len(set(stamps)) == 50
+    assert sorted(stamps) == stamps
 
 
 IMPORTS_AFTER = """
 import sys
+import time
 from nnlab.train import main
 sys.argv = ["nnlab-train", *sys.argv[1:]]
 status = 0

@@ -1,6 +1,6 @@
 """`nnlab-report DIR`: one table and one picture of a sweep's runs.
 
-    nnlab-report logs/rings/multiruns/2026-11-29_14-03-07_a3f9c2
+    nnlab-report logs/rings/multiruns/2026-11-29_14-03-07.042_a3f9c2
     nnlab-report DIR --metric val/loss --x model.hidden_nodes --lines model.activation
 
 DIR is a multirun dir or any folder of run dirs (found by their .hydra/ folder). It writes

@@ -24,9 +24,11 @@ from nnlab.trackers import wandb_offline
 
 
 def run_stamp() -> str:
-    """`2026-11-29_14-03-07_a3f9c2`: a timestamp, plus a random suffix so that two runs started
-    in the same second never share a directory."""
-    return f"{datetime.now():%Y-%m-%d_%H-%M-%S}_{secrets.token_hex(3)}"
+    """`2026-11-29_14-03-07.042_a3f9c2`: a timestamp to the millisecond, so that runs list in
+    the order they started (the report's rows too), plus a random suffix so that two runs
+    started in the same millisecond never share a directory."""
+    now = datetime.now()
+    return f"{now:%Y-%m-%d_%H-%M-%S}.{now.microsecond // 1000:03d}_{secrets.token_hex(3)}"
 
 
 def path_safe(text: str, max_length: int = 120) -> str:
