@@ -21,7 +21,7 @@ def test_a_run_writes_its_dir_and_prints_where_it_is(cli, tmp_path):
     (run_dir,) = run_dirs(tmp_path / "logs")
     # <paths.log_dir>/<task_name>/runs/<timestamp>_<random>/
     assert run_dir.parent == tmp_path / "logs" / "rings" / "runs"
-    assert re.fullmatch(r"\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d_[0-9a-f]{6}", run_dir.name)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d\.\d{3}_[0-9a-f]{6}", run_dir.name)
 
     metrics = read_metrics(run_dir)
     assert metrics.pop("status") == "completed"

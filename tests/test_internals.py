@@ -91,3 +91,51 @@ def test_a_failed_hydra_job_keeps_its_exception_and_hydras_grid_is_there():
 def test_hydras_argument_parser_splits_flags_from_overrides():
     parsed = internals.hydra_argument_parser().parse_args(["--cfg", "job", "-m", "a=1", "b=2"])
     assert (parsed.cfg, parsed.multirun, parsed.overrides) == ("job", True, ["a=1", "b=2"])
+
+
+def test_pending_loader_states_reach_the_loaders_of_a_resumed_fit(tmp_path):
+    class Remembers(torch.utils.data.DataLoader):
+        loaded: ClassVar[list[dict]] = []
+
+        def state_dict(self):
+            return {"at": 3}
+
+        def load_state_dict(self, state):
+            self.loaded.append(state)
+
+    class Resumed(OneParameter):
+        def configure_optimizers(self):
+            self.trainer.estimated_stepping_batches  # noqa: B018 - sets the data up before restoring
+            return super().configure_optimizers()
+
+        def train_dataloader(self):
+            return Remembers(torch.utils.data.TensorDataset(torch.ones(4, 1)))
+
+    class LoadPending(L.Callback):
+        def on_train_start(self, trainer, pl_module):
+            internals.load_pending_loader_states(trainer)
+
+    class SaveAtStep2(L.Callback):
+        def on_train_batch_end(self, trainer, *args):
+            if trainer.global_step == 2:
+                trainer.save_checkpoint(tmp_path / "mid.ckpt")
+
+    def trainer(*callbacks):  # the data is set up early for an epoch budget only
+        return L.Trainer(
+            max_epochs=1, logger=False, enable_progress_bar=False,
+            enable_model_summary=False, default_root_dir=tmp_path, callbacks=list(callbacks),
+        )  # fmt: skip
+
+    trainer(SaveAtStep2()).fit(Resumed())
+    trainer().fit(Resumed(), ckpt_path=tmp_path / "mid.ckpt")
+    assert Remembers.loaded == []  # Lightning issue #20550: the state is dropped
+    trainer(LoadPending()).fit(Resumed(), ckpt_path=tmp_path / "mid.ckpt")
+    assert Remembers.loaded == [{"at": 3}]
+
+
+def test_a_metrics_update_count_can_be_put_back():
+    from torchmetrics import MeanMetric
+
+    metric = MeanMetric()
+    internals.set_update_count(metric, 3)
+    assert metric.update_count == 3

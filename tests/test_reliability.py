@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import signal
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -157,3 +159,121 @@ def test_a_signal_during_validation_stops_the_run_as_interrupted(config, tmp_pat
     checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
     assert checkpoint["global_step"] == 500
     assert signal.getsignal(signal.SIGTERM) == handler  # the handler is given back
+
+
+def test_an_image_run_resumed_mid_epoch_takes_the_same_batches_and_ends_the_same(
+    cli, tmp_path, tiny_mnist, monkeypatch
+):
+    # 360 training images in batches of 32: 12 steps an epoch; the signal lands in the last.
+    overrides = [
+        "experiment=fashion_mlp",
+        f"paths.data_dir={tiny_mnist}",
+        "data.download=false",
+        "data.batch_size=32",
+        "trainer.max_epochs=3",
+        "task.robustness=null",
+        "logger=none",
+    ]
+    straight_dir = only_run(cli, tmp_path / "straight", *overrides)
+
+    # The signal lands after nnlab's callbacks have seen the batch end: the run stops at the
+    # next one, without the extra validation that Lightning's own stop would add.
+    def train_batch_end_with_sigterm(self, outputs, batch, batch_idx):
+        if self.global_step == 28:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(ImageClassifierTask, "on_train_batch_end", train_batch_end_with_sigterm)
+        stopped = cli(*overrides)
+    assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr
+    (run_dir,) = run_dirs(tmp_path / "logs")
+    last = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+
+    assert last["global_step"] == 29  # not 28: stopped after a batch, not by a validation
+    assert last["loops"]["fit_loop"]["state_dict"]["combined_loader"] == [{"batches_given": 5}]
+
+    resumed = cli("experiment=fashion_mlp", "ckpt_path=last")
+    assert resumed.returncode == 0, resumed.stderr
+    resumed_steps = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert resumed_steps["global_step"] == 36
+    assert_same_completed_metrics(run_dir, straight_dir, rel=1e-6, abs=1e-7)
+
+
+def test_a_resume_that_cannot_start_leaves_the_run_interrupted_and_resumable(
+    cli, tmp_path, monkeypatch
+):
+    def validation_start_with_sigterm(self):
+        if self.global_step == 500:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    overrides = ["experiment=rings", "trainer.max_steps=1000", "model.hidden_nodes=4"]
+    with monkeypatch.context() as patch:
+        patch.setattr(RingsTask, "on_validation_start", validation_start_with_sigterm)
+        assert cli(*overrides).returncode == 128 + signal.SIGTERM
+    (run_dir,) = run_dirs(tmp_path / "logs")
+    files = ("metrics.json", "checkpoints/last.ckpt")
+    before = {name: (run_dir / name).read_bytes() for name in files}
+    events_before = sorted(run_dir.glob("events.out.tfevents.*"))
+
+    shapes = cli("experiment=rings", "ckpt_path=last", "model.hidden_nodes=5")
+    assert shapes.returncode == 2
+    assert shapes.stderr.count("nnlab: ") == 1 and "Traceback" not in shapes.stderr
+    assert "bad config model.hidden_nodes=5: the run had model.hidden_nodes=4; layer " in (
+        shapes.stderr
+    )
+    optimizer = cli("experiment=rings", "ckpt_path=last", "optimizer=sgd")  # Lightning refuses
+    assert optimizer.returncode == 2 and "Traceback" not in optimizer.stderr
+    assert "bad config optimizer='sgd': the run did not set it; resuming failed" in (
+        optimizer.stderr
+    )
+    assert {name: (run_dir / name).read_bytes() for name in files} == before
+    assert sorted(run_dir.glob("events.out.tfevents.*")) == events_before
+
+    resumed = cli("experiment=rings", "ckpt_path=last")
+    assert resumed.returncode == 0, resumed.stderr
+    assert read_metrics(run_dir)["status"] == "completed"
+
+
+def test_a_full_disk_ends_the_run_with_one_line_and_leaves_earlier_files_whole(
+    cli, tmp_path, monkeypatch
+):
+    import matplotlib.image
+
+    written = []
+
+    def imsave_until_the_disk_fills(path, *args, **kwargs):
+        if written:  # the second figure finds the disk full, halfway through
+            Path(path).write_bytes(b"\x89PNG half")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        written.append(path)
+        return real_imsave(path, *args, **kwargs)
+
+    real_imsave = matplotlib.image.imsave
+    monkeypatch.setattr(matplotlib.image, "imsave", imsave_until_the_disk_fills)
+    result = cli("experiment=rings", "trainer.max_steps=300", "logger=none")
+    assert result.returncode == 4
+    (run_dir,) = run_dirs(tmp_path / "logs")
+    figures = sorted((run_dir / "figures").iterdir())
+    assert [p.suffix for p in figures] == [".png"]  # the first figure, whole; no partial file
+    assert figures[0].read_bytes().startswith(b"\x89PNG\r\n")
+    status = read_metrics(run_dir)["status"]
+    assert status.startswith("failed: disk full while writing ") and status.endswith(".png")
+    assert result.stderr.count("nnlab: disk full: no space left to write ") == 1
+    assert "Traceback" not in result.stderr
+
+
+def test_an_atomic_write_that_fails_leaves_the_earlier_file_whole(tmp_path):
+    from nnlab.outputs import write_atomically, write_metrics
+
+    write_metrics(tmp_path, {"val/acc": 0.5}, "interrupted")
+    before = (tmp_path / "metrics.json").read_bytes()
+
+    def half_then_full(partial):
+        partial.write_text('{"val/acc": 0.')
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(OSError, match=r"metrics\.json") as failed:
+        write_atomically(tmp_path / "metrics.json", half_then_full)
+    assert failed.value.errno == errno.ENOSPC
+    assert (tmp_path / "metrics.json").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]

@@ -66,6 +66,7 @@ def test_training_windows_come_shuffled_in_batches_and_evaluation_takes_each_spl
     windows = len(data.targets_at["train"])
     assert len(batches) == len(loader) == -(-windows // 16)
     assert sum(len(batch[0]) for batch in batches) == windows
+    loader.sampler.set_epoch(1)  # as Lightning does at each epoch
     assert not torch.equal(batches[0][0], next(iter(loader))[0])  # a new order each epoch
     (val,) = list(data.val_dataloader())
     assert len(val[0]) == len(data.targets_at["val"])

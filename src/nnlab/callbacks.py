@@ -15,6 +15,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.trainer.states import TrainerFn
 
 from nnlab.errors import Diverged, Interrupted
+from nnlab.internals import load_pending_loader_states
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -23,10 +24,13 @@ class GracefulStop(Callback):
     """On Ctrl-C (SIGINT) or SIGTERM (a cluster's pre-emption), finish the current batch, save
     `last.ckpt`, and stop with `Interrupted`, so that `ckpt_path=last` resumes the run.
 
-    The handler only sets `trainer.should_stop`: doing the work inside a signal handler could
-    interrupt a half-written file. A second Ctrl-C stops at once, with Python's
-    KeyboardInterrupt. In a sweep's job the signals arrive blocked (nnlab.sweeps): they are
-    unblocked while training, so one that came earlier stops the run at its first batch.
+    The handler only takes note: doing the work inside a signal handler could interrupt a
+    half-written file. The stop comes at the end of the batch under way (or of the validation),
+    never through Lightning's `should_stop` between batches, which would end the epoch early
+    and validate once more, so that a resumed run would differ from one never stopped. A second
+    Ctrl-C stops at once, with Python's KeyboardInterrupt. In a sweep's job the signals arrive
+    blocked (nnlab.sweeps): they are unblocked while training, so one that came earlier stops
+    the run at its first batch.
     """
 
     def __init__(self, checkpoint: Path) -> None:
@@ -35,6 +39,7 @@ class GracefulStop(Callback):
         self._trainer: L.Trainer | None = None
         self._previous: dict[int, Any] = {}
         self._blocked: set[int] | None = None
+        self._in_batch = False
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if threading.current_thread() is not threading.main_thread():
@@ -46,11 +51,16 @@ class GracefulStop(Callback):
 
     def _request_stop(self, signum: int, frame: FrameType | None) -> None:
         self.received = signum
-        if self._trainer is not None:
+        if self._in_batch and self._trainer is not None:
+            # A batch of several steps (nnlab.tasks.steps_per_batch) ends after the current one.
             self._trainer.should_stop = True
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
+    def on_train_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
+        self._in_batch = True
+
     def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        self._in_batch = False
         self._stop_if_requested(trainer)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -80,6 +90,19 @@ class GracefulStop(Callback):
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
         self._previous = {}
+
+
+class ResumedLoaderState(Callback):
+    """A resumed run's training DataLoaders take up the epoch where the checkpoint left it.
+
+    Lightning keeps a stateful loader's `state_dict` in checkpoints, but drops it on resume
+    when the module read `trainer.estimated_stepping_batches` while configuring its
+    optimizers (the built-in tasks' cosine schedule does). Loading it at the start of training
+    is in time: loaders are first iterated after that.
+    """
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        load_pending_loader_states(trainer)
 
 
 class LastCheckpoint(ModelCheckpoint):

@@ -62,21 +62,23 @@ def load_weights(module: Any, path: Path | str, key: str) -> dict[str, Any]:
     """Copy the checkpoint's weights into `module`, exactly: every tensor must exist in both
     with the same shape, or ConfigError names the first that does not. Returns the checkpoint."""
     checkpoint = read(path, key)
-    saved, own = checkpoint["state_dict"], module.state_dict()
+    difference = weights_difference(checkpoint["state_dict"], module.state_dict())
+    if difference:
+        raise ConfigError(key, str(path), difference)
+    module.load_state_dict(checkpoint["state_dict"])
+    return checkpoint
+
+
+def weights_difference(saved: dict[str, Any], own: dict[str, Any]) -> str | None:
+    """How the checkpoint's tensors `saved` differ from a module's `own` (the first tensor
+    missing or shaped otherwise), or None when the weights fit."""
     for name, tensor in own.items():
         if name not in saved:
-            raise ConfigError(key, str(path), f"the checkpoint has no {name}: another network")
+            return f"the checkpoint has no {name}: another network"
         if tuple(saved[name].shape) != tuple(tensor.shape):
-            raise ConfigError(
-                key,
-                str(path),
+            return (
                 f"layer {name} is {tuple(saved[name].shape)} in the checkpoint but "
-                f"{tuple(tensor.shape)} here; the network's config differs from the run's",
+                f"{tuple(tensor.shape)} here; the network's config differs from the run's"
             )
     extra = sorted(set(saved) - set(own))
-    if extra:
-        raise ConfigError(
-            key, str(path), f"the checkpoint has {extra[0]}, which this network lacks"
-        )
-    module.load_state_dict(saved)
-    return checkpoint
+    return f"the checkpoint has {extra[0]}, which this network lacks" if extra else None

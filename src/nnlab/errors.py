@@ -3,6 +3,7 @@ one place where nnlab turns them into a line on stderr and that status."""
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import sys
@@ -107,6 +108,37 @@ class Interrupted(RunStopped):
 
     def __reduce__(self) -> tuple[type, tuple[int, int, str]]:
         return (type(self), (self.signum, self.step, self.checkpoint))
+
+
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)  # no space left; the user's quota reached
+
+
+class DiskFull(RunStopped):
+    """The disk (or the user's quota) filled up while the run wrote its files. Every file is
+    written under a temporary name and renamed, so what was written before stays whole."""
+
+    exit_code = 4
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        return (
+            f"disk full: no space left to write {self.where}; files written before are whole. "
+            "Free some space, then finish the run with ckpt_path=last"
+        )
+
+    @property
+    def status(self) -> str:
+        return f"failed: disk full while writing {self.where}"
+
+    @classmethod
+    def from_os_error(cls, error: OSError) -> DiskFull:
+        return cls(str(error.filename) if error.filename else "the run's files")
+
+    def __reduce__(self) -> tuple[type, tuple[str]]:
+        return (type(self), (self.where,))
 
 
 class NotRun(RunStopped):

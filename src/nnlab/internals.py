@@ -60,3 +60,18 @@ def optuna_trial_id(trial: Any) -> int:
     """The storage's id of an Optuna trial (its number is per study), which the heartbeat of
     a trial run outside `study.optimize` needs: Optuna has no public accessor."""
     return trial._trial_id
+
+
+def load_pending_loader_states(trainer: Any) -> None:
+    """Give the training DataLoaders the state a resumed checkpoint saved for them (their place
+    in the epoch). Lightning does it only when it first sets up the training data after
+    restoring; a module that reads `trainer.estimated_stepping_batches` in
+    `configure_optimizers`, as Lightning's docs suggest for a schedule over the whole budget,
+    sets the data up before, and the state is dropped (Lightning issue #20550, open)."""
+    trainer.fit_loop._load_combined_loader_states()
+
+
+def set_update_count(metric: Any, count: int) -> None:
+    """Set how many batches a torchmetrics metric has seen, as when its running sums are put
+    back from a checkpoint: with a count of 0, `compute` warns that it was never updated."""
+    metric._update_count = count

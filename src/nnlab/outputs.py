@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import math
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,6 +16,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from nnlab import trackers
+from nnlab.errors import DISK_FULL
 
 if TYPE_CHECKING:  # imported where used: a run's metrics.json is written before Lightning loads
     from lightning.pytorch.loggers import Logger
@@ -37,11 +39,26 @@ def write_metrics(
     if tags:
         payload["tags"] = [str(tag) for tag in tags]
     path = run_dir / METRICS_FILE
-    partial = path.with_suffix(".json.partial")
     # json writes NaN and Infinity, which Python reads back; a diverged run keeps its NaN.
-    partial.write_text(json.dumps(payload, indent=2) + "\n")
-    os.replace(partial, path)
+    text = json.dumps(payload, indent=2) + "\n"
+    write_atomically(path, lambda partial: partial.write_text(text))
     return path
+
+
+def write_atomically(path: Path, write: Callable[[Path], object]) -> None:
+    """`write(partial)` a file beside `path`, then rename it to `path`: a reader, or a run
+    that a full disk or a kill stops halfway, never leaves half a file, and an earlier version
+    stays whole until the new one is complete. A disk-full error is raised with the file's
+    name (a failed `write` of an open file does not give it)."""
+    partial = path.with_name(path.name + ".partial")
+    try:
+        write(partial)
+        os.replace(partial, path)
+    except BaseException as error:
+        partial.unlink(missing_ok=True)
+        if isinstance(error, OSError) and error.errno in DISK_FULL and not error.filename:
+            raise OSError(error.errno, error.strerror, str(path)) from error
+        raise
 
 
 def is_tensorboard(logger: Logger) -> bool:
@@ -78,27 +95,38 @@ def log_hparams(loggers: Iterable[Logger], cfg: DictConfig, metric_names: Iterab
             logger.log_hyperparams(flat)
 
 
-def close_writers(loggers: Iterable[Logger], keep_empty: bool = True) -> None:
+def close_writers(
+    loggers: Iterable[Logger], keep_empty: bool = True, keep_only: set[Path] | None = None
+) -> None:
     """Flush and close the TensorBoard files (what the analysis logged after Lightning closed
     them, figures and tables, went to a writer that nothing else would flush before exit), and
-    end a W&B run. Without `keep_empty`, event files with no value in them are removed."""
+    end a W&B run. Without `keep_empty`, event files with no value in them are removed; with
+    `keep_only`, every event file not in it."""
     for writer in tensorboard_writers(loggers):
         writer.flush()
         writer.close()
-        if not keep_empty and not _holds_results(Path(writer.log_dir)):
-            for events in Path(writer.log_dir).glob("events.out.tfevents.*"):
-                events.unlink()  # a run that failed before its first value: not a run to list
+        for events in Path(writer.log_dir).glob(EVENT_FILES):
+            if keep_only is not None and events not in keep_only:
+                events.unlink()
+            elif not keep_empty and not _holds_results(events):  # a run that failed before
+                events.unlink()  # its first value: not a run to list
     trackers.finish(loggers)
 
 
-def _holds_results(log_dir: Path) -> bool:
-    """Whether the event files in `log_dir` hold anything beyond the HPARAMS entry."""
+def event_files(folder: Path) -> set[Path]:
+    return set(folder.rglob(EVENT_FILES))
+
+
+EVENT_FILES = "events.out.tfevents.*"
+
+
+def _holds_results(events: Path) -> bool:
+    """Whether the event file holds anything beyond the HPARAMS entry."""
     from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 
-    for events in log_dir.glob("events.out.tfevents.*"):
-        for event in EventFileLoader(str(events)).Load():
-            if any(not value.tag.startswith("_hparams_/") for value in event.summary.value):
-                return True
+    for event in EventFileLoader(str(events)).Load():
+        if any(not value.tag.startswith("_hparams_/") for value in event.summary.value):
+            return True
     return False
 
 
@@ -179,7 +207,12 @@ def save_analysis(analysis: Analysis, run_dir: Path, loggers: Iterable[Logger], 
     for name, rows in analysis.tables.items():
         _save_table(name, rows, run_dir, loggers, step)
     for name, arrays in analysis.arrays.items():
-        np.savez_compressed(run_dir / f"{name}.npz", **arrays)
+        write_atomically(run_dir / f"{name}.npz", functools.partial(_save_arrays, arrays=arrays))
+
+
+def _save_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    with path.open("wb") as file:  # to a file object: given a name, numpy appends ".npz"
+        np.savez_compressed(file, **arrays)
 
 
 def _save_table(
@@ -188,10 +221,14 @@ def _save_table(
     if not rows:
         return
     columns = list(rows[0])
-    with (run_dir / f"{name}.csv").open("w", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
+
+    def write_csv(path: Path) -> None:
+        with path.open("w", newline="") as file:
+            writer = csv.DictWriter(file, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(rows)
+
+    write_atomically(run_dir / f"{name}.csv", write_csv)
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(_cell(row[c]) for c in columns) + " |" for row in rows]
     for writer in tensorboard_writers(loggers):
@@ -218,7 +255,7 @@ def save_figures(
         canvas.draw()  # rendered once, for the PNG and for TensorBoard
         pixels = np.asarray(canvas.buffer_rgba())
         path = folder / f"{name}.png"
-        imsave(path, pixels)
+        write_atomically(path, functools.partial(imsave, arr=pixels, format="png"))
         for writer in writers:
             writer.add_image(f"figures/{name}", pixels[..., :3], step, dataformats="HWC")
         trackers.log_figure(loggers, name, path, step)

@@ -6,6 +6,7 @@ eval dir hold the same files, and metrics.json says the same things about how ea
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Iterator
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from nnlab import outputs
-from nnlab.errors import RunStopped
+from nnlab.errors import DISK_FULL, DiskFull, RunStopped
 from nnlab.runtime import DETAILS, is_multirun
 
 if TYPE_CHECKING:  # imported where used: `recording` starts before Lightning is loaded
@@ -35,6 +36,18 @@ class Record:
     run: Run | None = None
     tags: list[str] = field(default_factory=list)
     note: str = ""  # after the status: how a completed run ended (stopped early at ...)
+    resuming: bool = False  # the run resumes from a checkpoint of its own (ckpt_path=)
+    resumed_from: int | None = None  # that checkpoint's step, once checked
+
+    def left_as_it_was(self, status: str) -> bool:
+        """A resume that ends before its first new step leaves the run's record as it was:
+        interrupted, and resumable again."""
+        if not self.resuming or status == "completed":
+            return False
+        trainer = self.run.trainer if self.run is not None else None
+        if trainer is None or self.resumed_from is None:
+            return True
+        return trainer.global_step <= self.resumed_from
 
 
 def latest_metrics(trainer: L.Trainer) -> dict[str, float]:
@@ -103,6 +116,7 @@ def recording(out_dir: Path, title: str, note: str = "") -> Iterator[Record]:
     DDP, rank 0 writes for every process."""
     record = Record()
     started = time.perf_counter()
+    earlier_events = outputs.event_files(out_dir)
     status = "failed"
     try:
         yield record
@@ -110,6 +124,13 @@ def recording(out_dir: Path, title: str, note: str = "") -> Iterator[Record]:
     except RunStopped as error:
         status = error.status
         raise
+    except OSError as error:
+        if error.errno not in DISK_FULL:
+            status = f"failed: {type(error).__name__}: {error}".splitlines()[0]
+            raise
+        full = DiskFull.from_os_error(error)
+        status = full.status
+        raise full from error
     except (KeyboardInterrupt, SystemExit):
         status = "interrupted"
         raise
@@ -117,21 +138,54 @@ def recording(out_dir: Path, title: str, note: str = "") -> Iterator[Record]:
         status = f"failed: {type(error).__name__}: {error}".splitlines()[0]
         raise
     finally:
-        run = record.run
-        trainer = run.trainer if run is not None else None
-        if trainer is not None and status != "completed":  # the latest values, for the report
-            record.metrics = {**latest_metrics(trainer), **record.metrics}
-        if trainer is None or trainer.is_global_zero:
-            ending = status + (record.note if status == "completed" else "") + note
-            outputs.write_metrics(out_dir, record.metrics, ending, record.tags)
-            if trainer is not None:
-                if not hasattr(run.task, "metric_names"):  # no names to register up front
-                    outputs.log_hparams(trainer.loggers, run.cfg, sorted(record.metrics))
-                outputs.close_writers(trainer.loggers, keep_empty=status == "completed")
-            seconds = time.perf_counter() - started
-            _log_ending(title, ending, record.metrics, out_dir, seconds)
-            if status == "completed":
-                logged = trainer is not None and bool(outputs.tensorboard_writers(trainer.loggers))
-                outputs.print_summary(
-                    title, ending, record.metrics, out_dir, seconds, is_multirun(), logged
-                )
+        try:
+            _finish(record, status, note, out_dir, title, started, earlier_events)
+        except OSError as error:
+            if error.errno not in DISK_FULL:
+                raise
+            if status != "completed":  # already stopping: its own message says more
+                log.warning("nnlab: no space left to write %s either", error.filename or out_dir)
+            else:  # the results could not all be written: the run did not complete
+                full = DiskFull.from_os_error(error)
+                with contextlib.suppress(OSError):
+                    outputs.write_metrics(out_dir, record.metrics, full.status, record.tags)
+                raise full from error
+
+
+def _finish(
+    record: Record,
+    status: str,
+    note: str,
+    out_dir: Path,
+    title: str,
+    started: float,
+    earlier: set[Path],
+) -> None:
+    """What `recording` writes when its block ends with `status`."""
+    run = record.run
+    trainer = run.trainer if run is not None else None
+    completed = status == "completed"
+    if trainer is not None and not completed:  # the latest values, for the report
+        record.metrics = {**latest_metrics(trainer), **record.metrics}
+    if record.left_as_it_was(status):
+        if trainer is not None:  # and without this attempt's event files
+            outputs.close_writers(trainer.loggers, keep_only=earlier)
+        logging.getLogger(DETAILS).info(
+            "The resume ended before its first step (%s): the run is left as it was", status
+        )
+        return
+    if trainer is not None and not trainer.is_global_zero:
+        return
+    ending = status + (record.note if completed else "") + note
+    outputs.write_metrics(out_dir, record.metrics, ending, record.tags)
+    if trainer is not None:
+        if not hasattr(run.task, "metric_names"):  # no names to register up front
+            outputs.log_hparams(trainer.loggers, run.cfg, sorted(record.metrics))
+        outputs.close_writers(trainer.loggers, keep_empty=completed)
+    seconds = time.perf_counter() - started
+    _log_ending(title, ending, record.metrics, out_dir, seconds)
+    if completed:
+        logged = trainer is not None and bool(outputs.tensorboard_writers(trainer.loggers))
+        outputs.print_summary(
+            title, ending, record.metrics, out_dir, seconds, is_multirun(), logged
+        )

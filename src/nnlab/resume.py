@@ -13,6 +13,7 @@ depends on the run being resumed, which Hydra cannot express.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -75,3 +76,43 @@ def locate(value: str, runs: Path) -> tuple[Path, Path]:
             "ckpt_path", value, f"{run_dir} completed; a finished run is never overwritten"
         )
     return run_dir, checkpoint
+
+
+NOT_SETTINGS = ("ckpt_path", "hydra.", "paths.")  # where the run is, not how it trains
+NOT_SET = object()
+
+
+def check_resumable(task: Any, cfg: Any) -> int:
+    """The step of the checkpoint `cfg.ckpt_path`, once its weights are found to fit `task`,
+    the module this command built; else ConfigError naming the setting this command changed."""
+    checkpoint = checkpoints.read(cfg.ckpt_path, "ckpt_path")
+    difference = checkpoints.weights_difference(checkpoint["state_dict"], task.state_dict())
+    if difference:
+        raise refusal(cfg, difference)
+    return int(checkpoint.get("global_step", 0))
+
+
+def refusal(cfg: Any, reason: str) -> ConfigError:
+    """Why the run cannot resume with this command's config, under the first setting the command
+    changed from the run's own (the likely cause), else under ckpt_path."""
+    left = "the run is left as it was: resume it with its own settings, or start a new run from "
+    left += "its weights with init_from="
+    run_dir = Path(cfg.paths.output_dir)
+    original = values(yaml.safe_load(layout.saved_overrides_file(run_dir).read_text()) or [])
+    changed = {
+        key: value
+        for key, value in _this_commands_settings().items()
+        if not key.startswith(NOT_SETTINGS) and original.get(key, NOT_SET) != value
+    }
+    if not changed:
+        return ConfigError("ckpt_path", str(cfg.ckpt_path), f"{reason}; {left}")
+    key = min(changed, key=lambda key: key not in original)  # a changed value before a new key
+    had = f"the run had {key}={original[key]}" if key in original else "the run did not set it"
+    return ConfigError(key, changed[key], f"{had}; {reason}; {left}")
+
+
+def _this_commands_settings() -> dict[str, Any]:
+    """The overrides of the job under way, as Hydra keeps them ({} outside a Hydra job)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return values(list(HydraConfig.get().overrides.task)) if HydraConfig.initialized() else {}

@@ -14,7 +14,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
 from nnlab import layout, trackers
-from nnlab.callbacks import GracefulStop, TrainingGuard
+from nnlab.callbacks import GracefulStop, ResumedLoaderState, TrainingGuard
 from nnlab.config_checks import check_config
 from nnlab.errors import ConfigError
 from nnlab.instantiate import instantiate
@@ -71,7 +71,7 @@ def build_run(cfg: DictConfig) -> Run:
         Path(cfg.paths.output_dir) / layout.CHECKPOINTS,
     )
     # The guard first: it checks the losses before GracefulStop saves on a signal.
-    callbacks += [TrainingGuard(), GracefulStop(checkpoints / "last.ckpt")]
+    callbacks += [TrainingGuard(), GracefulStop(checkpoints / "last.ckpt"), ResumedLoaderState()]
     trainer_cfg = cfg.trainer
     _check_accelerator(trainer_cfg)
     # Without a ModelCheckpoint among the callbacks, Lightning would add its own.

@@ -6,6 +6,7 @@ import logging
 import os
 import secrets
 import sys
+import threading
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,6 +20,7 @@ from omegaconf import OmegaConf
 
 import nnlab
 from nnlab.checks import check_int
+from nnlab.errors import DISK_FULL
 from nnlab.overrides import parse, quoted
 from nnlab.trackers import wandb_offline
 
@@ -80,6 +82,17 @@ class HydraLines(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not str(record.msg).startswith("Joblib.Parallel(")
+
+
+class LogFile(logging.FileHandler):
+    """train.log's handler. With the disk full, a line that cannot be written is dropped: the
+    run's own message says the disk is full, where logging would print a traceback per line."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        error = sys.exc_info()[1]
+        if isinstance(error, OSError) and error.errno in DISK_FULL:
+            return
+        super().handleError(record)
 
 
 class ConsoleFormat(logging.Formatter):
@@ -198,12 +211,22 @@ EXPECTED_WARNINGS = (
 
 def silence_noise() -> None:
     """Drop messages that say nothing about the run: Lightning's advert for its cloud logger,
-    and the warnings nnlab's own setup causes (EXPECTED_WARNINGS)."""
+    the warnings nnlab's own setup causes (EXPECTED_WARNINGS), and threads' tracebacks for a
+    full disk."""
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
         lambda record: not str(record.msg).startswith("💡 Tip")
     )
     for message in EXPECTED_WARNINGS:
         warnings.filterwarnings("ignore", message=message)
+    threading.excepthook = _thread_errors_but_a_full_disk
+
+
+def _thread_errors_but_a_full_disk(args: threading.ExceptHookArgs) -> None:
+    """TensorBoard's writer thread dies when the disk fills up, with a traceback; the run
+    says that the disk is full itself, in one line (nnlab.errors.DiskFull)."""
+    if isinstance(args.exc_value, OSError) and args.exc_value.errno in DISK_FULL:
+        return
+    threading.__excepthook__(args)
 
 
 def prepare_ddp_children(trainer: Any, run_dir: Path) -> None:

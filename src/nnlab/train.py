@@ -18,12 +18,12 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from nnlab import sweeps
+from nnlab import resume, sweeps
 from nnlab.cli import run_hydra
 from nnlab.config_checks import check_config
 from nnlab.errors import ConfigError, Interrupted, NotRun, RunStopped, stop
 from nnlab.record import Record, recording
-from nnlab.runtime import is_multirun, register_resolvers, silence_noise
+from nnlab.runtime import DETAILS, is_multirun, register_resolvers, silence_noise
 
 if TYPE_CHECKING:
     from nnlab.run import Run
@@ -51,9 +51,12 @@ def train(cfg: DictConfig) -> Run:
         with recording(run_dir, cfg.task_name) as record:
             _not_after_the_sweep_stopped()
             _refuse_a_search_without_multirun()
+            record.resuming = bool(cfg.get("ckpt_path"))
             check_config(cfg)  # before the seconds of importing torch and Lightning
             record.tags = [str(tag) for tag in cfg.get("tags") or []]
             run = record.run = _build(cfg)
+            if record.resuming:
+                record.resumed_from = resume.check_resumable(run.task, cfg)
             _fit_and_test(run, record)
     finally:
         _leave_the_process_group()
@@ -97,7 +100,16 @@ def _fit_and_test(run: Run, record: Record) -> None:
     prepare_ddp_children(trainer, run.run_dir)
 
     ckpt_path = run.cfg.get("ckpt_path")
-    trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    try:
+        trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    except Exception as error:
+        if isinstance(error, RunStopped) or not record.left_as_it_was("failed"):
+            raise
+        # Lightning refused the checkpoint's state (an optimizer of another kind, say), or the
+        # first step failed: the run has not moved, so it stays resumable.
+        logging.getLogger(DETAILS).info("Resuming %s failed", ckpt_path, exc_info=True)
+        reason = f"resuming failed before its first step ({type(error).__name__}: {error})"
+        raise resume.refusal(run.cfg, reason.splitlines()[0]) from None
     record.metrics.update(latest_metrics(trainer))
     record.note = early_stop_note(trainer)
     validated = training_guard(trainer).validated_at == trainer.global_step

@@ -9,12 +9,13 @@ epoch at batch 16, item lookups cost more than the optimizer steps they feed.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from nnlab.checks import check_int
 
@@ -44,6 +45,57 @@ def keep_batch(batch: Batch) -> Batch:
     return batch
 
 
+class EpochShuffle(Sampler[int]):
+    """The indices in a new order each epoch, drawn from (seed, epoch) alone.
+
+    torch's RandomSampler draws each epoch's order from a generator whose state moves on, so a
+    resumed run, with a fresh generator, replays the first epoch's order. Here Lightning's
+    `set_epoch` picks the order, and a resumed run redraws the order of the epoch it stopped in.
+    """
+
+    def __init__(self, size: int, seed: int) -> None:
+        self.size, self.seed, self.epoch = size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self) -> Iterator[int]:
+        seed = int(np.random.SeedSequence([self.seed, self.epoch]).generate_state(1)[0])
+        yield from torch.randperm(self.size, generator=torch.Generator().manual_seed(seed)).tolist()
+
+
+class ResumableLoader(DataLoader):
+    """A DataLoader that Lightning keeps in checkpoints (its `state_dict` protocol): it counts
+    the batches it has given this epoch, and after `load_state_dict` skips that many.
+
+    With an EpochShuffle, a run resumed mid-epoch takes the batches that an uninterrupted run
+    takes, so it ends with the same steps and metrics. Skipping draws the batches and drops
+    them: any sampler works (DDP's and `overfit_batches`' too), and an in-memory batch costs
+    microseconds.
+    """
+
+    _given = 0
+    _skip = 0
+
+    def state_dict(self) -> dict[str, int]:
+        return {"batches_given": self._given}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._skip = int(state["batches_given"])
+
+    def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
+        batches = super().__iter__()
+        self._given, self._skip = self._skip, 0
+        for _ in range(self._given):
+            next(batches, None)
+        for batch in batches:
+            self._given += 1
+            yield batch
+
+
 class WholeSplit(Dataset):
     """One item, the whole split: with batch_size=None, a DataLoader yields it as one batch."""
 
@@ -61,7 +113,8 @@ class InMemoryDataModule(L.LightningDataModule):
     """Splits held as tensors in `self.splits` ("train", "val", "test"), made in `setup`.
 
     `batch_size` None trains on the whole training split at each step (full-batch gradient
-    descent); an integer draws shuffled mini-batches from it, in a seeded order.
+    descent); an integer draws shuffled mini-batches from it, in an order that `seed` and the
+    epoch fix, kept in checkpoints so that a resumed run takes the same batches.
     `eval_batch_size` None evaluates each split as one batch.
     """
 
@@ -97,13 +150,16 @@ class InMemoryDataModule(L.LightningDataModule):
         tensors = self.splits[split]
         if batch_size is None:
             return DataLoader(WholeSplit(*tensors), batch_size=None)
-        generator = torch.Generator().manual_seed(self.seed + 1) if shuffle else None
-        return DataLoader(
-            TensorSplit(*tensors),
+        dataset = TensorSplit(*tensors)
+        if not shuffle:
+            return DataLoader(dataset, batch_size=batch_size, collate_fn=keep_batch)
+        return ResumableLoader(
+            dataset,
             batch_size=batch_size,
-            shuffle=shuffle,
-            generator=generator,
+            sampler=EpochShuffle(len(dataset), self.seed + 1),
             collate_fn=keep_batch,
+            # its own generator for the workers' base seed, which would draw on torch's global one
+            generator=torch.Generator().manual_seed(self.seed + 1),
         )
 
 

@@ -26,9 +26,12 @@ from nnlab.checks import NO_VALUE, BadValue, check_choice, check_float
 from nnlab.data.in_memory import Batch
 from nnlab.errors import ConfigError
 from nnlab.instantiate import build
+from nnlab.internals import set_update_count
 from nnlab.outputs import Analysis
 
 STAGES = ("train", "val", "test")
+TRAIN_METRICS_STATE = "nnlab_train_metrics"  # the checkpoint's key for the epoch's running sums
+UPDATES = "update_count"  # beside a metric's states in that entry
 LR_SCHEDULES = ("constant", "cosine")
 ADAM = {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 1e-3}
 
@@ -80,6 +83,29 @@ class StageMetrics(nn.Module):
         self._loss(stage).reset()
         collection.reset()
         return values
+
+    def state(self, stage: str) -> dict[str, dict[str, Any]]:
+        """The stage's running sums (tensors), by metric: what a checkpoint keeps of an epoch
+        under way."""
+        return {
+            name: {**metric.metric_state, UPDATES: torch.tensor(metric.update_count)}
+            for name, metric in self._each(stage)
+        }
+
+    def load_state(self, stage: str, state: Mapping[str, Mapping[str, Any]]) -> None:
+        for name, metric in self._each(stage):
+            saved = dict(state.get(name, {}))
+            set_update_count(metric, int(saved.pop(UPDATES, 0)))  # else compute() warns
+            for attribute, value in saved.items():
+                here = getattr(metric, attribute)
+                if isinstance(value, torch.Tensor):
+                    value = value.to(here.device)
+                elif isinstance(value, list):  # a cat state: tensors to concatenate
+                    value = [part.to(metric.device) for part in value]
+                setattr(metric, attribute, value)
+
+    def _each(self, stage: str) -> list[tuple[str, Metric]]:
+        return [("loss", self._loss(stage)), *self._metrics(stage).items(keep_base=True)]
 
     def _loss(self, stage: str) -> MeanMetric:
         return getattr(self, f"{stage}_loss")
@@ -146,6 +172,14 @@ class Task(L.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self.log_epoch("test")
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # A checkpoint taken mid-epoch keeps the epoch's running train metrics, so that a run
+        # resumed from it logs the same epoch values as one that never stopped.
+        checkpoint[TRAIN_METRICS_STATE] = self.metrics.state("train")
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.metrics.load_state("train", checkpoint.get(TRAIN_METRICS_STATE, {}))
 
     def log_epoch(self, stage: str) -> None:
         """Log the stage's epoch values. The "step" value is TensorBoard's x-axis: optimizer
