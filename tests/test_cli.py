@@ -7,8 +7,9 @@ import subprocess
 import sys
 import time
 
+import pytest
 import yaml
-from conftest import is_finite_number, read_metrics, run_dirs
+from conftest import is_finite_number, read_metrics, run_command, run_dirs
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
@@ -127,3 +128,21 @@ def test_the_command_line_answers_before_importing_torch_or_lightning(tmp_path):
         result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path)
         assert f"{status} False False" in result.stderr, result.stderr
         assert shown in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("flags", "override", "says"),
+    [
+        (["--help"], "modle.x=1", "bad config modle.x=1: unknown key; the config has: "),
+        (["--cfg", "job"], "experiment=nope", "bad config experiment='nope': no such option"),
+        (["--cfg", "job"], "model.hidden_nodes=[1", "cannot parse it: no viable alternative"),
+        (["--help"], "model.hidden_nodes=[1", "cannot parse it: no viable alternative"),
+    ],
+)
+def test_help_or_cfg_with_a_bad_override_is_one_line_and_exit_2(tmp_path, flags, override, says):
+    from nnlab.train import main
+
+    result = run_command(main, [*flags, override], tmp_path)
+    assert result.returncode == 2
+    assert says in result.stderr and result.stderr.count("nnlab: ") == 1
+    assert "Traceback" not in result.stderr

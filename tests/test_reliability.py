@@ -277,3 +277,25 @@ def test_an_atomic_write_that_fails_leaves_the_earlier_file_whole(tmp_path):
     assert failed.value.errno == errno.ENOSPC
     assert (tmp_path / "metrics.json").read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]
+
+
+def test_a_run_stopped_after_its_last_step_resumes_to_the_same_complete_metrics(
+    cli, tmp_path, monkeypatch
+):
+    # Found by killing runs at random moments (scripts/kill_campaign.py): the last checkpoint
+    # comes at the last step's validation, before the epoch's train values are logged.
+    overrides = ["experiment=rings", "trainer.max_steps=1000", "logger=none"]
+
+    def validation_start_with_sigterm(self):
+        if self.global_step == 1000:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(RingsTask, "on_validation_start", validation_start_with_sigterm)
+        assert cli(*overrides).returncode == 128 + signal.SIGTERM
+    (run_dir,) = run_dirs(tmp_path / "logs")
+    resumed = cli("experiment=rings", "ckpt_path=last")
+    assert resumed.returncode == 0, resumed.stderr
+    assert {"train/loss", "train/acc"} <= set(read_metrics(run_dir))
+    straight_dir = only_run(cli, tmp_path / "straight", *overrides)
+    assert_same_completed_metrics(run_dir, straight_dir, rel=1e-6, abs=1e-7)

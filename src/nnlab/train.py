@@ -111,6 +111,8 @@ def _fit_and_test(run: Run, record: Record) -> None:
         reason = f"resuming failed before its first step ({type(error).__name__}: {error})"
         raise resume.refusal(run.cfg, reason.splitlines()[0]) from None
     record.metrics.update(latest_metrics(trainer))
+    if hasattr(task, "unlogged_metrics"):  # nnlab's Task: see its docstring
+        record.metrics.update(task.unlogged_metrics())
     record.note = early_stop_note(trainer)
     validated = training_guard(trainer).validated_at == trainer.global_step
     if (

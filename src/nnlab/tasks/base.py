@@ -104,6 +104,10 @@ class StageMetrics(nn.Module):
                     value = [part.to(metric.device) for part in value]
                 setattr(metric, attribute, value)
 
+    def pending(self, stage: str) -> dict[str, torch.Tensor]:
+        """The stage's values over batches seen but not yet computed, or {} (computing resets)."""
+        return self.compute(stage) if self._loss(stage).update_count else {}
+
     def _each(self, stage: str) -> list[tuple[str, Metric]]:
         return [("loss", self._loss(stage)), *self._metrics(stage).items(keep_base=True)]
 
@@ -180,6 +184,11 @@ class Task(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.metrics.load_state("train", checkpoint.get(TRAIN_METRICS_STATE, {}))
+
+    def unlogged_metrics(self) -> dict[str, float]:
+        """Train values of an epoch that fit ended without logging: a run resumed from a
+        checkpoint taken after its last step, but before that epoch's end, trains no further."""
+        return {name: float(value) for name, value in self.metrics.pending("train").items()}
 
     def log_epoch(self, stage: str) -> None:
         """Log the stage's epoch values. The "step" value is TensorBoard's x-axis: optimizer
