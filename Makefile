@@ -2,6 +2,7 @@
 #   make train ARGS="experiment=wave data.flip=true"
 #   make sweep                        # the rings grid: hidden nodes x activations, in parallel
 #   make report DIR=logs/rings/multiruns/<stamp>   # report.md, report.csv, report.png of a sweep
+#   make reproduce                    # the notebook's claims over seeds: reproduce/findings.md (ARGS=--quick)
 #   make tensorboard                  # every run in logs/, on http://localhost:6006
 #   make mlflow                       # runs logged with logger=mlflow, on http://127.0.0.1:5000
 
@@ -14,7 +15,7 @@ PORT ?= 6006
 MLFLOW_PORT ?= 5000
 LOGS := $(abspath logs)
 
-.PHONY: setup train sweep report test test-slow bench lint format tensorboard mlflow clean
+.PHONY: setup train sweep report reproduce test test-slow bench lint format tensorboard mlflow clean
 
 setup: $(READY)
 
@@ -32,6 +33,10 @@ sweep: $(READY)
 
 report: $(READY)
 	$(BIN)/nnlab-report $(DIR) $(ARGS)
+
+# Every claim of the notebook as sweeps over seeds, judged: reproduce/findings.md (about 20 min on 2 cores).
+reproduce: $(READY)
+	$(BIN)/nnlab-reproduce $(ARGS)
 
 # make test: everything but the tests on real data (Debian's Fashion-MNIST); make test-slow: those.
 test: $(READY) lint

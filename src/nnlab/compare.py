@@ -45,6 +45,13 @@ class Comparison:
         """The notebook's: the std of A's count of correct images, sqrt(N p (1 - p))."""
         return math.sqrt(self.images * self.accuracy_a * (1 - self.accuracy_a))
 
+    @property
+    def binomial_sds(self) -> float:
+        """B's lead over A in images, in units of binomial_std: the notebook's "6.6 standard
+        deviations" (NaN when A got every image, or none, right)."""
+        spread = self.binomial_std
+        return (self.correct_b - self.correct_a) / spread if spread else math.nan
+
 
 def mcnemar_exact(only_a: int, only_b: int) -> float:
     """Two-sided exact McNemar p-value: under "no difference", each discordant image is a fair
@@ -82,6 +89,27 @@ def compare(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> Comparison:
         only_b,
         mcnemar_exact(only_a, only_b),
     )
+
+
+def paired_t_test(differences: list[float], alternative: str = "greater") -> float:
+    """The p-value of a paired t-test over seeds: are the per-seed differences (B - A, each
+    seed's two runs paired) centred above zero ("greater"), below ("less"), or away from it
+    ("two-sided")? Differences that are all equal (no spread to test against) give 0 when
+    they lie on the alternative's side and 1 otherwise; fewer than 2 give NaN."""
+    from scipy import stats
+
+    if len(differences) < 2:
+        return math.nan
+    mean = float(np.mean(differences))
+    if np.ptp(differences) == 0:
+        side = {"greater": mean > 0, "less": mean < 0, "two-sided": mean != 0}[alternative]
+        return 0.0 if side else 1.0
+    return float(stats.ttest_1samp(differences, 0.0, alternative=alternative).pvalue)
+
+
+def compare_runs(run_a: Path, run_b: Path) -> Comparison:
+    """Two run dirs' saved test predictions, compared."""
+    return compare(load(Path(run_a)), load(Path(run_b)))
 
 
 def load(run_dir: Path) -> dict[str, np.ndarray]:
@@ -127,7 +155,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("run_a", type=Path)
     parser.add_argument("run_b", type=Path)
     args = parser.parse_args(argv)
-    result = compare(load(args.run_a), load(args.run_b))
+    result = compare_runs(args.run_a, args.run_b)
     print(report(result, str(args.run_a), str(args.run_b)))
 
 

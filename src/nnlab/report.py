@@ -5,7 +5,8 @@
 
 DIR is a multirun dir or any folder of run dirs (found by their .hydra/ folder). It writes
 report.csv (one row per run: the overrides that differ between runs, its status and every
-metric of its metrics.json), report.md (the same table, failed runs first) and report.png
+metric of its metrics.json), report.md (the same table, failed runs first, and when seeds were
+swept, each setting's mean and 95% t-interval over its seeds) and report.png
 (one metric against one swept parameter, a line per value of a second one, mean and spread
 over seeds when seeds were swept). Runs that failed are listed with the reason their
 metrics.json gives; runs without one (killed, or still running) are listed as such.
@@ -30,6 +31,55 @@ from nnlab.overrides import values
 
 SEED_KEYS = ("seed",)
 PREFERRED_METRICS = ("val/acc", "val/loss", "test/acc", "test/loss")
+
+
+@dataclass(frozen=True)
+class Summary:
+    """A metric over `n` runs (seeds): the mean and its 95% t-interval, [low, high]. With one
+    run there is no interval (low and high are NaN): one seed says nothing about the spread."""
+
+    mean: float
+    low: float
+    high: float
+    n: int
+
+    def __str__(self) -> str:
+        if self.n == 0:
+            return "no runs"
+        if self.n == 1:
+            return f"{self.mean:.4g} (1 run, no interval)"
+        return f"{self.mean:.4g} [{self.low:.4g}, {self.high:.4g}]"
+
+
+def summarize(values: list[float], confidence: float = 0.95) -> Summary:
+    """The mean of `values` and Student's t-interval for it: the seeds are a small sample, so
+    the normal's 1.96 would be too narrow (with 5 seeds t is 2.78)."""
+    finite = [float(v) for v in values if math.isfinite(v)]
+    n = len(finite)
+    if n == 0:
+        return Summary(math.nan, math.nan, math.nan, 0)
+    mean = sum(finite) / n
+    if n == 1:
+        return Summary(mean, math.nan, math.nan, 1)
+    from scipy import stats  # only here: the table of runs needs none of scipy's import time
+
+    spread = math.sqrt(sum((v - mean) ** 2 for v in finite) / (n - 1) / n)
+    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * spread
+    return Summary(mean, mean - half, mean + half, n)
+
+
+def over_seeds(
+    runs: list[RunRecord], metric: str, keys: list[str]
+) -> dict[tuple[Any, ...], Summary]:
+    """`metric` summarized over the completed runs of each setting: one entry per combination
+    of values of `keys` (the swept keys other than the seed), in the runs' order."""
+    groups: dict[tuple[Any, ...], list[float]] = defaultdict(list)
+    for run in runs:
+        setting = tuple(run.overrides.get(key) for key in keys)
+        groups.setdefault(setting, [])
+        if run.completed and metric in run.metrics:
+            groups[setting].append(run.metrics[metric])
+    return {setting: summarize(values) for setting, values in groups.items()}
 
 
 @dataclass
@@ -105,13 +155,38 @@ def write_markdown(
         lines.append("")
     if picture is not None:
         lines += [f"![{picture.stem}]({picture.name})", ""]
+    if any(key in SEED_KEYS for key in keys):
+        lines += _seed_table(runs, keys, metrics)
     header = ["run", *keys, "status", *metrics]
-    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for run in runs:
-        cells = [run.path.name, *(str(run.overrides.get(key, "")) for key in keys), run.status]
-        cells += [_format(run.metrics.get(name)) for name in metrics]
-        lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
+    lines += _table(header, [_run_cells(run, keys, metrics) for run in runs])
     path.write_text("\n".join(lines) + "\n")
+
+
+def _run_cells(run: RunRecord, keys: list[str], metrics: list[str]) -> list[str]:
+    cells = [run.path.name, *(str(run.overrides.get(key, "")) for key in keys), run.status]
+    return cells + [_format(run.metrics.get(name)) for name in metrics]
+
+
+def _seed_table(runs: list[RunRecord], keys: list[str], metrics: list[str]) -> list[str]:
+    """Each setting's mean and 95% t-interval over its seeds, for the headline metrics."""
+    settings = [key for key in keys if key not in SEED_KEYS and key != "tags"]
+    shown = [m for m in PREFERRED_METRICS if m in metrics] or metrics[:4]
+    columns = {metric: over_seeds(runs, metric, settings) for metric in shown}
+    rows = []
+    for setting in columns[shown[0]] if shown else {}:
+        counts = {columns[metric][setting].n for metric in shown}
+        cells = [str(value) for value in setting] + [str(max(counts))]
+        rows.append(cells + [str(columns[metric][setting]) for metric in shown])
+    header = [*settings, "seeds", *(f"{metric}, mean [95% CI]" for metric in shown)]
+    title = ["## Over seeds: the mean and its 95% t-interval", ""]
+    return [*title, *_table(header, rows), ""] if rows else []
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for cells in rows:
+        lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
+    return lines
 
 
 def _format(value: float | None) -> str:
