@@ -27,6 +27,7 @@ from conftest import read_metrics, run_dirs
         ("model.hidden_layers=two", "model.hidden_layers='two': expected an integer"),
         ("trainer.max_epochs=abc", "trainer.max_epochs='abc': expected an integer"),
         ("trainer.val_check_interval=0", "trainer.val_check_interval=0: expected an integer >= 1"),
+        ("trainer.num_nodes=3", "trainer.num_nodes=3: several nodes need a cluster launcher"),
         (
             "+trainer.accumulate_grad_batches=0",
             "trainer.accumulate_grad_batches=0: expected an integer >= 1",

@@ -70,6 +70,12 @@ def check_bool(name: str, value: Any) -> bool:
     return value
 
 
+def check_path(name: str, value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise BadValue(name, value, "expected a path")
+    return value
+
+
 def check_choice(name: str, value: Any, choices: Iterable[str]) -> str:
     choices = list(choices)
     if value not in choices:

@@ -7,6 +7,7 @@ width, an optimizer's arguments) are checked by its constructor, once the import
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -90,6 +91,7 @@ def _check_trainer(trainer_cfg: DictConfig) -> None:
             raise ConfigError("trainer.val_check_interval", interval, "expected a share in (0, 1]")
     elif interval is not None:
         checked(check_int, "trainer.val_check_interval", interval, minimum=1)
+    _check_nodes(trainer_cfg.get("num_nodes", 1))
     devices = trainer_cfg.get("devices", 1)
     if devices not in (1, "1", "auto") and in_joblib_sweep():
         raise ConfigError(
@@ -97,6 +99,24 @@ def _check_trainer(trainer_cfg: DictConfig) -> None:
             devices,
             "DDP starts its own processes, which a joblib sweep's workers cannot; sweep with "
             "hydra/launcher=slurm (or basic) instead",
+        )
+
+
+# What a cluster launcher sets in every process of a several-node job: SLURM's job, or the
+# node rank and rendezvous address that torchrun (or a user) gives Lightning's own environment.
+CLUSTER_VARIABLES = (("SLURM_JOB_ID",), ("NODE_RANK", "MASTER_ADDR"))
+
+
+def _check_nodes(num_nodes: Any) -> None:
+    """More than one node needs something that starts the processes on the other nodes: here
+    Lightning would wait for them for ever."""
+    checked(check_int, "trainer.num_nodes", num_nodes, minimum=1)
+    if num_nodes > 1 and not any(all(v in os.environ for v in vs) for vs in CLUSTER_VARIABLES):
+        raise ConfigError(
+            "trainer.num_nodes",
+            num_nodes,
+            "several nodes need a cluster launcher to start the other nodes' processes "
+            "(hydra/launcher=slurm, or torchrun setting NODE_RANK and MASTER_ADDR); none is here",
         )
 
 

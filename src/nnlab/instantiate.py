@@ -60,6 +60,14 @@ def build(node: Mapping | DictConfig, path: str, **objects: Any) -> Any:
         raise _config_error(node, path, error) from None
     except OmegaConfBaseException as error:  # an interpolation that cannot be resolved
         raise ConfigError(path, NO_VALUE, str(error).splitlines()[0]) from None
+    except TypeError as error:  # Hydra's own checks of _recursive_, _convert_, _partial_
+        if not str(error).startswith(HYDRAS_FLAG_CHECK):
+            raise
+        flag = str(error).splitlines()[0].removeprefix(HYDRAS_FLAG_CHECK).strip()
+        raise ConfigError(path, NO_VALUE, flag) from None
+
+
+HYDRAS_FLAG_CHECK = "Instantiation:"
 
 
 def user_key(cfg: DictConfig, key: str) -> str:

@@ -15,7 +15,14 @@ from pathlib import Path
 
 import torch
 
-from nnlab.checks import BadValue, check_bool, check_choice, check_float, check_int
+from nnlab.checks import (
+    BadValue,
+    check_bool,
+    check_choice,
+    check_float,
+    check_int,
+    check_path,
+)
 from nnlab.data.in_memory import Batch, InMemoryDataModule
 from nnlab.errors import ConfigError, DataNotFound
 
@@ -103,7 +110,7 @@ class ImageDataModule(InMemoryDataModule):
         )
         self.dataset = check_choice("dataset", dataset, DATASETS)
         self.info = DATASETS[dataset]
-        self.data_dir = Path(data_dir)
+        self.data_dir = Path(check_path("data_dir", data_dir))
         self.download = check_bool("download", download)
         self.val_fraction = check_float("val_fraction", val_fraction, minimum=0)
         if not self.val_fraction < 1:
