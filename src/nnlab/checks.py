@@ -73,6 +73,10 @@ def check_bool(name: str, value: Any) -> bool:
 def check_path(name: str, value: Any) -> str:
     if not isinstance(value, str) or not value.strip():
         raise BadValue(name, value, "expected a path")
+    try:
+        Path(value).expanduser().exists()
+    except OSError as error:  # a name longer than the file system takes, say
+        raise BadValue(name, value, f"not a usable path: {error.strerror}") from None
     return value
 
 
