@@ -28,7 +28,7 @@ from nnlab.train import CONFIG_DIR, main
 EXPERIMENTS = sorted(path.stem for path in (CONFIG_DIR / "experiment").glob("*.yaml"))
 # Where a run is and what it is called take any text; a target names code, not a value.
 FREE_KEYS = ("task_name", "tags", "paths.", "hydra.", "logger.", "callbacks.", "ckpt_path")
-EXAMPLES = int(os.environ.get("NNLAB_PROPERTY_EXAMPLES", "12"))
+EXAMPLES = int(os.environ.get("NNLAB_PROPERTY_EXAMPLES", "8"))
 CLEAN_EXITS = (0, 2, 3)  # completed, refused, diverged: each one line, no traceback
 
 

@@ -206,7 +206,7 @@ def test_a_resume_that_cannot_start_leaves_the_run_interrupted_and_resumable(
         if self.global_step == 500:
             os.kill(os.getpid(), signal.SIGTERM)
 
-    overrides = ["experiment=rings", "trainer.max_steps=1000", "model.hidden_nodes=4"]
+    overrides = ["experiment=rings", "trainer.max_steps=600", "model.hidden_nodes=4"]
     with monkeypatch.context() as patch:
         patch.setattr(RingsTask, "on_validation_start", validation_start_with_sigterm)
         assert cli(*overrides).returncode == 128 + signal.SIGTERM
@@ -284,10 +284,10 @@ def test_a_run_stopped_after_its_last_step_resumes_to_the_same_complete_metrics(
 ):
     # Found by killing runs at random moments (scripts/kill_campaign.py): the last checkpoint
     # comes at the last step's validation, before the epoch's train values are logged.
-    overrides = ["experiment=rings", "trainer.max_steps=1000", "logger=none"]
+    overrides = ["experiment=rings", "trainer.max_steps=500", "logger=none"]
 
     def validation_start_with_sigterm(self):
-        if self.global_step == 1000:
+        if self.global_step == 500:
             os.kill(os.getpid(), signal.SIGTERM)
 
     with monkeypatch.context() as patch:
