@@ -4,7 +4,8 @@ diverged), never with a traceback; and a value of the wrong kind for a number is
 
 Each example runs the real command in this process under `debug=fdr` (one training step, one
 validation and one test batch), so that exit 0 means the run really completed. The example
-budget is small for `make test`; NNLAB_PROPERTY_EXAMPLES=300 hunts longer.
+budget is small for `make test`; NNLAB_PROPERTY_EXAMPLES=300 hunts longer, and
+`--hypothesis-show-statistics` shows how many examples ended with each exit status.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 
 from conftest import read_metrics, run_command, run_dirs
 from hydra import compose, initialize_config_dir
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
@@ -95,6 +96,7 @@ def test_any_value_of_any_key_ends_cleanly(tiny_mnist, drawn):
             f"{key}={value}",
         ]
         result = run_command(main, arguments, Path(folder))
+        event(f"exit {result.returncode}")  # pytest --hypothesis-show-statistics counts them
         said = f"{key}={value[:60]}: exit {result.returncode}\n{result.stderr[-3000:]}"
         assert result.returncode in CLEAN_EXITS, said
         assert "Traceback" not in result.stderr, said

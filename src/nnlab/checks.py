@@ -8,6 +8,7 @@ of the argument's name: `hidden_nodes` becomes `model.hidden_nodes`.
 from __future__ import annotations
 
 import math
+import os
 import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -68,6 +69,27 @@ def check_bool(name: str, value: Any) -> bool:
     if not isinstance(value, bool):
         raise BadValue(name, value, "expected true or false")
     return value
+
+
+MAX_LAYERS = 10_000  # a network built layer by layer in Python: more is a typo, or hours
+
+
+def check_fits_in_memory(name: str, value: Any, parameters: int) -> None:
+    """A network of `parameters` float32 weights must fit, with its gradients and Adam's two
+    moments, in the memory this machine has free: a mistyped width would otherwise take it all
+    (or the operating system's OOM killer would end the process, with no message)."""
+    needed = 16 * parameters  # 4 bytes each, for weights, gradients and two optimizer moments
+    try:
+        free = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+    except (ValueError, OSError):  # not a POSIX system: nothing to compare with
+        return
+    if needed > free:
+        raise BadValue(
+            name,
+            value,
+            f"the network would have {parameters:,} parameters, {needed / 2**30:,.1f} GiB with "
+            f"their gradients and optimizer state; {free / 2**30:,.1f} GiB of memory is free",
+        )
 
 
 def check_path(name: str, value: Any) -> str:

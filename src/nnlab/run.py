@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -151,9 +152,23 @@ def _check_accelerator(trainer_cfg: DictConfig) -> None:
     elif accelerator == "mps" and not torch.backends.mps.is_available():
         missing = "torch sees no Apple MPS device on this machine"
     else:
+        _check_cpu_processes(trainer_cfg)
         return
     raise ConfigError(
         "trainer.accelerator",
         accelerator,
         f"{missing}; use trainer=cpu, or trainer=auto to take a GPU when there is one",
     )
+
+
+def _check_cpu_processes(trainer_cfg: DictConfig) -> None:
+    """DDP on the CPU starts one process per device: more than the machine has cores would
+    start thousands of processes for a mistyped number (a GPU count Lightning checks itself)."""
+    devices, cores = trainer_cfg.get("devices", 1), os.cpu_count() or 1
+    on_cpu = trainer_cfg.get("accelerator") == "cpu" or not torch.cuda.is_available()
+    if on_cpu and isinstance(devices, int) and devices > cores:
+        raise ConfigError(
+            "trainer.devices",
+            devices,
+            f"DDP on the CPU runs a process per device, and this machine has {cores} cores",
+        )
