@@ -30,6 +30,7 @@ from conftest import read_metrics, run_dirs
         ("trainer.num_nodes=3", "trainer.num_nodes=3: several nodes need a cluster launcher"),
         ("trainer.devices=5000", "trainer.devices=5000: DDP on the CPU runs a process per device"),
         ("model.hidden_layers=42378759", "model.hidden_layers=42378759: expected at most 10,000"),
+        ("task.network={a: 1}", "task.network: expected a torch.nn.Module or its config"),
         ("model.hidden_nodes=2000000000", "model.hidden_nodes=2000000000: the network would have"),
         (
             "+trainer.accumulate_grad_batches=0",

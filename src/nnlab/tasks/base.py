@@ -140,6 +140,8 @@ class Task(L.LightningModule):
         objects = [name for name, value in (("network", network),) if isinstance(value, nn.Module)]
         self.save_hyperparameters(ignore=objects)
         self.network = network if isinstance(network, nn.Module) else build(network, "network")
+        if not isinstance(self.network, nn.Module):  # a config without a _target_, say
+            raise BadValue("network", NO_VALUE, "expected a torch.nn.Module or its config")
         self.optimizer_config = dict(optimizer or ADAM)
         self.lr_schedule = check_choice("lr_schedule", lr_schedule, LR_SCHEDULES)
         self.make_optimizer(self.network.parameters())  # refused values stop the run here
