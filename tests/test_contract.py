@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+import pytest
 import torch
 from conftest import trained
 from lightning.pytorch.callbacks import Callback
@@ -106,3 +107,32 @@ def test_one_step_per_batch_makes_a_full_batch_task_an_ordinary_lightning_module
     run = build_run(config(*overrides, "logger=none"))
     run.trainer.fit(run.task, datamodule=run.datamodule)
     assert run.trainer.global_step == 40 and run.trainer.fit_loop.total_batch_idx + 1 == 40
+
+
+def test_metrics_given_batches_together_equal_metrics_updated_at_every_batch():
+    from torchmetrics import MeanMetric
+    from torchmetrics.classification import MulticlassAccuracy
+
+    from nnlab.tasks.base import StageMetrics
+
+    held = StageMetrics(acc=MulticlassAccuracy(3, average="micro"))
+    loss_each, acc_each = MeanMetric(), MulticlassAccuracy(3, average="micro")
+    generator, seen = torch.Generator().manual_seed(0), 0
+    for batch in range(2 * StageMetrics.HELD_BATCHES + 5):  # two whole groups and a part
+        size = int(torch.randint(1, 9, (1,), generator=generator))
+        preds, target = torch.randint(0, 3, (2, size), generator=generator)
+        loss = torch.rand((), generator=generator)
+        held.update("train", loss, size, preds=preds, target=target)
+        loss_each.update(loss, weight=size)
+        acc_each.update(preds, target)
+        seen += size
+        if batch == StageMetrics.HELD_BATCHES + 3:  # a checkpoint mid-group keeps every batch
+            assert float(held.state("train")["loss"]["weight"]) == seen
+    values = held.compute("train")
+    assert float(values["train/loss"]) == pytest.approx(float(loss_each.compute()), rel=1e-6)
+    assert float(values["train/acc"]) == float(acc_each.compute())
+    # Arguments without a batch dimension cannot be concatenated: taken batch by batch.
+    scalar = StageMetrics(mean=MeanMetric())
+    for value in (1.0, 2.0, 6.0):
+        scalar.update("val", torch.tensor(value), 1, value=torch.tensor(value))
+    assert float(scalar.compute("val")["val/mean"]) == 3.0

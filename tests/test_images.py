@@ -242,3 +242,27 @@ def test_compare_command_prints_the_verdict(tmp_path):
     )
     assert "only A right on 0 images, only B right on 130" in result.stdout
     assert "Verdict: significant at 0.05" in result.stdout
+
+
+def test_batches_sliced_from_the_epochs_order_are_torchs_batches(tiny_mnist):
+    data = ImageDataModule(
+        data_dir=str(tiny_mnist), download=False, val_fraction=0.1, batch_size=32
+    )
+    data.setup()
+    loader = data.train_dataloader()
+    loader.sampler.set_epoch(3)
+    # torch's way: the same sampler, its indices listed one by one for each batch
+    torchs = torch.utils.data.DataLoader(
+        loader.dataset, batch_size=32, sampler=loader.sampler, collate_fn=loader.collate_fn
+    )
+    ours, theirs = list(loader), list(torchs)
+    assert len(ours) == len(theirs) == 12
+    for batch, their_batch in zip(ours, theirs, strict=True):
+        assert all(torch.equal(a, b) for a, b in zip(batch, their_batch, strict=True))
+    # Another sampler (Lightning's for overfit_batches, DDP's) is batched by torch.
+    sequential = type(loader)(
+        loader.dataset, batch_size=32, collate_fn=loader.collate_fn,
+        sampler=torch.utils.data.SequentialSampler(loader.dataset),
+    )  # fmt: skip
+    first_labels = next(iter(sequential))[1]
+    assert torch.equal(first_labels, data.splits["train"][1][:32])

@@ -139,3 +139,35 @@ def test_a_metrics_update_count_can_be_put_back():
     metric = MeanMetric()
     internals.set_update_count(metric, 3)
     assert metric.update_count == 3
+
+
+def test_lightning_skips_the_batch_hooks_nnlab_sets_to_none_and_calls_the_others():
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    calls = []
+
+    class EndsOnly(L.Callback):
+        def on_train_batch_end(self, trainer, *args):
+            calls.append("end")
+
+    class Saves(ModelCheckpoint):
+        pass
+
+    class Counted(OneParameter):
+        def on_after_backward(self):
+            calls.append("after_backward")
+
+    module, ends, stepwise = Counted(), EndsOnly(), Saves(every_n_train_steps=2)
+    trainer = L.Trainer(
+        max_steps=4, logger=False, enable_progress_bar=False, enable_model_summary=False,
+        callbacks=[ends, ModelCheckpoint(monitor=None), stepwise],
+    )  # fmt: skip
+    internals.skip_unused_batch_hooks(trainer, module)
+    epoch_only = next(c for c in trainer.callbacks if type(c) is ModelCheckpoint)
+    assert ends.on_before_backward is None and ends.on_train_batch_end is not None
+    assert module.on_before_backward is None and module.on_after_backward is not None
+    assert module.on_validation_batch_end is not None  # Lightning reads its signature
+    assert epoch_only.on_train_batch_end is None and stepwise.on_train_batch_end is not None
+    trainer.fit(module)  # Lightning calling a None hook would raise TypeError here
+    assert calls.count("end") == 4 and calls.count("after_backward") == 4
+    assert stepwise.last_model_path or stepwise.best_model_path  # it saved at step 2 and 4

@@ -149,10 +149,11 @@ class TrainingGuard(Callback):
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, *args: Any
     ) -> None:
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        step = trainer.global_step
         if isinstance(loss, torch.Tensor):
-            self._losses.append(loss.detach().reshape(1))
-            self._steps.append(trainer.global_step)
-        if 0 < trainer.max_steps <= trainer.global_step:
+            self._losses.append(loss.detach())
+            self._steps.append(step)
+        if 0 < trainer.max_steps <= step:
             trainer.should_stop = True
         if trainer.should_stop or len(self._losses) >= max(1, trainer.log_every_n_steps):
             self._check(trainer)
@@ -169,7 +170,8 @@ class TrainingGuard(Callback):
 
     def _check(self, trainer: L.Trainer) -> None:
         if self._losses:
-            losses, steps = torch.cat(self._losses), self._steps
+            losses = torch.cat([loss.reshape(1) for loss in self._losses])
+            steps = self._steps
             self._losses, self._steps = [], []
             check_finite(losses, steps, trainer)
 

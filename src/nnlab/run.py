@@ -14,7 +14,7 @@ from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
-from nnlab import layout, trackers
+from nnlab import internals, layout, trackers
 from nnlab.callbacks import GracefulStop, ResumedLoaderState, TrainingGuard
 from nnlab.config_checks import check_config
 from nnlab.errors import ConfigError
@@ -82,6 +82,7 @@ def build_run(cfg: DictConfig) -> Run:
     if settings.get("enable_progress_bar", trainer_cfg.get("enable_progress_bar", True)):
         callbacks.append(progress_bar(OmegaConf.to_container(trainer_cfg, resolve=True)))
     trainer = instantiate(cfg, "trainer", logger=loggers or False, callbacks=callbacks, **settings)
+    internals.skip_unused_batch_hooks(trainer, task)
     run = Run(cfg, Path(cfg.paths.output_dir), datamodule, task, trainer)
     _describe(run, threads)
     return run
