@@ -31,7 +31,7 @@ from conftest import read_metrics, run_dirs
         ("trainer.devices=5000", "trainer.devices=5000: DDP on the CPU runs a process per device"),
         ("model.hidden_layers=42378759", "model.hidden_layers=42378759: expected at most 10,000"),
         ("task.network={a: 1}", "task.network: expected a torch.nn.Module or its config"),
-        ("model.hidden_nodes=2000000000", "model.hidden_nodes=2000000000: the network would have"),
+        ("model.hidden_nodes=2000000000", "model: the network would have 8,000,000,001 param"),
         (
             "+trainer.accumulate_grad_batches=0",
             "trainer.accumulate_grad_batches=0: expected an integer >= 1",
@@ -51,6 +51,35 @@ def test_bad_value_stops_with_one_clear_message(cli, tmp_path, override, expecte
     (run_dir,) = run_dirs(tmp_path / "logs")
     assert read_metrics(run_dir)["status"].startswith(f"failed: bad config {expected}")
     assert not (run_dir / "checkpoints").exists()  # stopped before training
+
+
+@pytest.mark.parametrize(
+    ("experiment", "override", "expected"),
+    [
+        (
+            "mnist_autoencoder",
+            "model.code_size=100000000",
+            "model: the network would have 156,900,000,784 parameters, 2,338.0 GiB with",
+        ),
+        (
+            "series_rnn",
+            "model.hidden_size=1000000",
+            "model: the network would have 4,000,013,000,001 parameters",
+        ),
+        (  # its first layer alone would take 320 GB: the shapes are judged before it is made
+            "fashion_cnn",
+            "model.kernel_size=100000",
+            "model.channels=[16, 64, 128]: too many blocks for 28x28 images with kernel_size 1000",
+        ),
+    ],
+)
+def test_a_network_too_large_for_memory_is_refused_before_it_takes_any(
+    cli, tmp_path, experiment, override, expected
+):
+    result = cli(f"experiment={experiment}", override, f"paths.data_dir={tmp_path / 'none'}")
+    assert result.returncode == 2
+    assert expected in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")

@@ -52,7 +52,8 @@ class ConvNet(nn.Module):
                 raise BadValue(
                     "channels",
                     list(channels),
-                    f"too many blocks for {image_size}x{image_size} images",
+                    f"too many blocks for {image_size}x{image_size} images with kernel_size "
+                    f"{kernel_size} and padding {padding}",
                 ) from None
         self.classifier = nn.Linear(flat, num_classes)
 

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from nnlab.checks import MAX_LAYERS, BadValue, check_choice, check_fits_in_memory, check_int
+from nnlab.checks import MAX_LAYERS, BadValue, check_choice, check_int
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "sigmoid": nn.Sigmoid,
@@ -45,8 +45,6 @@ class MLP(nn.Module):
         self.in_features = in_features
         self.widths = _layer_widths(hidden_nodes, hidden_layers)
         sizes = [in_features, *self.widths]
-        parameters = sum((a + 1) * b for a, b in itertools.pairwise([*sizes, out_features]))
-        check_fits_in_memory("hidden_nodes", hidden_nodes, parameters)
         self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in itertools.pairwise(sizes))
         self.activation = ACTIVATIONS[activation]()
         self.output = nn.Linear(sizes[-1], out_features)

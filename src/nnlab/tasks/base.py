@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torchmetrics import MeanMetric, Metric, MetricCollection
 
-from nnlab.checks import NO_VALUE, BadValue, check_choice, check_float
+from nnlab.checks import NO_VALUE, BadValue, check_choice, check_fits_in_memory, check_float
 from nnlab.data.in_memory import Batch
 from nnlab.errors import ConfigError
 from nnlab.instantiate import build
@@ -177,7 +177,7 @@ class Task(L.LightningModule):
         super().__init__()
         objects = [name for name, value in (("network", network),) if isinstance(value, nn.Module)]
         self.save_hyperparameters(ignore=objects)
-        self.network = network if isinstance(network, nn.Module) else build(network, "network")
+        self.network = network if isinstance(network, nn.Module) else build_network(network)
         if not isinstance(self.network, nn.Module):  # a config without a _target_, say
             raise BadValue("network", NO_VALUE, "expected a torch.nn.Module or its config")
         self.optimizer_config = dict(optimizer or ADAM)
@@ -305,6 +305,24 @@ class Task(L.LightningModule):
         if not limits:
             raise ConfigError("task.lr_schedule", self.lr_schedule, "needs a step or epoch budget")
         return min(limits)
+
+
+def build_network(config: Mapping[str, Any]) -> Any:
+    """The network `config` describes, refused (BadValue) if its weights, gradients and Adam's
+    state would not fit in the memory free here: a mistyped width would otherwise fail to
+    allocate with a traceback, or be killed by the operating system with no message. It is
+    built on the meta device first, where parameters have shapes and no memory; that build
+    draws no random numbers, so the weights are those of a single build."""
+    try:
+        with torch.device("meta"):
+            probe = build(config, "network")
+    except ConfigError:  # a bad value, found before any memory is taken
+        raise
+    except Exception:  # the build below raises it again, or does not need the meta device
+        probe = None
+    if isinstance(probe, nn.Module):
+        check_fits_in_memory("network", NO_VALUE, sum(p.numel() for p in probe.parameters()))
+    return build(config, "network")
 
 
 def needs_closure(optimizer: torch.optim.Optimizer) -> bool:
