@@ -86,3 +86,22 @@ def test_a_truncated_checkpoint_is_named_as_truncated(finished_run, tmp_path):
     cut.write_bytes(whole[: len(whole) // 2])
     with pytest.raises(ConfigError, match="not a readable checkpoint: truncated or corrupt"):
         load_run(finished_run.run_dir, ckpt=str(cut))
+
+
+def test_a_mapped_read_gives_the_checkpoint_and_takes_the_legacy_format_too(tmp_path):
+    from nnlab import checkpoints
+
+    weights = {"layer.weight": torch.arange(6.0).reshape(2, 3)}
+    torch.save({"state_dict": weights, "global_step": 7}, tmp_path / "zip.ckpt")
+    torch.save(  # torch's format before 1.6, which it cannot map
+        {"state_dict": weights, "global_step": 7},
+        tmp_path / "legacy.ckpt",
+        _use_new_zipfile_serialization=False,
+    )
+    for name in ("zip.ckpt", "legacy.ckpt"):
+        checkpoint = checkpoints.read(tmp_path / name, "ckpt_path", mapped=True)
+        assert checkpoint["global_step"] == 7
+        assert torch.equal(checkpoint["state_dict"]["layer.weight"], weights["layer.weight"])
+    (tmp_path / "cut.ckpt").write_bytes((tmp_path / "zip.ckpt").read_bytes()[:200])
+    with pytest.raises(ConfigError, match="truncated or corrupt"):
+        checkpoints.read(tmp_path / "cut.ckpt", "ckpt_path", mapped=True)

@@ -16,8 +16,13 @@ from nnlab import layout
 from nnlab.errors import ConfigError
 
 
-def read(path: Path | str, key: str) -> dict[str, Any]:
-    """The checkpoint at `path`, read weights-only; ConfigError under `key` if it cannot be."""
+def read(path: Path | str, key: str, mapped: bool = False) -> dict[str, Any]:
+    """The checkpoint at `path`, read weights-only; ConfigError under `key` if it cannot be.
+
+    `mapped`: the tensors map the file instead of being read into memory, which is enough to
+    check their shapes. Resuming checks the checkpoint twice before Lightning loads it; for a
+    500 MB checkpoint each check took 0.3 to 0.7 s read, and 3 ms mapped.
+    """
     import pickle
 
     import torch
@@ -26,7 +31,12 @@ def read(path: Path | str, key: str) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(key, str(path), "no such checkpoint file")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=mapped)
+        except RuntimeError as error:  # torch maps only its zip format, not the legacy one
+            if not mapped or "mmap" not in str(error):
+                raise
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         named = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
         what = f"it names {named[1]}, " if named else ""

@@ -70,7 +70,7 @@ def locate(value: str, runs: Path) -> tuple[Path, Path]:
         raise ConfigError("ckpt_path", value, f"{run_dir} is not an nnlab run dir (no .hydra/)")
     if not checkpoint.is_file():
         raise ConfigError("ckpt_path", value, f"{checkpoint} does not exist: nothing to resume")
-    checkpoints.read(checkpoint, "ckpt_path")
+    checkpoints.read(checkpoint, "ckpt_path", mapped=True)
     if layout.read_metrics(run_dir).get("status") == "completed":
         raise ConfigError(
             "ckpt_path", value, f"{run_dir} completed; a finished run is never overwritten"
@@ -85,7 +85,7 @@ NOT_SET = object()
 def check_resumable(task: Any, cfg: Any) -> int:
     """The step of the checkpoint `cfg.ckpt_path`, once its weights are found to fit `task`,
     the module this command built; else ConfigError naming the setting this command changed."""
-    checkpoint = checkpoints.read(cfg.ckpt_path, "ckpt_path")
+    checkpoint = checkpoints.read(cfg.ckpt_path, "ckpt_path", mapped=True)
     difference = checkpoints.weights_difference(checkpoint["state_dict"], task.state_dict())
     if difference:
         raise refusal(cfg, difference)
