@@ -131,8 +131,19 @@ def test_metrics_given_batches_together_equal_metrics_updated_at_every_batch():
     values = held.compute("train")
     assert float(values["train/loss"]) == pytest.approx(float(loss_each.compute()), rel=1e-6)
     assert float(values["train/acc"]) == float(acc_each.compute())
-    # Arguments without a batch dimension cannot be concatenated: taken batch by batch.
+    # Arguments without a row per example, or whose rows change shape, are not concatenated.
     scalar = StageMetrics(mean=MeanMetric())
     for value in (1.0, 2.0, 6.0):
         scalar.update("val", torch.tensor(value), 1, value=torch.tensor(value))
     assert float(scalar.compute("val")["val/mean"]) == 3.0
+    padded, mean_each = StageMetrics(mean=MeanMetric()), MeanMetric()
+    for length in (5, 7, 7, 3):  # sequences padded to each batch's own length
+        values = torch.rand(4, length, generator=generator)
+        padded.update("val", values.mean(), 4, value=values)
+        mean_each.update(values)
+    assert float(padded.compute("val")["val/mean"]) == pytest.approx(float(mean_each.compute()))
+    # Counts are exact whatever the loss's dtype (bfloat16 holds 256, not 257).
+    low = StageMetrics()
+    low.update("train", torch.tensor(1.0, dtype=torch.bfloat16), 257)
+    low.update("train", torch.tensor(2.0, dtype=torch.bfloat16), 1)
+    assert float(low.compute("train")["train/loss"]) == pytest.approx(259 / 258)

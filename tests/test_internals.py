@@ -141,7 +141,7 @@ def test_a_metrics_update_count_can_be_put_back():
     assert metric.update_count == 3
 
 
-def test_lightning_skips_the_batch_hooks_nnlab_sets_to_none_and_calls_the_others():
+def test_lightning_skips_the_callback_hooks_nnlab_sets_to_none_and_calls_the_others(tmp_path):
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     calls = []
@@ -150,24 +150,30 @@ def test_lightning_skips_the_batch_hooks_nnlab_sets_to_none_and_calls_the_others
         def on_train_batch_end(self, trainer, *args):
             calls.append("end")
 
+    class SetOnInstance(L.Callback):
+        def __init__(self):
+            self.on_after_backward = lambda *args: calls.append("instance")
+
     class Saves(ModelCheckpoint):
         pass
 
-    class Counted(OneParameter):
-        def on_after_backward(self):
-            calls.append("after_backward")
+    class Counts(ModelCheckpoint):  # overrides the hook nnlab skips for a plain ModelCheckpoint
+        def on_train_batch_end(self, *args):
+            calls.append("checkpoint")
+            super().on_train_batch_end(*args)
 
-    module, ends, stepwise = Counted(), EndsOnly(), Saves(every_n_train_steps=2)
+    stepwise = Saves(every_n_train_steps=2, save_top_k=-1, dirpath=tmp_path / "stepwise")
+    ends, counts = EndsOnly(), Counts(monitor=None)
     trainer = L.Trainer(
         max_steps=4, logger=False, enable_progress_bar=False, enable_model_summary=False,
-        callbacks=[ends, ModelCheckpoint(monitor=None), stepwise],
+        default_root_dir=tmp_path, callbacks=[ends, SetOnInstance(), ModelCheckpoint(), stepwise,
+        counts],
     )  # fmt: skip
-    internals.skip_unused_batch_hooks(trainer, module)
+    internals.skip_unused_batch_hooks(trainer)
     epoch_only = next(c for c in trainer.callbacks if type(c) is ModelCheckpoint)
     assert ends.on_before_backward is None and ends.on_train_batch_end is not None
-    assert module.on_before_backward is None and module.on_after_backward is not None
-    assert module.on_validation_batch_end is not None  # Lightning reads its signature
     assert epoch_only.on_train_batch_end is None and stepwise.on_train_batch_end is not None
-    trainer.fit(module)  # Lightning calling a None hook would raise TypeError here
-    assert calls.count("end") == 4 and calls.count("after_backward") == 4
-    assert stepwise.last_model_path or stepwise.best_model_path  # it saved at step 2 and 4
+    trainer.fit(OneParameter())  # Lightning calling a None hook would raise TypeError here
+    assert [calls.count(c) for c in ("end", "instance", "checkpoint")] == [4, 4, 4]
+    saved = {p.name for p in (tmp_path / "stepwise").iterdir()}
+    assert saved == {"epoch=0-step=2.ckpt", "epoch=0-step=4.ckpt"}

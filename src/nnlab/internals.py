@@ -77,9 +77,8 @@ def set_update_count(metric: Any, count: int) -> None:
     metric._update_count = count
 
 
-# Hooks Lightning calls at every training batch, on each callback and on the module, and at
-# every evaluation batch; it ignores their results, and skips a hook attribute that is not
-# callable (trainer/call.py).
+# Hooks Lightning calls on each callback at every training or evaluation batch; it ignores
+# their results, and skips a hook attribute that is not callable (trainer/call.py).
 TRAIN_BATCH_HOOKS = (
     "on_train_batch_start",
     "on_train_batch_end",
@@ -96,26 +95,29 @@ EVAL_BATCH_HOOKS = (
 )
 
 
-def skip_unused_batch_hooks(trainer: Any, module: Any) -> None:
-    """Set to None the per-batch hooks that do nothing: those a callback or the module inherits
-    unchanged (empty methods), and the train-batch hook of a ModelCheckpoint that saves only at
-    validations or epoch ends (no `every_n_train_steps`, no `train_time_interval`). Lightning
-    then skips them rather than calling each inside its profiler's context. With nnlab's six
-    default callbacks and the MNIST MLP task, five of these hooks took 74 us a batch, and 12
-    after: 3% of a step at batch 256. The module keeps its evaluation hooks: Lightning reads
-    their signatures.
+def skip_unused_batch_hooks(trainer: Any) -> None:
+    """Set to None the per-batch hooks of the trainer's callbacks that do nothing: those a
+    callback's class inherits unchanged (empty methods), and the train-batch hook of a
+    ModelCheckpoint that saves only at validations or epoch ends (no `every_n_train_steps`, no
+    `train_time_interval`). Lightning then skips them rather than calling each inside its
+    profiler's context. With nnlab's six default callbacks and the MNIST MLP task, five of
+    these hooks took 74 us a batch, and 12 after: 3% of a step at batch 256. A hook set on the
+    instance itself is kept; the module's hooks are left alone (code may call them).
     """
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint
 
-    owners = [(c, L.Callback, TRAIN_BATCH_HOOKS + EVAL_BATCH_HOOKS) for c in trainer.callbacks]
-    for owner, base, hooks in [*owners, (module, L.LightningModule, TRAIN_BATCH_HOOKS)]:
-        for hook in hooks:
-            if getattr(type(owner), hook, None) is getattr(base, hook):
-                setattr(owner, hook, None)
+    for callback in trainer.callbacks:
+        for hook in TRAIN_BATCH_HOOKS + EVAL_BATCH_HOOKS:
+            if hook not in vars(callback) and getattr(type(callback), hook) is getattr(
+                L.Callback, hook
+            ):
+                setattr(callback, hook, None)
         if (
-            isinstance(owner, ModelCheckpoint)
-            and owner._every_n_train_steps < 1
-            and owner._train_time_interval is None
+            isinstance(callback, ModelCheckpoint)
+            and "on_train_batch_end" not in vars(callback)
+            and type(callback).on_train_batch_end is ModelCheckpoint.on_train_batch_end
+            and callback._every_n_train_steps < 1
+            and callback._train_time_interval is None
         ):
-            owner.on_train_batch_end = None
+            callback.on_train_batch_end = None

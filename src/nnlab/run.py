@@ -82,7 +82,7 @@ def build_run(cfg: DictConfig) -> Run:
     if settings.get("enable_progress_bar", trainer_cfg.get("enable_progress_bar", True)):
         callbacks.append(progress_bar(OmegaConf.to_container(trainer_cfg, resolve=True)))
     trainer = instantiate(cfg, "trainer", logger=loggers or False, callbacks=callbacks, **settings)
-    internals.skip_unused_batch_hooks(trainer, task)
+    internals.skip_unused_batch_hooks(trainer)
     run = Run(cfg, Path(cfg.paths.output_dir), datamodule, task, trainer)
     _describe(run, threads)
     return run

@@ -15,7 +15,7 @@ from __future__ import annotations
 import inspect
 import math
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import lightning as L
 import torch
@@ -46,6 +46,15 @@ OPTIMIZER_CHECKS: dict[str, Callable[[str, Any], Any]] = {
 }
 
 
+class HeldBatch(NamedTuple):
+    """A batch's metric inputs, held until the metrics take several batches at once."""
+
+    loss: torch.Tensor
+    count: int
+    shapes: dict[str, torch.Size]  # each argument's shape beyond its rows
+    arguments: dict[str, torch.Tensor]
+
+
 class StageMetrics(nn.Module):
     """The mean loss and the task's torchmetrics, one copy of each per stage.
 
@@ -57,7 +66,11 @@ class StageMetrics(nn.Module):
     For the same reason the metrics see the batches HELD_BATCHES at a time, concatenated (and
     all those held before any `compute` or checkpoint): a torchmetrics `update` costs tens of
     microseconds of Python whatever its batch's size. On the MNIST MLP at batch 256, updating
-    the loss and the accuracy at every batch took 90 us, 4% of a step.
+    the loss and the accuracy at every batch took 90 us, 4% of a step. Batches are held only
+    while every argument is a tensor with a row per example and the rows keep their shape;
+    any other batch goes to the metrics alone. A metric whose update is not the same over a
+    concatenation sees a difference: torchmetrics decides whether float `preds` are
+    probabilities or logits at each update, so give it labels, as the built-in tasks do.
     """
 
     HELD_BATCHES = 32
@@ -71,9 +84,7 @@ class StageMetrics(nn.Module):
             setattr(
                 self, f"{stage}_metrics", MetricCollection(metrics, compute_groups=False).clone()
             )
-        self._held: dict[str, list[tuple[torch.Tensor, int, dict[str, Any]]]] = {
-            stage: [] for stage in STAGES
-        }
+        self._held: dict[str, list[HeldBatch]] = {stage: [] for stage in STAGES}
 
     @property
     def names(self) -> list[str]:
@@ -85,15 +96,21 @@ class StageMetrics(nn.Module):
         """Add a batch of `count` examples whose mean loss is `loss`; `arguments` go to the
         metrics' `update` (each takes the ones its signature names)."""
         held = self._held[stage]
-        batch_first = all(isinstance(a, torch.Tensor) and a.ndim for a in arguments.values())
-        if held and (not batch_first or held[-1][2].keys() != arguments.keys()):
+        shapes = {
+            name: argument.shape[1:]
+            for name, argument in arguments.items()
+            if isinstance(argument, torch.Tensor) and argument.ndim and len(argument) == count
+        }
+        by_row = len(shapes) == len(arguments)  # every argument has a row per example
+        if held and (not by_row or held[-1].shapes != shapes):
             self._give(stage)
-        if not batch_first:  # nothing to concatenate: the metrics take this batch alone
+        if not by_row:  # nothing to concatenate: the metrics take this batch alone
             self._loss(stage).update(loss.detach(), weight=count)
             if len(self._metrics(stage)):
                 self._metrics(stage).update(**arguments)
             return
-        held.append((loss.detach().mean(), count, {k: a.detach() for k, a in arguments.items()}))
+        detached = {name: argument.detach() for name, argument in arguments.items()}
+        held.append(HeldBatch(loss.detach().mean(), count, shapes, detached))
         if len(held) >= self.HELD_BATCHES:
             self._give(stage)
 
@@ -102,12 +119,13 @@ class StageMetrics(nn.Module):
         held = self._held[stage]
         if not held:
             return
-        losses = torch.stack([loss for loss, _, _ in held])
-        counts = torch.tensor([count for _, count, _ in held], dtype=losses.dtype)
+        losses = torch.stack([batch.loss for batch in held])
+        counts = torch.tensor([batch.count for batch in held])  # MeanMetric casts to its dtype
         self._loss(stage).update(losses, weight=counts.to(losses.device))
         if len(self._metrics(stage)):
-            names = held[0][2].keys()
-            self._metrics(stage).update(**{k: torch.cat([a[k] for *_, a in held]) for k in names})
+            names = held[0].arguments.keys()
+            joined = {name: torch.cat([batch.arguments[name] for batch in held]) for name in names}
+            self._metrics(stage).update(**joined)
         held.clear()
 
     def compute(self, stage: str) -> dict[str, torch.Tensor]:
