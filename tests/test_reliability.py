@@ -161,10 +161,17 @@ def test_a_signal_during_validation_stops_the_run_as_interrupted(config, tmp_pat
     assert signal.getsignal(signal.SIGTERM) == handler  # the handler is given back
 
 
-def test_an_image_run_resumed_mid_epoch_takes_the_same_batches_and_ends_the_same(
-    cli, tmp_path, tiny_mnist, monkeypatch
+@pytest.mark.parametrize(
+    ("signal_at", "stopped_at", "given"),
+    [
+        (28, 29, 5),  # mid-epoch: the run stops after the batch under way
+        (23, 24, 0),  # at an epoch's last batch: after the epoch's validation, none to skip
+    ],
+)
+def test_an_image_run_stopped_by_a_signal_resumes_to_the_same_batches_and_metrics(
+    cli, tmp_path, tiny_mnist, monkeypatch, signal_at, stopped_at, given
 ):
-    # 360 training images in batches of 32: 12 steps an epoch; the signal lands in the last.
+    # 360 training images in batches of 32: 12 steps an epoch, 3 epochs.
     overrides = [
         "experiment=fashion_mlp",
         f"paths.data_dir={tiny_mnist}",
@@ -179,7 +186,7 @@ def test_an_image_run_resumed_mid_epoch_takes_the_same_batches_and_ends_the_same
     # The signal lands after nnlab's callbacks have seen the batch end: the run stops at the
     # next one, without the extra validation that Lightning's own stop would add.
     def train_batch_end_with_sigterm(self, outputs, batch, batch_idx):
-        if self.global_step == 28:
+        if self.global_step == signal_at:
             os.kill(os.getpid(), signal.SIGTERM)
 
     with monkeypatch.context() as patch:
@@ -189,8 +196,9 @@ def test_an_image_run_resumed_mid_epoch_takes_the_same_batches_and_ends_the_same
     (run_dir,) = run_dirs(tmp_path / "logs")
     last = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
 
-    assert last["global_step"] == 29  # not 28: stopped after a batch, not by a validation
-    assert last["loops"]["fit_loop"]["state_dict"]["combined_loader"] == [{"batches_given": 5}]
+    assert last["global_step"] == stopped_at  # after a batch, not at a validation of its own
+    loader_state = last["loops"]["fit_loop"]["state_dict"]["combined_loader"]
+    assert loader_state == [{"batches_given": given}]
 
     resumed = cli("experiment=fashion_mlp", "ckpt_path=last")
     assert resumed.returncode == 0, resumed.stderr

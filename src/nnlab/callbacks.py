@@ -59,9 +59,16 @@ class GracefulStop(Callback):
     def on_train_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
         self._in_batch = True
 
-    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, index: int
+    ) -> None:
         self._in_batch = False
-        self._stop_if_requested(trainer)
+        # Not after an epoch's last batch: Lightning resumes a checkpoint taken before the
+        # epoch's end (its validation, its metrics) as an epoch ended without it, and the run
+        # then differed from one never stopped. The stop comes at the epoch's validation, else
+        # after the next epoch's first batch, else at the end of training.
+        if index + 1 < trainer.num_training_batches:
+            self._stop_if_requested(trainer)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Lightning validates after on_train_batch_end: a signal that arrives then would

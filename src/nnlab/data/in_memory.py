@@ -100,7 +100,8 @@ class ResumableLoader(DataLoader):
     _skip = 0
 
     def state_dict(self) -> dict[str, int]:
-        return {"batches_given": self._given}
+        # Once the epoch's batches are all given, a resumed run starts a new epoch: none to skip.
+        return {"batches_given": self._given if self._given < len(self) else 0}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._skip = int(state["batches_given"])
