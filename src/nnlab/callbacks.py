@@ -63,11 +63,13 @@ class GracefulStop(Callback):
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, index: int
     ) -> None:
         self._in_batch = False
-        # Not after an epoch's last batch: Lightning resumes a checkpoint taken before the
-        # epoch's end (its validation, its metrics) as an epoch ended without it, and the run
-        # then differed from one never stopped. The stop comes at the epoch's validation, else
-        # after the next epoch's first batch, else at the end of training.
-        if index + 1 < trainer.num_training_batches:
+        # Not after the last of an epoch's several batches: Lightning resumes a checkpoint
+        # taken before the epoch's end (its validation, its metrics) as an epoch ended without
+        # it, and the run then differed from one never stopped. The stop comes at the epoch's
+        # validation, else after the next epoch's first batch, else at the end of training.
+        # (An epoch of one batch, the full-batch tasks', stops here as before.)
+        batches = trainer.num_training_batches
+        if batches == 1 or index + 1 < batches:
             self._stop_if_requested(trainer)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
