@@ -180,7 +180,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--repeats", type=int, default=3, help="runs per side (the fastest counts)")
+    parser.add_argument("--repeats", type=int, default=5, help="runs per side (the fastest counts)")
     args = parser.parse_args()
     torch.set_num_threads(THREADS)
     with tempfile.TemporaryDirectory() as scratch:
