@@ -162,17 +162,19 @@ def test_a_signal_during_validation_stops_the_run_as_interrupted(config, tmp_pat
 
 
 @pytest.mark.parametrize(
-    ("signal_at", "stopped_at", "given"),
+    ("signal_at", "stopped_at", "given", "validate_every"),
     [
-        (28, 29, 5),  # mid-epoch: the run stops after the batch under way
-        (23, 24, 0),  # at an epoch's last batch: after the epoch's validation, none to skip
+        (28, 29, 5, 1),  # mid-epoch: the run stops after the batch under way
+        (23, 24, 0, 1),  # at an epoch's last batch: after the epoch's validation, none to skip
+        (28, 29, 5, 2),  # validating every 2 epochs: last.ckpt still ends at the last step
     ],
 )
 def test_an_image_run_stopped_by_a_signal_resumes_to_the_same_batches_and_metrics(
-    cli, tmp_path, tiny_mnist, monkeypatch, signal_at, stopped_at, given
+    cli, tmp_path, tiny_mnist, monkeypatch, signal_at, stopped_at, given, validate_every
 ):
     # 360 training images in batches of 32: 12 steps an epoch, 3 epochs.
     overrides = [
+        f"trainer.check_val_every_n_epoch={validate_every}",
         "experiment=fashion_mlp",
         f"paths.data_dir={tiny_mnist}",
         "data.download=false",

@@ -115,7 +115,8 @@ class ResumedLoaderState(Callback):
 
 
 class LastCheckpoint(ModelCheckpoint):
-    """Writes `last.ckpt` at every validation (or epoch end), whatever the monitored value does.
+    """Writes `last.ckpt` at every validation, and at the end of each epoch that validation
+    skips, whatever the monitored value does.
 
     Lightning 2.6's `save_last` rewrites last.ckpt only when the monitored value improves, so
     after the last improvement it went stale: resuming lost steps and nnlab-eval ckpt=last
@@ -135,6 +136,14 @@ class LastCheckpoint(ModelCheckpoint):
     def state_key(self) -> str:
         # Distinct from a ModelCheckpoint's, even one that monitors nothing either.
         return "LastCheckpoint"
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        # With validation every few epochs (check_val_every_n_epoch > 1), ModelCheckpoint saves
+        # at validations only: last.ckpt would miss the epochs between, the last ones included.
+        every = trainer.check_val_every_n_epoch
+        if every and every > 1 and (trainer.current_epoch + 1) % every:
+            trainer.save_checkpoint(Path(self.dirpath) / "last.ckpt")
 
 
 class TrainingGuard(Callback):
