@@ -67,6 +67,13 @@ def findings(tmp_path: Path) -> dict[str, dict[str, str]]:
         return {row["claim"]: row for row in csv.DictReader(file)}
 
 
+def judged(tmp_path: Path, claims: Path) -> dict[str, dict[str, str]]:
+    """Judge the runs under tmp_path/runs by `claims` (no training); the findings by claim."""
+    result = reproduce(tmp_path, "--claims", str(claims), "--judge", str(tmp_path / "runs"))
+    assert result.returncode == 0, result.stderr
+    return findings(tmp_path)
+
+
 def rings_runs(sweep_dir: Path) -> None:
     """Five seeds each: 1 node near the notebook's 0.69, 3 nodes at 1.0 but one seed."""
     job = 0
@@ -86,10 +93,7 @@ def test_a_claim_the_runs_contradict_is_not_reproduced(tmp_path):
     for name in ("one_node_separates", "three_nodes_separate"):
         rings_runs(tmp_path / "runs" / name)
 
-    result = reproduce(tmp_path, "--claims", str(claims), "--judge", str(tmp_path / "runs"))
-
-    assert result.returncode == 0, result.stderr
-    rows = findings(tmp_path)
+    rows = judged(tmp_path, claims)
     assert rows["one_node_separates"]["verdict"] == "not reproduced"
     assert rows["one_node_separates"]["why"] == (
         "model.hidden_nodes=1: claimed at least 0.99, measured 0.694 [0.6798, 0.7082]"
@@ -109,10 +113,7 @@ def test_one_seed_that_fails_makes_a_threshold_claim_inconclusive_not_reproduced
     for seed, accuracy in enumerate([1.0, 1.0, 1.0, 1.0, 0.98]):  # mean 0.996, interval < 0.99
         write_run(tmp_path / "runs" / "three", seed, [f"seed={seed}"], {"test/acc": accuracy})
 
-    result = reproduce(tmp_path, "--claims", str(claims), "--judge", str(tmp_path / "runs"))
-
-    assert result.returncode == 0, result.stderr
-    row = findings(tmp_path)["three"]
+    row = judged(tmp_path, claims)["three"]
     assert row["verdict"] == "inconclusive"
     assert row["why"] == "all: claimed at least 0.99, measured 0.996 [0.9849, 1.007]"
     assert "4 of 5 seeds reached 0.99" in row["measurement"]
@@ -138,10 +139,7 @@ def test_a_paired_claim_that_holds_only_with_more_nodes_says_so(tmp_path):
                 overrides = [f"model.hidden_nodes={nodes}", f"seed={seed}"]
                 write_run(tmp_path / "runs" / name, nodes + seed, overrides, metrics)
 
-    result = reproduce(tmp_path, "--claims", str(claims), "--judge", str(tmp_path / "runs"))
-
-    assert result.returncode == 0, result.stderr
-    rows = findings(tmp_path)
+    rows = judged(tmp_path, claims)
     left = rows["left_side"]
     assert left["verdict"] == "reproduced only under a condition"
     assert left["why"] == "with 20 hidden nodes; as in the notebook it is inconclusive"
@@ -187,10 +185,7 @@ def test_classifiers_are_compared_by_mcnemar_per_seed_and_a_t_test_over_seeds(tm
     for name in ("cnn_beats_mlp", "mlp_beats_cnn", "mlp_accuracy"):
         classifier_runs(tmp_path / "runs" / name, wrong, "fashion_mnist")
 
-    result = reproduce(tmp_path, "--claims", str(claims), "--judge", str(tmp_path / "runs"))
-
-    assert result.returncode == 0, result.stderr
-    rows = findings(tmp_path)
+    rows = judged(tmp_path, claims)
     beats = rows["cnn_beats_mlp"]
     assert beats["data"] == "Fashion-MNIST"
     assert beats["verdict"] == "reproduced only under a condition"
