@@ -32,8 +32,7 @@ from lightning.pytorch.callbacks import Callback
 from torch import nn
 
 from nnlab.data.images import ImageDataModule
-from nnlab.run import build_run
-from nnlab.train import CONFIG_DIR
+from nnlab.train import CONFIG_DIR, build_run
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
 from conftest import blocky_digits, write_idx

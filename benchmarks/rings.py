@@ -24,8 +24,7 @@ from pathlib import Path
 import torch
 from hydra import compose, initialize_config_dir
 
-from nnlab.run import build_run
-from nnlab.train import CONFIG_DIR
+from nnlab.train import CONFIG_DIR, build_run
 
 sys.path.insert(0, str(Path(__file__).parent))
 from plain_rings import train_plain

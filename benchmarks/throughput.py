@@ -18,8 +18,7 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 
-from nnlab.run import build_run
-from nnlab.train import CONFIG_DIR
+from nnlab.train import CONFIG_DIR, build_run
 
 sys.path.insert(0, str(Path(__file__).parent))
 threads_asked = os.environ.get("NNLAB_THREADS")

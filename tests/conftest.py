@@ -84,8 +84,9 @@ def run_command(main: Callable[[], object], arguments: list[str], cwd: Path) -> 
     directory, sys.argv, torch's threads, the root logger's handlers and Hydra's global state.
     """
     from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
 
-    from nnlab.runtime import restored_process_state
+    from nnlab.api import restored_process_state
 
     stdout, stderr = io.StringIO(), io.StringIO()
     environ, argv, before = dict(os.environ), list(sys.argv), Path.cwd()
@@ -96,6 +97,7 @@ def run_command(main: Callable[[], object], arguments: list[str], cwd: Path) -> 
             status = _exit_status(main)
     finally:
         GlobalHydra.instance().clear()
+        HydraConfig.instance().cfg = None  # Hydra's main leaves its job's config set
         os.environ.clear()
         os.environ.update(environ)
         sys.argv = argv
@@ -199,7 +201,10 @@ def tiny_mnist(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def trained(cfg: DictConfig) -> dict[str, float]:
-    """Train `cfg` in this process (nnlab.train.train, the command's one path); its metrics."""
+    """Train `cfg` in this process (nnlab.train.train, the command's one path); its metrics.
+    What the run changes in this process is put back, as nnlab.api.train puts it back."""
+    from nnlab.api import restored_process_state
     from nnlab.train import train
 
-    return train(cfg).metrics
+    with restored_process_state():
+        return train(cfg).metrics

@@ -10,7 +10,7 @@ from conftest import read_metrics
 
 from nnlab.api import load_run, train
 from nnlab.errors import ConfigError
-from nnlab.eval import evaluate
+from nnlab.run.eval import evaluate
 from nnlab.tasks.rings import RingsTask
 
 
@@ -93,8 +93,8 @@ def test_init_from_starts_a_new_run_from_another_runs_weights(rings_runs, tmp_pa
     )
     assert run.run_dir.parent.parent.parent == tmp_path  # a new run dir, in its own log dir
     best = torch.load(source.run_dir / "checkpoints" / "best.ckpt", weights_only=True)["state_dict"]
-    for name, tensor in run.task.state_dict().items():
-        assert torch.allclose(tensor.cpu(), best[name])
+    for name, tensor in run.task.network.state_dict().items():  # the weights, not the metrics
+        assert torch.allclose(tensor.cpu(), best[f"network.{name}"])
     with pytest.raises(ConfigError) as error:
         train(
             [

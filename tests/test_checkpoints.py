@@ -10,7 +10,7 @@ from conftest import read_metrics, run_command
 
 from nnlab.api import load_run, train
 from nnlab.errors import ConfigError
-from nnlab.eval import main as eval_main
+from nnlab.run.eval import main as eval_main
 
 
 class Payload:
@@ -56,9 +56,10 @@ def test_resuming_loading_and_init_from_refuse_it_and_leave_the_run_as_it_was(
     marker = tmp_path / "marker"
     evil = hostile_checkpoint(finished_run.run_dir / "checkpoints" / "evil.ckpt", marker)
     logs = f"paths.log_dir={finished_run.run_dir.parents[2]}"
-    for overrides in ([f"ckpt_path={evil}"], [f"init_from={evil}"]):
-        with pytest.raises(ConfigError, match="refused: it holds Python objects"):
-            train(["experiment=rings", logs, *overrides])
+    with pytest.raises(ConfigError, match="refused: it holds Python objects"):
+        train(["experiment=rings", logs, f"init_from={evil}"])
+    with pytest.raises(ConfigError, match="completed; a finished run is never overwritten"):
+        train(["experiment=rings", logs, f"ckpt_path={evil}"])  # refused before it is read
     with pytest.raises(ConfigError, match="refused: it holds Python objects"):
         load_run(finished_run.run_dir, ckpt=str(evil))
     assert not marker.exists()
@@ -89,7 +90,7 @@ def test_a_truncated_checkpoint_is_named_as_truncated(finished_run, tmp_path):
 
 
 def test_a_mapped_read_gives_the_checkpoint_and_takes_the_legacy_format_too(tmp_path):
-    from nnlab import checkpoints
+    from nnlab.run import resume
 
     weights = {"layer.weight": torch.arange(6.0).reshape(2, 3)}
     torch.save({"state_dict": weights, "global_step": 7}, tmp_path / "zip.ckpt")
@@ -99,9 +100,9 @@ def test_a_mapped_read_gives_the_checkpoint_and_takes_the_legacy_format_too(tmp_
         _use_new_zipfile_serialization=False,
     )
     for name in ("zip.ckpt", "legacy.ckpt"):
-        checkpoint = checkpoints.read(tmp_path / name, "ckpt_path", mapped=True)
+        checkpoint = resume.read(tmp_path / name, "ckpt_path", mapped=True)
         assert checkpoint["global_step"] == 7
         assert torch.equal(checkpoint["state_dict"]["layer.weight"], weights["layer.weight"])
     (tmp_path / "cut.ckpt").write_bytes((tmp_path / "zip.ckpt").read_bytes()[:200])
     with pytest.raises(ConfigError, match="truncated or corrupt"):
-        checkpoints.read(tmp_path / "cut.ckpt", "ckpt_path", mapped=True)
+        resume.read(tmp_path / "cut.ckpt", "ckpt_path", mapped=True)

@@ -13,7 +13,7 @@ from conftest import is_finite_number, read_metrics, run_command, run_dirs
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
-from nnlab.runtime import run_stamp
+from nnlab.run.layout import run_stamp
 
 
 def test_a_run_writes_its_dir_and_prints_where_it_is(cli, tmp_path):
@@ -133,7 +133,7 @@ def test_the_command_line_answers_before_importing_torch_or_lightning(tmp_path):
 @pytest.mark.parametrize(
     ("flags", "override", "says"),
     [
-        (["--help"], "modle.x=1", "bad config modle.x=1: unknown key; the config has: "),
+        (["--help"], "modle.x=1", "bad config modle: unknown key; the config has: "),
         (["--cfg", "job"], "experiment=nope", "bad config experiment='nope': no such option"),
         (["--cfg", "job"], "model.hidden_nodes=[1", "cannot parse it: no viable alternative"),
         (["--help"], "model.hidden_nodes=[1", "cannot parse it: no viable alternative"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nnlab.compare import compare, mcnemar_exact
+from nnlab.analysis.compare import compare, mcnemar_exact
 
 
 def predictions(predicted, target=None, index=None):

@@ -2,12 +2,13 @@
 
 `training_step` returns the loss and the Trainer steps the optimizer: gradient clipping and
 accumulation are the Trainer's, `debug=overfit` overfits, train metrics cover the epoch, and
-the progress bar counts optimizer steps. The full-batch tasks' opt-in (several steps per
-batch) keeps clipping, and refuses what it cannot honour.
+the progress bar counts optimizer steps. The full-batch tasks step their optimizer themselves
+(Lightning's manual optimization); with `task.steps_per_batch=1` they are ordinary again.
 """
 
 from __future__ import annotations
 
+import math
 from typing import ClassVar
 
 import pytest
@@ -15,7 +16,7 @@ import torch
 from conftest import trained
 from lightning.pytorch.callbacks import Callback
 
-from nnlab.run import build_run
+from nnlab.train import build_run
 
 
 class RecordingSGD(torch.optim.SGD):
@@ -61,11 +62,19 @@ def test_the_trainers_gradient_clipping_bounds_every_step_on_both_paths(config, 
     run.trainer.fit(run.task, datamodule=run.datamodule)
     assert len(RecordingSGD.norms) == 12 and max(RecordingSGD.norms) <= 0.01 * (1 + 1e-5)
 
-    RecordingSGD.norms = []  # the rings' 100 steps per batch: 99 outside Lightning, all clipped
+    RecordingSGD.norms = []  # the rings, one step per batch: the Trainer clips every step
     rings = ["experiment=rings", "trainer.max_steps=250", "+trainer.gradient_clip_val=0.01"]
-    run = build_run(config(*rings, *RECORDING_SGD, "optimizer.lr=1.0", "logger=none"))
+    one_step = [*rings, "task.steps_per_batch=1", "trainer.val_check_interval=100"]
+    run = build_run(config(*one_step, *RECORDING_SGD, "optimizer.lr=1.0", "logger=none"))
     run.trainer.fit(run.task, datamodule=run.datamodule)
     assert len(RecordingSGD.norms) == 250 and max(RecordingSGD.norms) <= 0.01 * (1 + 1e-5)
+
+
+def test_the_trainers_clipping_is_refused_where_the_task_steps_its_optimizer_itself(cli):
+    result = cli("experiment=rings", "+trainer.gradient_clip_val=0.01")  # 100 steps a batch
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    refused = "nnlab: bad config trainer: Automatic gradient clipping is not supported for manual"
+    assert refused in result.stderr
 
 
 def test_accumulated_gradients_take_one_optimizer_step_per_two_batches(config, tiny_mnist):
@@ -106,44 +115,35 @@ def test_one_step_per_batch_makes_a_full_batch_task_an_ordinary_lightning_module
     overrides = ["experiment=rings", "task.steps_per_batch=1", "trainer.max_steps=40"]
     run = build_run(config(*overrides, "logger=none"))
     run.trainer.fit(run.task, datamodule=run.datamodule)
-    assert run.trainer.global_step == 40 and run.trainer.fit_loop.total_batch_idx + 1 == 40
+    assert run.task.automatic_optimization and run.trainer.global_step == 40
+    assert run.trainer.fit_loop.total_batch_idx + 1 == 40
 
 
-def test_metrics_given_batches_together_equal_metrics_updated_at_every_batch():
-    from torchmetrics import MeanMetric
-    from torchmetrics.classification import MulticlassAccuracy
+def test_an_epochs_loss_is_the_mean_over_its_examples_and_a_nan_stays_nan():
+    from nnlab.tasks.rings import RingsTask
 
-    from nnlab.tasks.base import StageMetrics
+    task = RingsTask({"_target_": "torch.nn.Linear", "in_features": 2, "out_features": 1})
+    for loss, count in ((1.0, 3), (4.0, 1)):  # a partial last batch weighs by its examples
+        preds = target = torch.zeros(count, dtype=torch.long)
+        task.train_metrics.update(
+            value=torch.tensor(loss), weight=count, preds=preds, target=target
+        )
+    assert float(task.train_metrics.compute()["train/loss"]) == pytest.approx(7 / 4)
+    task.train_metrics.update(
+        value=torch.tensor(float("nan")), weight=1, preds=preds, target=target
+    )
+    assert math.isnan(float(task.train_metrics.compute()["train/loss"]))
+    saved = task.state_dict()  # the epoch under way is kept in checkpoints
+    assert {"train_metrics.loss.mean_value", "train_metrics.acc.tp"} <= set(saved)
 
-    held = StageMetrics(acc=MulticlassAccuracy(3, average="micro"))
-    loss_each, acc_each = MeanMetric(), MulticlassAccuracy(3, average="micro")
-    generator, seen = torch.Generator().manual_seed(0), 0
-    for batch in range(2 * StageMetrics.HELD_BATCHES + 5):  # two whole groups and a part
-        size = int(torch.randint(1, 9, (1,), generator=generator))
-        preds, target = torch.randint(0, 3, (2, size), generator=generator)
-        loss = torch.rand((), generator=generator)
-        held.update("train", loss, size, preds=preds, target=target)
-        loss_each.update(loss, weight=size)
-        acc_each.update(preds, target)
-        seen += size
-        if batch == StageMetrics.HELD_BATCHES + 3:  # a checkpoint mid-group keeps every batch
-            assert float(held.state("train")["loss"]["weight"]) == seen
-    values = held.compute("train")
-    assert float(values["train/loss"]) == pytest.approx(float(loss_each.compute()), rel=1e-6)
-    assert float(values["train/acc"]) == float(acc_each.compute())
-    # Arguments without a row per example, or whose rows change shape, are not concatenated.
-    scalar = StageMetrics(mean=MeanMetric())
-    for value in (1.0, 2.0, 6.0):
-        scalar.update("val", torch.tensor(value), 1, value=torch.tensor(value))
-    assert float(scalar.compute("val")["val/mean"]) == 3.0
-    padded, mean_each = StageMetrics(mean=MeanMetric()), MeanMetric()
-    for length in (5, 7, 7, 3):  # sequences padded to each batch's own length
-        values = torch.rand(4, length, generator=generator)
-        padded.update("val", values.mean(), 4, value=values)
-        mean_each.update(values)
-    assert float(padded.compute("val")["val/mean"]) == pytest.approx(float(mean_each.compute()))
-    # Counts are exact whatever the loss's dtype (bfloat16 holds 256, not 257).
-    low = StageMetrics()
-    low.update("train", torch.tensor(1.0, dtype=torch.bfloat16), 257)
-    low.update("train", torch.tensor(2.0, dtype=torch.bfloat16), 1)
-    assert float(low.compute("train")["train/loss"]) == pytest.approx(259 / 258)
+
+def test_an_optimizer_that_needs_a_closure_steps_the_full_batch_tasks(config):
+    # LBFGS evaluates the loss several times a step: the full-batch tasks pass it a closure.
+    overrides = ["experiment=rings", "trainer.max_steps=30", "logger=none"]
+    lbfgs = ["optimizer._target_=torch.optim.LBFGS", "~optimizer.weight_decay", "optimizer.lr=1"]
+    run = build_run(config(*overrides, *lbfgs))
+    run.datamodule.setup()
+    before = float(run.task.model_step(run.datamodule.splits["train"])[0])
+    run.trainer.fit(run.task, datamodule=run.datamodule)
+    assert run.trainer.global_step == 30
+    assert float(run.task.model_step(run.datamodule.splits["train"])[0]) < 0.5 * before

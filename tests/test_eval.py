@@ -6,8 +6,8 @@ import pytest
 from conftest import read_metrics, run_command, run_dirs
 
 from nnlab.errors import ConfigError
-from nnlab.eval import evaluate, load_config
-from nnlab.eval import main as eval_main
+from nnlab.run.eval import evaluate, saved_config
+from nnlab.run.eval import main as eval_main
 
 
 def test_eval_reproduces_the_runs_test_metrics_and_leaves_its_files_alone(cli, tmp_path):
@@ -29,11 +29,11 @@ def test_eval_reproduces_the_runs_test_metrics_and_leaves_its_files_alone(cli, t
 
     # values read as Hydra reads them (5e-2 is a number, yes a string), one process to test
     overrides = ["optimizer.lr=5e-2", "task_name=yes", "trainer.devices=1"]
-    cfg = load_config(run_dir, overrides, tmp_path / "eval")
+    cfg = saved_config(run_dir, overrides, tmp_path / "eval")
     assert cfg.optimizer.lr == 0.05 and cfg.task_name == "yes"
     assert (cfg.trainer.devices, cfg.trainer.strategy) == (1, "auto")
     with pytest.raises(ConfigError, match="not a key of the run's config"):
-        load_config(run_dir, ["data.no_such=1"], tmp_path / "eval")
+        saved_config(run_dir, ["data.no_such=1"], tmp_path / "eval")
 
 
 def test_eval_names_what_is_wrong(tmp_path):

@@ -10,8 +10,7 @@ import torch
 from conftest import trained
 from lightning.pytorch.callbacks import Callback
 
-from nnlab.run import build_run
-from nnlab.train import CONFIG_DIR
+from nnlab.train import CONFIG_DIR, build_run
 
 EXPERIMENTS = sorted(path.stem for path in (CONFIG_DIR / "experiment").glob("*.yaml"))
 
@@ -42,7 +41,7 @@ def _best_score(checkpoint: dict) -> float:
     return state["best_model_score"]
 
 
-def test_callbacks_see_one_optimizer_step_per_batch_and_the_budget_is_exact(config):
+def test_many_steps_a_batch_end_exactly_at_the_budget_and_callbacks_see_each_step(config):
     class CountSteps(Callback):
         calls = 0
 
@@ -52,9 +51,9 @@ def test_callbacks_see_one_optimizer_step_per_batch_and_the_budget_is_exact(conf
     run = build_run(config("experiment=rings", "trainer.max_steps=450", "logger=none"))
     run.trainer.callbacks.append(CountSteps())
     run.trainer.fit(run.task, datamodule=run.datamodule)
-    assert run.task.steps_per_batch == 100  # the rings' opt-in: 100 steps per Lightning batch
-    assert CountSteps.calls == 5  # batches of 100, 100, 100, 100 and 50 steps
-    assert run.trainer.global_step == 450
+    assert run.task.steps_per_batch == 100  # the rings: 100 steps on each Lightning batch
+    assert run.trainer.fit_loop.total_batch_idx + 1 == 5  # of 100, 100, 100, 100 and 50 steps
+    assert CountSteps.calls == 450 and run.trainer.global_step == 450
     for parameter in run.task.network.parameters():
         assert run.trainer.optimizers[0].state[parameter]["step"].item() == 450
 

@@ -18,9 +18,9 @@ from conftest import read_metrics, run_dirs
 from optuna.trial import TrialState
 
 from nnlab.errors import ConfigError
-from nnlab.hparams_search import RESULTS_FILE, OptunaSweeper
 from nnlab.overrides import as_value
-from nnlab.search_space import distribution, search_space
+from nnlab.sweep.search import RESULTS_FILE, OptunaSweeper
+from nnlab.sweep.space import distribution, search_space
 
 Cli = Callable[..., subprocess.CompletedProcess]
 

@@ -12,10 +12,10 @@ import torch
 from conftest import blocky_digits, run_command, trained, write_idx
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from nnlab.compare import main as compare_main
+from nnlab.analysis.compare import main as compare_main
+from nnlab.checks import DataNotFound
 from nnlab.data import images
 from nnlab.data.images import ImageDataModule
-from nnlab.errors import DataNotFound
 
 DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
 

@@ -6,19 +6,21 @@ import pytest
 from omegaconf import OmegaConf
 
 from nnlab.errors import ConfigError
-from nnlab.instantiate import build, instantiate
+from nnlab.run.build import build
+
+
+def built(key: str, node: dict):
+    return build(OmegaConf.create({key: node}), key)
 
 
 def test_hydra_builds_nested_targets_and_partials():
-    node = OmegaConf.create(
-        {
-            "_target_": "lightning.pytorch.Trainer",
-            "logger": False,
-            "profiler": {"_target_": "lightning.pytorch.profilers.SimpleProfiler"},
-        }
-    )
-    assert type(build(node, "trainer").profiler).__name__ == "SimpleProfiler"
-    make = build({"_target_": "torch.optim.SGD", "_partial_": True, "lr": 0.5}, "optimizer")
+    node = {
+        "_target_": "lightning.pytorch.Trainer",
+        "logger": False,
+        "profiler": {"_target_": "lightning.pytorch.profilers.SimpleProfiler"},
+    }
+    assert type(built("trainer", node).profiler).__name__ == "SimpleProfiler"
+    make = built("optimizer", {"_target_": "torch.optim.SGD", "_partial_": True, "lr": 0.5})
     assert make.keywords == {"lr": 0.5}
 
 
@@ -28,7 +30,7 @@ def test_a_constructors_bad_value_is_named_under_the_nested_key():
         "first": {"_target_": "nnlab.models.mlp.MLP", "in_features": 0, "out_features": 1},
     }
     with pytest.raises(ConfigError) as error:
-        build(node, "model")
+        built("model", node)
     assert str(error.value) == "bad config model.first.in_features=0: expected an integer >= 1"
 
 
@@ -47,25 +49,28 @@ def test_an_error_reached_through_an_interpolation_is_named_where_the_value_live
         }
     )
     with pytest.raises(ConfigError, match=r"^bad config optimizer.lr=-1.0: expected a number > 0$"):
-        instantiate(cfg, "task")
+        build(cfg, "task")
     cfg.optimizer.lr = 0.1
     cfg.model.width = 4
     with pytest.raises(ConfigError) as error:
-        instantiate(cfg, "task")
+        build(cfg, "task")
     message = str(error.value)
     assert message.startswith("bad config model.width=4: unknown key; MLP takes: in_features")
 
 
-def test_unknown_keys_follow_kwargs_to_the_base_class():
+def test_unknown_keys_follow_kwargs_to_the_base_class_and_a_close_one_is_named():
     node = {"_target_": "torch.optim.AdamW", "_partial_": False, "lr_shedule": "cosine"}
     with pytest.raises(ConfigError) as error:
-        build(node, "optimizer")
+        built("optimizer", node)
     assert "optimizer.lr_shedule='cosine': unknown key; AdamW takes: params, lr" in str(error.value)
+    trainer = {"_target_": "lightning.pytorch.Trainer", "gradient_clip_va": 1.0}
+    with pytest.raises(ConfigError, match=r"\(did you mean gradient_clip_val\?\)"):
+        built("trainer", trainer)
 
 
 def test_a_target_that_does_not_import_says_why():
     with pytest.raises(ConfigError) as error:
-        build({"_target_": "torch.optim.Nope", "_partial_": True}, "optimizer")
+        built("optimizer", {"_target_": "torch.optim.Nope", "_partial_": True})
     assert str(error.value) == (
         "bad config optimizer._target_='torch.optim.Nope': cannot be imported "
         "(module torch.optim has no Nope)"
@@ -74,9 +79,7 @@ def test_a_target_that_does_not_import_says_why():
 
 def test_a_third_party_refusal_is_a_config_error_and_a_bug_in_nnlab_is_not():
     with pytest.raises(ConfigError, match=r"bad config callbacks.x: `mode` can be min"):
-        build(
-            {"_target_": "lightning.pytorch.callbacks.ModelCheckpoint", "mode": "max!"},
-            "callbacks.x",
-        )
+        checkpoint = {"_target_": "lightning.pytorch.callbacks.ModelCheckpoint", "mode": "max!"}
+        build(OmegaConf.create({"callbacks": {"x": checkpoint}}), "callbacks.x")
     with pytest.raises(ZeroDivisionError):  # a plain bug keeps its traceback
-        build({"_target_": "operator.truediv", "_args_": [1, 0]}, "x")
+        built("x", {"_target_": "operator.truediv", "_args_": [1, 0]})

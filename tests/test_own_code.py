@@ -19,7 +19,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 from nnlab.api import train
-from nnlab.eval import evaluate
+from nnlab.run.eval import evaluate
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "moons"
 SEARCHPATH = f"hydra.searchpath=[file://{EXAMPLE / 'conf'}]"

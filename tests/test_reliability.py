@@ -38,7 +38,7 @@ def test_nan_loss_stops_at_its_step_and_keeps_the_last_good_checkpoint(
     with pytest.raises(Diverged) as stop:
         trained(config("experiment=rings", "trainer.max_steps=3000"))
     assert stop.value.step == 651  # the first step whose loss was NaN, counted from 1
-    assert "diverged: train/loss is nan at step 651" in str(stop.value)
+    assert "diverged: the training loss is nan at step 651" in str(stop.value)
     assert str(stop.value.checkpoint).endswith("last.ckpt")
 
     run_dir = tmp_path / "run"
@@ -79,7 +79,7 @@ def test_a_nan_loss_read_every_few_batches_is_named_at_its_step_and_never_checkp
 def test_diverging_run_exits_with_status_3(cli, tmp_path):
     result = cli("experiment=wave", "optimizer=sgd", "optimizer.lr=10", "trainer.max_steps=500")
     assert result.returncode == 3
-    assert "diverged: train/loss is inf at step" in result.stderr
+    assert "diverged: the training loss is inf at step" in result.stderr
     (run_dir,) = run_dirs(tmp_path / "logs")
     assert read_metrics(run_dir)["status"] == "diverged"
 
@@ -273,7 +273,7 @@ def test_a_full_disk_ends_the_run_with_one_line_and_leaves_earlier_files_whole(
 
 
 def test_an_atomic_write_that_fails_leaves_the_earlier_file_whole(tmp_path):
-    from nnlab.outputs import write_atomically, write_metrics
+    from nnlab.run.record import write_atomically, write_metrics
 
     write_metrics(tmp_path, {"val/acc": 0.5}, "interrupted")
     before = (tmp_path / "metrics.json").read_bytes()

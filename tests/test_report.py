@@ -6,7 +6,7 @@ import csv
 
 import pytest
 
-from nnlab.report import main as report_main
+from nnlab.analysis.report import main as report_main
 
 
 def test_report_tabulates_a_sweep_and_plots_its_metric(cli, tmp_path):

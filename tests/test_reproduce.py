@@ -14,8 +14,8 @@ import pytest
 import yaml
 from conftest import run_command
 
-from nnlab.compare import paired_t_test
-from nnlab.report import summarize
+from nnlab.analysis.compare import paired_t_test
+from nnlab.analysis.report import summarize
 from nnlab.reproduce.claims import claim_files, load_claim
 from nnlab.reproduce.command import main as reproduce_main
 from nnlab.reproduce.findings import COLUMNS

@@ -6,8 +6,6 @@ import pytest
 import yaml
 from conftest import assert_same_completed_metrics, only_run, read_metrics, run_dirs, trained
 
-from nnlab.errors import ConfigError
-
 
 def test_ddp_on_two_cpu_processes_writes_one_run_dir_with_single_process_metrics(
     cli, process_cli, tmp_path
@@ -22,11 +20,13 @@ def test_ddp_on_two_cpu_processes_writes_one_run_dir_with_single_process_metrics
     assert_same_completed_metrics(ddp_dir, single_dir, rel=1e-4, abs=1e-6)
 
 
-def test_the_full_batch_opt_in_refuses_ddp_and_says_what_to_set(config):
-    # One process of the DDP strategy: refused as any number would be, without starting more.
-    cfg = config("experiment=rings", "trainer=ddp_cpu", "trainer.devices=1", "logger=none")
-    with pytest.raises(ConfigError, match=r"task\.steps_per_batch=100 steps outside Lightning's"):
-        trained(cfg)
+def test_the_full_batch_tasks_many_steps_a_batch_run_under_the_ddp_strategy(config, tmp_path):
+    # One process of the DDP strategy (no others to start): the rings' 100 steps a batch go
+    # through Lightning's manual optimization, which DDP sees, to the single device's metrics.
+    rings = ["experiment=rings", "trainer.max_steps=300", "logger=none"]
+    ddp = config(*rings, "trainer=ddp_cpu", "trainer.devices=1")
+    single = config(*rings, f"paths.output_dir={tmp_path / 'single'}")
+    assert trained(ddp) == pytest.approx(trained(single), rel=1e-5)
 
 
 def test_submitit_local_launcher_runs_a_two_job_sweep(cli, tmp_path):

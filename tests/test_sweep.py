@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -11,8 +12,7 @@ import psutil
 import yaml
 from conftest import read_metrics, run_dirs
 
-from nnlab.report import main as report_main
-from nnlab.runtime import available_cores
+from nnlab.analysis.report import main as report_main
 
 
 def test_sweep_writes_one_run_dir_per_job(process_cli, tmp_path):
@@ -38,7 +38,8 @@ def test_sweep_writes_one_run_dir_per_job(process_cli, tmp_path):
         seen.add((model["hidden_nodes"], model["activation"]))
         # the job's dir says which job it is
         assert f"model.hidden_nodes={model['hidden_nodes']}" in job.name
-        threads = max(1, available_cores() // min(available_cores(), 2))  # n_jobs=-1, 2 jobs
+        cores = len(os.sched_getaffinity(0))
+        threads = max(1, cores // min(cores, 2))  # n_jobs=-1: 2 jobs at once, on 2+ cores
         assert f"with {threads} torch thread(s)" in (job / "train.log").read_text()
     assert seen == {(1, "sigmoid"), (2, "sigmoid")}
     # the shared terminal gets one result line per job; the INFO logs stay in each train.log

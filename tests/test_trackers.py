@@ -9,8 +9,8 @@ import sys
 import pytest
 from conftest import read_metrics
 
+from nnlab.analysis.report import main as report_main
 from nnlab.api import train
-from nnlab.report import main as report_main
 
 RINGS = ["experiment=rings", "trainer.max_steps=300"]
 

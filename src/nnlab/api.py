@@ -7,88 +7,119 @@
     run.task.network                             # the trained network
     again = load_run(run.run_dir)                # a finished run, its best checkpoint
 
-`train` runs exactly what `nnlab-train <overrides>` runs (Hydra composes the config and writes
-the run dir with its .hydra/ files, train.log and everything else), in this process, and
-returns the Run. Errors are raised, not printed: a bad value raises nnlab.errors.ConfigError.
-Sweeps (`-m`) stay on the command line; in Python, loop over `train`.
+`train` runs what `nnlab-train <overrides>` runs, in this process: Hydra composes the config
+(once) and runs the job with its own `run_job`, which writes the run dir, its .hydra/ files
+and train.log. Errors are raised, not printed: a bad value raises nnlab.errors.ConfigError.
+Sweeps (`-m`) and DDP stay on the command line; in Python, loop over `train`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
-from hydra import initialize_config_dir
+from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.utils import run_job
 from hydra.types import HydraContext, RunMode
+from omegaconf import DictConfig
 
-from nnlab import layout
-from nnlab.cli import COMPOSITION_ERRORS, composition_error
-from nnlab.errors import ConfigError
-from nnlab.overrides import command_line
-from nnlab.run import Run
-from nnlab.runtime import restored_process_state
-from nnlab.train import CONFIG_DIR
+from nnlab import compat
+from nnlab.checks import DataNotFound
+from nnlab.errors import ConfigError, RunStopped, stopped
+from nnlab.run import layout
+from nnlab.train import CONFIG_DIR, Run
 from nnlab.train import train as train_config
 
-__all__ = ["Run", "load_run", "train"]
+__all__ = ["Run", "compose_config", "load_run", "train"]
 
 
 def train(overrides: Sequence[str] = ()) -> Run:
     """Train as `nnlab-train *overrides` does, and return the Run: `.metrics`, `.run_dir`,
     `.task` (the trained LightningModule), `.datamodule`, `.trainer` and `.cfg`.
 
-    Each call makes a new run dir. `ckpt_path=last` resumes, as on the command line. Torch's
+    Each call makes a new run dir; `ckpt_path=last` resumes, as on the command line. Torch's
     thread count and Python's logging are as they were when it returns.
     """
-    from nnlab.internals import hydra_callbacks
-    from nnlab.resume import resume_arguments
-
-    overrides = list(overrides)
-    if command_line(overrides).flags:
+    overrides = [str(override) for override in overrides]
+    if any(override.startswith("-") for override in overrides):
         raise ConfigError("overrides", overrides, "flags (-m, --cfg ...) are the command line's")
-    arguments = resume_arguments(overrides, CONFIG_DIR)
     with (
         restored_process_state(),
         initialize_config_dir(str(CONFIG_DIR), version_base="1.3", job_name="train"),
     ):
-        loader = GlobalHydra.instance().config_loader()
         try:
-            cfg = loader.load_configuration("train", arguments, RunMode.RUN)
-        except COMPOSITION_ERRORS as error:
-            raise composition_error(CONFIG_DIR, arguments, error) from None
-        callbacks = hydra_callbacks(cfg)
-        callbacks.on_run_start(config=cfg, config_name="train")
-        job = run_job(
-            hydra_context=HydraContext(config_loader=loader, callbacks=callbacks),
-            task_function=train_config,
-            config=cfg,
-            job_dir_key="hydra.run.dir",
-            job_subdir_key=None,
-        )
-        callbacks.on_run_end(config=cfg, config_name="train", job_return=job)
-        return job.return_value  # raises what the run raised
+            cfg = compose("train", overrides, return_hydra_config=True)
+            cfg.hydra.mode = RunMode.RUN
+            callbacks = compat.hydra_callbacks(cfg)
+            context = HydraContext(GlobalHydra.instance().config_loader(), callbacks)
+            callbacks.on_run_start(config=cfg, config_name="train")
+            job = run_job(train_config, cfg, "hydra.run.dir", None, hydra_context=context)
+            callbacks.on_run_end(config=cfg, config_name="train", job_return=job)
+            return job.return_value  # raises what the run raised
+        except (RunStopped, DataNotFound):
+            raise
+        except Exception as error:  # Hydra's refusal to compose, say
+            known = stopped(error)
+            if known is None:
+                raise
+            raise known from None
+
+
+def compose_config(overrides: Sequence[str] = ()) -> DictConfig:
+    """The config `nnlab-train *overrides` would run, composed by Hydra, to read (not to run:
+    values that need Hydra's job, such as `paths.output_dir`, are not resolved)."""
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        try:
+            return compose("train", list(overrides))
+        except Exception as error:
+            known = stopped(error)
+            if known is None:
+                raise
+            raise known from None
 
 
 def load_run(run_dir: str | Path, ckpt: str = "best") -> Run:
     """A finished (or interrupted) run, rebuilt from its saved config with the weights of its
     `ckpt` checkpoint ("best", "last" or a file), the task in eval mode and the data set up
     for testing. Reading the checkpoint runs no code from it (weights-only)."""
-    from nnlab.checkpoints import load_weights
-    from nnlab.eval import load_config, locate_checkpoint
-    from nnlab.instantiate import instantiate
-    from nnlab.runtime import restore_nvml_check
+    from nnlab.run.build import build
+    from nnlab.run.eval import checkpoint_of, saved_config
+    from nnlab.run.resume import load_weights
 
     run_dir = Path(run_dir)
-    cfg = load_config(run_dir, [], run_dir)
-    restore_nvml_check()
-    task = instantiate(cfg, "task")
-    load_weights(task, locate_checkpoint(run_dir, ckpt), "ckpt")
+    cfg = saved_config(run_dir, [], run_dir)
+    task = build(cfg, "task")
+    load_weights(task, checkpoint_of(run_dir, ckpt), "ckpt")
     task.eval()
-    datamodule = instantiate(cfg, "data")
+    datamodule = build(cfg, "data")
     datamodule.prepare_data()
     datamodule.setup("test")
     metrics = layout.read_metrics(run_dir)
     metrics.pop("status", None)
     return Run(cfg, run_dir, datamodule, task, None, metrics)
+
+
+@contextmanager
+def restored_process_state() -> Iterator[None]:
+    """Give back what a run changes in the calling process: torch's threads (a run sets its
+    own), the root logger's handlers (Hydra points them at the run's train.log), and the
+    environment (Lightning's DDP sets LOCAL_RANK, WORLD_SIZE ..., which the next run would
+    take for a cluster's)."""
+    import torch
+
+    threads, root, environment = torch.get_num_threads(), logging.getLogger(), dict(os.environ)
+    handlers, level = list(root.handlers), root.level
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(environment)
+        torch.set_num_threads(threads)
+        for handler in root.handlers:
+            if handler not in handlers:
+                handler.close()
+        root.handlers[:], root.level = handlers, level

@@ -1,15 +1,14 @@
-"""Argument checks for constructors: a value that cannot work raises `BadValue` naming it.
+"""What a constructor or a data module raises for input that cannot work: plain Python errors.
 
-Plain Python, with neither Hydra nor Lightning, so that networks stay importable on their own.
-`BadValue` is a `ValueError`; nnlab's builder (nnlab.instantiate) puts the config key in front
-of the argument's name: `hidden_nodes` becomes `model.hidden_nodes`.
+Networks, data modules and tasks import only this (no Hydra, no runner), so each stays usable
+on its own. `BadValue` is a ValueError naming the argument; the runner puts the config key in
+front of it, so `hidden_nodes` is reported as `model.hidden_nodes`. `DataNotFound` is a
+FileNotFoundError that says where the data was looked for and how to get it.
 """
 
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,22 @@ class BadValue(ValueError):
 
     def __reduce__(self) -> tuple[type, tuple[str, Any, str]]:
         return (type(self), (self.key, self.value, self.expected))
+
+
+class DataNotFound(FileNotFoundError):
+    """A dataset that is nowhere it was looked for: where, and the ways to get it."""
+
+    def __init__(self, title: str, looked: list[str], note: str, ways: list[str]) -> None:
+        self.title, self.looked, self.note, self.ways = title, looked, note, ways
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        numbered = "; ".join(f"({i}) {way}" for i, way in enumerate(self.ways, start=1))
+        looked = " and ".join(self.looked)
+        return f"{self.title} not found: looked in {looked}; {self.note}. Get it by {numbered}"
+
+    def __reduce__(self) -> tuple[type, tuple[str, list[str], str, list[str]]]:
+        return (type(self), (self.title, self.looked, self.note, self.ways))
 
 
 def check_int(name: str, value: Any, *, minimum: int | None = None) -> int:
@@ -74,24 +89,6 @@ def check_bool(name: str, value: Any) -> bool:
 MAX_LAYERS = 10_000  # a network built layer by layer in Python: more is a typo, or hours
 
 
-def check_fits_in_memory(name: str, value: Any, parameters: int) -> None:
-    """A network of `parameters` float32 weights must fit, with its gradients and Adam's two
-    moments, in the memory this machine has free: a mistyped width would otherwise take it all
-    (or the operating system's OOM killer would end the process, with no message)."""
-    needed = 16 * parameters  # 4 bytes each, for weights, gradients and two optimizer moments
-    try:
-        free = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
-    except (ValueError, OSError):  # not a POSIX system: nothing to compare with
-        return
-    if needed > free:
-        raise BadValue(
-            name,
-            value,
-            f"the network would have {parameters:,} parameters, {needed / 2**30:,.1f} GiB with "
-            f"their gradients and optimizer state; {free / 2**30:,.1f} GiB of memory is free",
-        )
-
-
 def check_path(name: str, value: Any) -> str:
     if not isinstance(value, str) or not value.strip():
         raise BadValue(name, value, "expected a path")
@@ -118,14 +115,3 @@ def check_range(name: str, value: Any) -> tuple[float, float]:
     if not low < high:
         raise BadValue(name, value, "expected low < high")
     return low, high
-
-
-def check_writable(key: str, folder: str) -> str:
-    """`folder` exists or can be made, and a file can be written in it."""
-    try:
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as error:
-        raise BadValue(key, folder, f"cannot write there ({error.strerror})") from None
-    return folder

@@ -1,5 +1,11 @@
-"""The ways a run stops early, each with one message and its own exit status, and `stop`, the
-one place where nnlab turns them into a line on stderr and that status."""
+"""How a run stops early, and how every nnlab command ends: one line on stderr, one exit status.
+
+`exits()` is that one place. Each command's `main` runs inside it; whatever stops the command
+(a `RunStopped`, a config Hydra cannot compose, a constructor's `BadValue`) becomes
+`nnlab: <what>: <why>` and its exit status: 2 for bad input, 3 for a diverged run, 4 for a
+full disk, 128 + the signal's number when interrupted. Anything else is a bug and keeps its
+traceback (exit 1). HYDRA_FULL_ERROR=1 shows the traceback of everything.
+"""
 
 from __future__ import annotations
 
@@ -7,62 +13,53 @@ import errno
 import os
 import signal
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
 
-from hydra.errors import CompactHydraException
+from nnlab.checks import NO_VALUE, BadValue, DataNotFound
 
-from nnlab.checks import NO_VALUE, BadValue
-
-FULL_ERROR = "HYDRA_FULL_ERROR"  # =1: tracebacks instead of one-line messages, as in Hydra
-# nnlab's commands set HYDRA_FULL_ERROR=1 so that Hydra raises its errors to them (nnlab.cli);
-# the user's own choice travels in this variable, to this process and the ones it starts.
-USER_FULL_ERROR = "NNLAB_FULL_ERROR"
+# nnlab asks Hydra to raise its errors (HYDRA_FULL_ERROR=1) so that they get nnlab's one line;
+# the user's own choice travels in NNLAB_FULL_ERROR, to this process and those it starts.
+FULL_ERROR, USER_FULL_ERROR = "HYDRA_FULL_ERROR", "NNLAB_FULL_ERROR"
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)  # no space left; the user's quota reached
 
 
-class RunStopped(CompactHydraException):
-    """A run that ends early for a reason the user can act on: printed as one line, no traceback.
+class RunStopped(Exception):
+    """A run that ends early for a reason the user can act on: one line, no traceback.
 
     `exit_code` is the process's exit status for a single run; in a sweep the job fails alone.
+    `status` is what metrics.json says.
     """
 
     exit_code = 1
-    status = "failed"  # what metrics.json's `status` says
-
-
-class ConfigError(RunStopped):
-    """A config value that cannot work, found before any training."""
-
-    exit_code = 2
-
-    def __init__(self, key: str, value: Any, expected: str) -> None:
-        self.key, self.value, self.expected = key, value, expected
-        super().__init__(str(self))
-
-    def __str__(self) -> str:
-        shown = "" if self.value is NO_VALUE else f"={_shown(self.value)}"
-        return f"bad config {self.key}{shown}: {self.expected}"
-
-    def __reduce__(self) -> tuple[type, tuple[str, Any, str]]:
-        # Parallel sweeps pickle a failed job's exception back to the parent process.
-        return (type(self), (self.key, self.value, self.expected))
 
     @property
     def status(self) -> str:
         return f"failed: {self}"
 
-    @classmethod
-    def from_bad_value(cls, error: BadValue, path: str = "") -> ConfigError:
-        """A constructor's `BadValue`, its argument put under the config node `path`."""
-        return cls(_join(path, error.key), error.value, error.expected)
-
-    def under(self, path: str) -> ConfigError:
-        """The same error, its key under a config node: `hidden_nodes` -> `model.hidden_nodes`."""
-        return ConfigError(_join(path, self.key), self.value, self.expected)
+    def __reduce__(self) -> tuple[type, tuple[Any, ...]]:
+        # Parallel sweeps pickle a failed job's exception back to the sweep's process.
+        return (type(self), self.args)
 
 
-def _join(path: str, key: str) -> str:
-    return f"{path}.{key}" if path and key else path or key
+class BadInput(RunStopped):
+    """Input that cannot work (a config value, a missing dataset), found before training."""
+
+    exit_code = 2
+
+
+class ConfigError(BadInput):
+    """`key=value` cannot work; `expected` says what would."""
+
+    def __init__(self, key: str, value: Any, expected: str) -> None:
+        self.key, self.value, self.expected = key, value, expected
+        super().__init__(key, value, expected)
+
+    def __str__(self) -> str:
+        shown = "" if self.value is NO_VALUE else f"={_shown(self.value)}"
+        return f"bad config {self.key}{shown}: {self.expected}"
 
 
 def _shown(value: Any, limit: int = 200) -> str:
@@ -79,14 +76,11 @@ class Diverged(RunStopped):
 
     def __init__(self, step: int, metric: str, value: float, checkpoint: str | None) -> None:
         self.step, self.metric, self.value, self.checkpoint = step, metric, value, checkpoint
-        super().__init__(str(self))
+        super().__init__(step, metric, value, checkpoint)
 
     def __str__(self) -> str:
         kept = f"; the last good checkpoint is {self.checkpoint}" if self.checkpoint else ""
         return f"diverged: {self.metric} is {self.value} at step {self.step}{kept}"
-
-    def __reduce__(self) -> tuple[type, tuple[int, str, float, str | None]]:
-        return (type(self), (self.step, self.metric, self.value, self.checkpoint))
 
 
 class Interrupted(RunStopped):
@@ -97,7 +91,7 @@ class Interrupted(RunStopped):
     def __init__(self, signum: int, step: int, checkpoint: Path | str) -> None:
         self.signum, self.step, self.checkpoint = signum, step, str(checkpoint)
         self.exit_code = 128 + signum  # the shell's convention: 130 for Ctrl-C, 143 for SIGTERM
-        super().__init__(str(self))
+        super().__init__(signum, step, str(checkpoint))
 
     def __str__(self) -> str:
         name = signal.Signals(self.signum).name
@@ -105,12 +99,6 @@ class Interrupted(RunStopped):
             f"interrupted by {name} at step {self.step}; saved {self.checkpoint}. "
             "Resume with the same command plus ckpt_path=last"
         )
-
-    def __reduce__(self) -> tuple[type, tuple[int, int, str]]:
-        return (type(self), (self.signum, self.step, self.checkpoint))
-
-
-DISK_FULL = (errno.ENOSPC, errno.EDQUOT)  # no space left; the user's quota reached
 
 
 class DiskFull(RunStopped):
@@ -121,7 +109,7 @@ class DiskFull(RunStopped):
 
     def __init__(self, where: str) -> None:
         self.where = where
-        super().__init__(str(self))
+        super().__init__(where)
 
     def __str__(self) -> str:
         return (
@@ -133,13 +121,6 @@ class DiskFull(RunStopped):
     def status(self) -> str:
         return f"failed: disk full while writing {self.where}"
 
-    @classmethod
-    def from_os_error(cls, error: OSError) -> DiskFull:
-        return cls(str(error.filename) if error.filename else "the run's files")
-
-    def __reduce__(self) -> tuple[type, tuple[str]]:
-        return (type(self), (self.where,))
-
 
 class NotRun(RunStopped):
     """A sweep's job that starts after a signal stopped the sweep: it ends before any work."""
@@ -148,32 +129,10 @@ class NotRun(RunStopped):
 
     def __init__(self, signal_name: str) -> None:
         self.signal_name = signal_name
-        super().__init__(f"not run: the sweep was stopped by {signal_name}")
-
-    def __reduce__(self) -> tuple[type, tuple[str]]:
-        return (type(self), (self.signal_name,))
-
-
-class DataNotFound(RunStopped):
-    """A dataset that is nowhere nnlab looked: where it looked, and the ways to get it."""
-
-    exit_code = 2
-
-    def __init__(self, title: str, looked: list[str], note: str, ways: list[str]) -> None:
-        self.title, self.looked, self.note, self.ways = title, looked, note, ways
-        super().__init__(str(self))
+        super().__init__(signal_name)
 
     def __str__(self) -> str:
-        numbered = "; ".join(f"({i}) {way}" for i, way in enumerate(self.ways, start=1))
-        looked = " and ".join(self.looked)
-        return f"{self.title} not found: looked in {looked}; {self.note}. Get it by {numbered}"
-
-    @property
-    def status(self) -> str:
-        return f"failed: {self}"
-
-    def __reduce__(self) -> tuple[type, tuple[str, list[str], str, list[str]]]:
-        return (type(self), (self.title, self.looked, self.note, self.ways))
+        return f"not run: the sweep was stopped by {self.signal_name}"
 
 
 def full_error() -> bool:
@@ -181,10 +140,97 @@ def full_error() -> bool:
     return os.environ.get(USER_FULL_ERROR, os.environ.get(FULL_ERROR)) == "1"
 
 
+def stopped(error: BaseException) -> RunStopped | None:
+    """What `error` means for the user, found along its chain of causes: a RunStopped, a
+    dataset or value refused, a config Hydra could not compose, a disk that filled up; None
+    for anything else (a bug)."""
+    from hydra.errors import (
+        ConfigCompositionException,
+        MissingConfigException,
+        OverrideParseException,
+    )
+    from omegaconf.errors import MissingMandatoryValue
+
+    refusals = (
+        ConfigCompositionException,
+        MissingConfigException,
+        OverrideParseException,
+        MissingMandatoryValue,
+    )
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, RunStopped):
+            return seen
+        if isinstance(seen, DataNotFound):
+            return BadInput(str(seen))
+        if isinstance(seen, BadValue):
+            return ConfigError(seen.key, seen.value, seen.expected)
+        if isinstance(seen, refusals):
+            return composition_error(seen)
+        if isinstance(seen, OSError) and seen.errno in DISK_FULL:
+            return DiskFull(str(seen.filename or "the run's files"))
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def composition_error(error: Exception) -> ConfigError:
+    """Hydra's refusal to compose, as the override it refused and what exists instead."""
+    from hydra.errors import MissingConfigException, OverrideParseException
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, MissingMandatoryValue
+
+    if isinstance(error, OverrideParseException):
+        from nnlab.overrides import parse_error
+
+        return parse_error(error)
+    if isinstance(error, MissingConfigException):
+        from nnlab.train import CONFIG_DIR
+
+        group, _, option = str(error.missing_cfg_file).rpartition("/")
+        # Hydra lists the options for one choice, not for a list of them (logger=[a,b]).
+        options = error.options or sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
+        available = ", ".join(options) or "none"
+        return ConfigError(group or "config", option, f"no such option; available: {available}")
+    cause = error if isinstance(error, MissingMandatoryValue) else error.__cause__
+    if isinstance(cause, MissingMandatoryValue):  # a required value no config set (task_name)
+        key = str(cause.full_key or "config")
+        return ConfigError(key, NO_VALUE, "no value: the experiment= sets it, or set it yourself")
+    if isinstance(cause, ConfigKeyError | ConfigAttributeError) and cause.full_key:
+        return _unknown_key(str(cause.full_key), cause.parent_node)
+    return ConfigError("overrides", NO_VALUE, str(error).strip().splitlines()[0])
+
+
+def _unknown_key(full_key: str, parent: Any) -> ConfigError:
+    """The refused key, and the keys that exist beside it (in the node Hydra looked in: no
+    second compose). Hydra's error does not keep the refused value, so the message has none."""
+    from difflib import get_close_matches
+
+    parent_key = full_key.rpartition(".")[0]
+    existing = [str(k) for k in parent if str(k) != "hydra"] if parent is not None else []
+    name = full_key.rpartition(".")[2]
+    close = get_close_matches(name, existing, n=1)
+    hint = f"did you mean {close[0]}?" if close else f"a new key needs a +: +{full_key}=..."
+    listed = ", ".join(existing) or "nothing"
+    where = parent_key or "the config"
+    return ConfigError(full_key, NO_VALUE, f"unknown key; {where} has: {listed} ({hint})")
+
+
 def stop(error: RunStopped, program: str = "nnlab") -> NoReturn:
-    """End the process as nnlab ends on `error`: one line on stderr and its exit status
-    (a traceback instead, with HYDRA_FULL_ERROR=1)."""
+    """End the process as nnlab ends on `error`: one line on stderr and its exit status."""
     if full_error():
         raise error
     print(f"{program}: {error}", file=sys.stderr, flush=True)
     raise SystemExit(error.exit_code)
+
+
+@contextmanager
+def exits(program: str = "nnlab") -> Iterator[None]:
+    """Run a command's body; whatever stops it ends the process as `stop` does."""
+    os.environ.setdefault(USER_FULL_ERROR, "1" if full_error() else "0")
+    os.environ[FULL_ERROR] = "1"
+    try:
+        yield
+    except Exception as error:
+        known = stopped(error)
+        if known is None:
+            raise  # a bug: its traceback, exit status 1
+        stop(known, program)

@@ -1,13 +1,13 @@
-"""Command-line overrides (`key=value`), read and written with Hydra's own grammar.
+"""Overrides (`key=value`), read and written with Hydra's own grammar.
 
-The one place nnlab parses an override or writes one back: resuming, nnlab-eval, nnlab-report
-and the search all go through here, so `5e-2` is a number and `'a,b'` a string everywhere.
+The one place nnlab parses an override or writes one back (a resumed run's saved overrides,
+nnlab-report's columns, the search's sampled values), so `5e-2` is a number and `'a,b'` a
+string everywhere, as on the command line.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -34,45 +34,20 @@ def parse_error(error: OverrideParseException, key: str | None = None) -> Config
     return ConfigError(key or name.lstrip("+~"), value, reason)
 
 
-@dataclass(frozen=True)
-class CommandLine:
-    """A command line as Hydra reads it: its flags (`-m`, `--cfg job`) and its overrides."""
-
-    flags: list[str]
-    overrides: list[str]
-    multirun: bool
-
-
-def command_line(arguments: list[str]) -> CommandLine:
-    """Split `arguments` with Hydra's own argument parser, so that `--cfg job` is one flag
-    and its value, not an override `job`. An unknown flag exits 2 with argparse's message."""
-    from nnlab.internals import hydra_argument_parser
-
-    parsed, _ = hydra_argument_parser().parse_known_args(arguments)
-    overrides = list(parsed.overrides)
-    flags, remaining = [], list(overrides)
-    for argument in arguments:
-        if remaining and argument == remaining[0]:
-            remaining.pop(0)
-        else:
-            flags.append(argument)
-    return CommandLine(flags, overrides, bool(parsed.multirun))
-
-
 def key_of(override: str) -> str:
     """`+model.width=3` -> `model.width`."""
     return override.split("=", 1)[0].lstrip("+~")
 
 
+def value_of(override: Override) -> Any:
+    """The override's value as Python: a quoted string's text, not the quoting object."""
+    value = override.value()
+    return value.text if isinstance(value, QuotedString) else value
+
+
 def values(overrides: list[str]) -> dict[str, Any]:
     """Each overridden key and its value as Hydra reads it (the last one wins, as in Hydra)."""
-    read = {}
-    for override in parse(overrides):
-        value = override.value()
-        read[override.get_key_element().lstrip("+~")] = (
-            value.text if isinstance(value, QuotedString) else value
-        )
-    return read
+    return {o.get_key_element().lstrip("+~"): value_of(o) for o in parse(overrides)}
 
 
 def quoted(text: str) -> str:
@@ -86,10 +61,8 @@ def as_value(value: Any) -> str:
         return "null"
     if isinstance(value, bool):
         return str(value).lower()
-    if isinstance(value, float):
+    if isinstance(value, int | float):
         return repr(value)
-    if isinstance(value, int):
-        return str(value)
     text = str(value)
     plain = re.fullmatch(r"[A-Za-z_][\w.\-/]*", text)
     if plain and text.lower() not in {"null", "true", "false", "nan", "inf"}:

@@ -1,172 +1,312 @@
-"""`nnlab-train`: compose the config with Hydra, train, test, and write the run's results.
+"""`nnlab-train`: Hydra composes the config, once; the run is built, fitted, tested, recorded.
 
-nnlab-train experiment=wave model.hidden_nodes=20
-nnlab-train -m experiment=rings model.hidden_nodes=1,2,3 model.activation=sigmoid,relu
-nnlab-train experiment=wave ckpt_path=last      # resume the newest wave run
-nnlab-train experiment=wave init_from=logs/wave/runs/<stamp> trainer.max_steps=5000
+    nnlab-train experiment=wave model.hidden_nodes=20
+    nnlab-train -m experiment=rings model.hidden_nodes=1,2,3 model.activation=sigmoid,relu
+    nnlab-train experiment=wave ckpt_path=last      # resume the newest unfinished wave run
+    nnlab-train experiment=wave init_from=logs/wave/runs/<stamp> trainer.max_steps=5000
+
+`train(cfg)` is the one path every run takes, from this command, a sweep's job or nnlab.api.
 """
 
 from __future__ import annotations
 
 import logging
-import signal
+import os
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from nnlab import resume, sweeps
-from nnlab.cli import run_hydra
-from nnlab.config_checks import check_config
-from nnlab.errors import ConfigError, Interrupted, NotRun, RunStopped, stop
-from nnlab.record import Record, recording
-from nnlab.runtime import DETAILS, is_multirun, register_resolvers, silence_noise
+import nnlab
+from nnlab.errors import ConfigError, Interrupted, NotRun, RunStopped, exits, stop, stopped
+from nnlab.run import layout, resume
+from nnlab.run.config import check_config
+from nnlab.run.console import DETAILS, quiet_console, quiet_libraries
+from nnlab.run.record import Record, has_stage, recording, test_and_analyse
+from nnlab.sweep import signals
 
 if TYPE_CHECKING:
-    from nnlab.run import Run
+    import lightning as L
 
 log = logging.getLogger("nnlab")
-register_resolvers()
-
-# The repository's conf/. (Hydra resolves a relative config_path of a console script's module as
-# a package resource, which the top-level conf/ is not, so nnlab hands Hydra the folder itself.)
+layout.register_resolvers()
+# The repository's conf/: nnlab is installed in editable mode (make does), and Hydra takes an
+# absolute config_path as it is.
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "conf"
-SEARCH_NEEDS_MULTIRUN = "a search runs its trials as a sweep: add -m"
+JOBS_AT_ONCE = "NNLAB_JOBS_AT_ONCE"  # set by nnlab's sweepers for the jobs they run in parallel
 
 
-def train(cfg: DictConfig) -> Run:
-    """The one path every run takes: check, build, fit, validate the final weights, test, and
-    write the results.
+@dataclass
+class Run:
+    """A run: its config, data module, trained task and trainer, and its final metrics.
 
-    metrics.json is written however the run ends, with `status` saying how. Returns the Run:
-    its config, data module, trained task and trainer, and its final metrics.
+    `nnlab.api.train` returns one after training, `nnlab.api.load_run` for a finished run.
     """
-    silence_noise()
+
+    cfg: DictConfig
+    run_dir: Path
+    datamodule: L.LightningDataModule
+    task: L.LightningModule
+    trainer: L.Trainer | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    def logged_metrics(self) -> dict[str, float]:
+        """Every scalar the module has logged, at its latest value, a resumed run's earlier
+        ones included (nnlab.run.callbacks.LoggedMetrics)."""
+        from nnlab.run.callbacks import LoggedMetrics
+
+        keeper = next(c for c in self.trainer.callbacks if isinstance(c, LoggedMetrics))
+        return keeper.metrics(self.trainer)
+
+
+def train(cfg: DictConfig, starts_processes: bool = False) -> Run:
+    """Check the config, build the run, fit it (resumed, or from `init_from`'s weights),
+    validate the final weights, test, analyse, and record: metrics.json is written however the
+    run ends, its `status` saying how. `starts_processes`: Lightning may start DDP's other
+    processes by running this process's command again (a single nnlab-train run)."""
     run_dir = Path(cfg.paths.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)  # Hydra makes it; the compose API does not
     try:
-        with recording(run_dir, cfg.task_name) as record:
-            _not_after_the_sweep_stopped()
-            _refuse_a_search_without_multirun()
-            record.resuming = bool(cfg.get("ckpt_path"))
+        with recording(run_dir, cfg, cfg.task_name) as record:
+            stopped_by = is_multirun() and signals.stopped_by(Path(HydraConfig.get().sweep.dir))
+            if stopped_by:  # a signal stopped the sweep before this job started
+                raise NotRun(stopped_by.name)
+            checkpoint = None
+            if cfg.get("ckpt_path"):
+                record.resuming = True
+                resume.replay(cfg, run_dir)  # the run's own settings, beneath this command's
+                checkpoint = layout.resumed_checkpoint(str(cfg.ckpt_path), run_dir)
             check_config(cfg)  # before the seconds of importing torch and Lightning
-            record.tags = [str(tag) for tag in cfg.get("tags") or []]
-            run = record.run = _build(cfg)
-            if record.resuming:
-                record.resumed_from = resume.check_resumable(run.task, cfg)
-            _fit_and_test(run, record)
+            run = record.run = build_run(cfg, starts_processes)
+            if checkpoint is not None:
+                record.resumed_from = resume.check_resumable(run.task, cfg, checkpoint)
+            elif cfg.get("init_from"):
+                start = resume.weights_file(str(cfg.init_from), "init_from")
+                resume.load_weights(run.task, start, "init_from")
+                log.info("Starting from the weights of %s", start)
+            _fit_validate_and_test(run, record, checkpoint)
     finally:
-        _leave_the_process_group()
+        distributed = sys.modules.get("torch.distributed")  # only if a run got that far
+        if distributed is not None and distributed.is_available() and distributed.is_initialized():
+            # Gloo's threads, left to the interpreter's exit, can abort the process
+            # ("terminate called without an active exception"; seen once in CI).
+            distributed.destroy_process_group()
     run.metrics = record.metrics
     # Values, not interpolations: ${hydra:...} resolves only while Hydra's job runs.
     run.cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
     return run
 
 
-def _leave_the_process_group() -> None:
-    """End DDP's process group before the interpreter ends: Gloo's threads, left to the
-    interpreter's exit, can abort the process ("terminate called without an active
-    exception"; a DDP test hit it once in CI, and torch's issue tracker describes the cause)."""
-    distributed = sys.modules.get("torch.distributed")  # imported only if a run got that far
-    if distributed is not None and distributed.is_available() and distributed.is_initialized():
-        distributed.destroy_process_group()
+def build_run(cfg: DictConfig, starts_processes: bool = False) -> Run:
+    """Build everything the config describes, each object once, by Hydra: data, task, loggers,
+    callbacks (nnlab's own added) and trainer. A bad value anywhere stops the run here."""
+    import lightning as L
+    from lightning.pytorch.callbacks import ModelCheckpoint
 
+    from nnlab.run import callbacks as nnlab_callbacks
+    from nnlab.run import trackers
+    from nnlab.run.build import build, check_network_fits
+    from nnlab.run.progress import progress_bar
 
-def _build(cfg: DictConfig) -> Run:
-    """The run's objects, from the weights of `init_from` if it names a run or checkpoint."""
-    from nnlab import checkpoints
-    from nnlab.run import build_run  # torch and Lightning load here, not at the top
-
-    run = build_run(cfg)
-    if not cfg.get("ckpt_path") and cfg.get("init_from"):  # ckpt_path: checked by nnlab.resume
-        start = checkpoints.locate(cfg.init_from, "init_from")
-        checkpoints.load_weights(run.task, start, "init_from")
-        log.info("Starting from the weights of %s", start)
+    quiet_libraries()
+    if not nnlab.USER_SET_NVML_CHECK:  # see nnlab/__init__.py
+        os.environ.pop(nnlab.NVML_CHECK, None)
+    if is_multirun():  # parallel jobs share one terminal: warnings and one line each
+        quiet_console()
+    threads = configure_threads(cfg.get("threads"))
+    if cfg.get("seed") is not None:
+        L.seed_everything(cfg.seed, workers=True, verbose=False)
+    check_network_fits(cfg)
+    datamodule, task = build(cfg, "data"), build(cfg, "task")
+    _check_shapes(datamodule, task)
+    trackers.prepare(cfg.get("logger"))
+    loggers = [build(cfg, f"logger.{name}") for name in cfg.get("logger") or {}]
+    callbacks = [build(cfg, f"callbacks.{name}") for name in cfg.get("callbacks") or {}]
+    last = layout.checkpoint(cfg.paths.output_dir, "last")
+    callbacks += [
+        nnlab_callbacks.TrainingGuard(),  # first: it reads the losses before a stop saves
+        nnlab_callbacks.GracefulStop(last),
+        nnlab_callbacks.ResumedLoaderState(),
+        nnlab_callbacks.LoggedMetrics(),
+    ]
+    # Without a ModelCheckpoint among the callbacks, Lightning would add its own.
+    settings = {"enable_checkpointing": any(isinstance(c, ModelCheckpoint) for c in callbacks)}
+    if is_multirun():
+        settings |= {"enable_progress_bar": False, "enable_model_summary": False}
+    if settings.get("enable_progress_bar", cfg.trainer.get("enable_progress_bar", True)):
+        callbacks.append(progress_bar(OmegaConf.to_container(cfg.trainer, resolve=True)))
+    _check_accelerator(cfg.trainer)
+    trainer = build(cfg, "trainer", logger=loggers or False, callbacks=callbacks, **settings)
+    launches = (
+        trainer.world_size > 1
+        and not trainer.strategy.cluster_environment.creates_processes_externally
+    )
+    if launches and not starts_processes:  # Lightning starts them by running the command again
+        raise ConfigError(
+            "trainer.devices",
+            cfg.trainer.get("devices"),
+            "DDP starts its own processes by running the command again, which only a single "
+            "nnlab-train run can: in a sweep use hydra/launcher=slurm (SLURM starts them)",
+        )
+    run = Run(cfg, Path(cfg.paths.output_dir), datamodule, task, trainer)
+    _describe(run, threads)
     return run
 
 
-def _fit_and_test(run: Run, record: Record) -> None:
-    from nnlab import outputs
-    from nnlab.record import early_stop_note, has_stage, latest_metrics, test_and_analyse
-    from nnlab.run import training_guard
-    from nnlab.runtime import prepare_ddp_children
+def _fit_validate_and_test(run: Run, record: Record, checkpoint: Path | None) -> None:
+    from nnlab.run.build import fit_error
+    from nnlab.run.callbacks import TrainingGuard
 
     trainer, task, datamodule = run.trainer, run.task, run.datamodule
-    if trainer.is_global_zero and hasattr(task, "metric_names"):
-        outputs.log_hparams(trainer.loggers, run.cfg, task.metric_names)
-    prepare_ddp_children(trainer, run.run_dir)
-
-    ckpt_path = run.cfg.get("ckpt_path")
     try:
-        trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        trainer.fit(task, datamodule=datamodule, ckpt_path=checkpoint, weights_only=True)
     except Exception as error:
-        if isinstance(error, RunStopped) or not record.left_as_it_was("failed"):
+        if isinstance(error, RunStopped):
             raise
-        # Lightning refused the checkpoint's state (an optimizer of another kind, say), or the
-        # first step failed: the run has not moved, so it stays resumable.
-        logging.getLogger(DETAILS).info("Resuming %s failed", ckpt_path, exc_info=True)
-        reason = f"resuming failed before its first step ({type(error).__name__}: {error})"
-        raise resume.refusal(run.cfg, reason.splitlines()[0]) from None
-    record.metrics.update(latest_metrics(trainer))
-    if hasattr(task, "unlogged_metrics"):  # nnlab's Task: see its docstring
-        record.metrics.update(task.unlogged_metrics())
-    record.note = early_stop_note(trainer)
-    validated = training_guard(trainer).validated_at == trainer.global_step
-    if (
-        trainer.limit_val_batches
-        and not validated
-        and has_stage(run, "validation_step", "val_dataloader")
-    ):
+        if record.left_as_it_was("failed"):  # Lightning refused the checkpoint's state, or the
+            # first step failed: the run has not moved, so it stays resumable.
+            logging.getLogger(DETAILS).info("Resuming %s failed", checkpoint, exc_info=True)
+            reason = f"resuming failed before its first step ({type(error).__name__}: {error})"
+            raise resume.refusal(run.cfg, reason.splitlines()[0]) from None
+        known = fit_error(run.cfg, error)
+        if known is None:
+            raise
+        raise known from None
+    record.metrics.update(run.logged_metrics())
+    record.note = _early_stop_note(trainer)
+    guard = next(c for c in trainer.callbacks if isinstance(c, TrainingGuard))
+    validates = has_stage(run, "validation_step", "val_dataloader")
+    if trainer.limit_val_batches and guard.validated_at != trainer.global_step and validates:
         trainer.validate(task, datamodule=datamodule, verbose=False)  # the final weights'
-        record.metrics.update(latest_metrics(trainer))
+        record.metrics.update(run.logged_metrics())
     record.metrics.update(test_and_analyse(run, run.run_dir))
 
 
-def _not_after_the_sweep_stopped() -> None:
-    """A sweep's job that would start after a signal stopped the sweep ends here (nnlab.sweeps)."""
-    if is_multirun():
-        signum = sweeps.stopped_by(Path(str(HydraConfig.get().sweep.dir)))
-        if signum is not None:
-            raise NotRun(signal.Signals(signum).name)
+def _early_stop_note(trainer: L.Trainer) -> str:
+    """` (stopped early at step N: val/loss did not improve for K checks)`, or ""."""
+    from lightning.pytorch.callbacks import EarlyStopping
+
+    for callback in trainer.callbacks:
+        if isinstance(callback, EarlyStopping) and callback.wait_count >= callback.patience > 0:
+            checks = f"{callback.wait_count} check{'s' * (callback.wait_count != 1)}"
+            step, monitor = trainer.global_step, callback.monitor
+            return f" (stopped early at step {step}: {monitor} did not improve for {checks})"
+    return ""
 
 
-def _refuse_a_search_without_multirun() -> None:
-    if HydraConfig.initialized() and not is_multirun():
-        search = HydraConfig.get().runtime.choices.get("hparams_search")
-        if search not in (None, "null"):
-            raise ConfigError("hparams_search", search, SEARCH_NEEDS_MULTIRUN)
+def configure_threads(threads: int | None) -> int:
+    """torch's thread count: `threads`, or this job's share of the cores when it is None.
+    Parallel jobs that each use every core fight over them (on a busy 2-core machine, many
+    times slower, not 2x); one job per core with one thread each is faster in total."""
+    import torch
+
+    if threads is None:
+        try:
+            cores = len(os.sched_getaffinity(0))  # a SLURM or cgroup CPU set, not the machine
+        except AttributeError:  # macOS and Windows
+            cores = os.cpu_count() or 1
+        threads = max(1, cores // max(1, min(cores, int(os.environ.get(JOBS_AT_ONCE, 1)))))
+    torch.set_num_threads(threads)
+    return threads
 
 
-@hydra.main(version_base="1.3", config_path=None, config_name="train")
-def _hydra_main(cfg: DictConfig) -> dict[str, float]:
+def _describe(run: Run, threads: int) -> None:
+    """The run's key settings, on the console and in train.log: what the command changed,
+    what was built, the budget and where it runs. The model summary goes to train.log."""
+    import torch
+    from lightning.pytorch.utilities.model_summary import ModelSummary
+
+    cfg, task, trainer = run.cfg, run.task, run.trainer
+    changed = " ".join(HydraConfig.get().overrides.task) if HydraConfig.initialized() else ""
+    log.info("%s: %s", cfg.task_name, changed or "the defaults")
+    built = [type(task).__name__]
+    network = getattr(task, "network", None)
+    if isinstance(network, torch.nn.Module):
+        parameters = list(network.parameters())
+        lazy = any(isinstance(p, torch.nn.parameter.UninitializedParameter) for p in parameters)
+        count = "?" if lazy else f"{sum(p.numel() for p in parameters):,}"
+        built.append(f"{type(network).__name__} network of {count} parameters")
+    built.append(type(run.datamodule).__name__)
+    optimizer = cfg.get("optimizer") or {}
+    if optimizer.get("_target_"):
+        lr = f" (lr {optimizer.lr:g})" if isinstance(optimizer.get("lr"), int | float) else ""
+        built.append(f"{optimizer._target_.rpartition('.')[2]}{lr}")
+    log.info("  %s", ", ".join(built))
+    budget = trainer_budget(cfg.trainer)
+    device = type(trainer.accelerator).__name__.removesuffix("Accelerator")
+    devices = f"{trainer.num_devices} {device}s" if trainer.num_devices > 1 else device
+    log.info("  %s on %s with %d torch thread(s)", budget, devices, threads)
+    logging.getLogger(DETAILS).info("Model summary:\n%s", ModelSummary(task, max_depth=2))
+
+
+def trainer_budget(trainer: DictConfig) -> str:
+    if trainer.get("fast_dev_run"):
+        return "fast_dev_run"
+    if (trainer.get("max_steps") or -1) > 0:
+        return f"{trainer.max_steps:,} optimizer steps"
+    return f"{trainer.get('max_epochs')} epochs"
+
+
+def _check_shapes(datamodule: Any, task: Any) -> None:
+    """The data's inputs must fit the network's first layer (data=wave with the rings' MLP
+    would otherwise fail at the first step, with a matrix-shape error)."""
+    data_features = getattr(datamodule, "input_features", None)
+    model_features = getattr(getattr(task, "network", None), "in_features", None)
+    if data_features is not None and model_features not in (None, data_features):
+        raise ConfigError(
+            "model.in_features",
+            model_features,
+            f"the data have {data_features} input features; pick an experiment= that matches them",
+        )
+
+
+def _check_accelerator(trainer: DictConfig) -> None:
+    import torch
+
+    accelerator = trainer.get("accelerator")
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        missing = "torch sees no CUDA GPU on this machine"
+    elif accelerator == "mps" and not torch.backends.mps.is_available():
+        missing = "torch sees no Apple MPS device on this machine"
+    else:
+        return
+    instead = "use trainer=cpu, or trainer=auto to take a GPU when there is one"
+    raise ConfigError("trainer.accelerator", accelerator, f"{missing}; {instead}")
+
+
+def is_multirun() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
+def _job(cfg: DictConfig) -> dict[str, float]:
+    """One job of nnlab-train: its single run, or one of its sweep's."""
     try:
-        return train(cfg).metrics
-    except RunStopped as error:
-        if is_multirun():
-            if isinstance(error, Interrupted):  # a signal stops the whole sweep
-                sweeps.mark_stopped(Path(str(HydraConfig.get().sweep.dir)), error.signum)
-            raise  # a sweep's job fails alone; the sweep reports it when it is done
-        stop(error)
+        return train(cfg, starts_processes=not is_multirun()).metrics
+    except Exception as error:
+        known = stopped(error)
+        if known is not None and not is_multirun():
+            stop(known)
+        if isinstance(known, Interrupted):  # a signal stops the whole sweep
+            signals.mark_stopped(Path(HydraConfig.get().sweep.dir), known.signum)
+        raise  # a bug; or a sweep's job, which fails alone: the sweep reports it when done
 
 
 def main() -> None:
     if not (CONFIG_DIR / "train.yaml").is_file():
         sys.exit(f"nnlab: no configs at {CONFIG_DIR}; install nnlab with `pip install -e <repo>`")
-    from nnlab.resume import resume_arguments
-
-    try:
-        arguments = resume_arguments(sys.argv[1:], CONFIG_DIR)
-    except RunStopped as error:
-        stop(error)
-    run_hydra(_hydra_main, arguments, CONFIG_DIR)
+    with exits():
+        _job()
 
 
 if __name__ == "__main__":
-    # Run through the importable module, not __main__, so parallel sweep workers can unpickle the
-    # task function (and register nnlab's config resolvers) by importing nnlab.train.
+    # Run through the importable module, not __main__, so that parallel sweep workers can
+    # unpickle the job function (and register nnlab's resolvers) by importing nnlab.train.
     from nnlab.train import main as importable_main
 
     importable_main()

@@ -8,14 +8,13 @@ import torch
 import torch.nn.functional as F
 from torchmetrics.classification import MulticlassAccuracy
 
-from nnlab.outputs import Analysis
-from nnlab.tasks.base import StageMetrics, Task
+from nnlab.tasks.base import Analysis, Task
 
 
 class MoonsTask(Task):
     def __init__(self, network, optimizer=None, lr_schedule: str = "constant"):
-        super().__init__(network, optimizer, lr_schedule)
-        self.metrics = StageMetrics(acc=MulticlassAccuracy(2, average="micro"))
+        accuracy = MulticlassAccuracy(2, average="micro")
+        super().__init__(network, optimizer, lr_schedule, metrics={"acc": accuracy})
 
     def model_step(self, batch):
         points, labels = batch

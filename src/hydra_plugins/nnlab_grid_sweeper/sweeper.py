@@ -9,13 +9,12 @@ from typing import Dict, Optional  # noqa: UP035 (OmegaConf wants typing's forms
 
 from hydra.core.config_store import ConfigStore
 
-from nnlab.grid_sweeper import GridSweeper
+from nnlab.sweep.grid import GridSweeper
 
 
 @dataclass
 class GridSweeperConf:
     _target_: str = "hydra_plugins.nnlab_grid_sweeper.sweeper.NnlabGridSweeper"
-    max_batch_size: Optional[int] = None  # noqa: UP045 (jobs per launch; None: all at once)
     params: Optional[Dict[str, str]] = field(default=None)  # noqa: UP006, UP045
 
 

@@ -14,7 +14,7 @@ from hydra.core.config_store import ConfigStore
 # then prints "warnings from 'hydra_plugins.nnlab_optuna_sweeper'". nnlab shows no Optuna bars.
 warnings.filterwarnings("ignore", message="IProgress not found")
 
-from nnlab.hparams_search import OptunaSweeper  # noqa: E402
+from nnlab.sweep.search import OptunaSweeper  # noqa: E402
 
 
 @dataclass

@@ -17,6 +17,7 @@ import torch
 
 from nnlab.checks import (
     BadValue,
+    DataNotFound,
     check_bool,
     check_choice,
     check_float,
@@ -24,7 +25,6 @@ from nnlab.checks import (
     check_path,
 )
 from nnlab.data.in_memory import Batch, InMemoryDataModule
-from nnlab.errors import ConfigError, DataNotFound
 
 log = logging.getLogger("nnlab")
 
@@ -137,7 +137,7 @@ class ImageDataModule(InMemoryDataModule):
         if self._files_present():
             return
         if self.data_dir.exists() and not self.data_dir.is_dir():
-            raise ConfigError("paths.data_dir", str(self.data_dir), "a file, not a folder")
+            raise BadValue("data_dir", str(self.data_dir), "a file, not a folder")
         if self.info.debian is not None and all(
             (self.info.debian / f"{name}.gz").is_file() for name in IDX_FILES
         ):
@@ -206,16 +206,16 @@ class ImageDataModule(InMemoryDataModule):
             labels = read_label_file(str(labels_file)).long()
         except Exception as error:
             reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
-            raise ConfigError(
-                "paths.data_dir",
+            raise BadValue(
+                "data_dir",
                 str(self.data_dir),
                 f"{images_file.name} or {labels_file.name} in {self.raw_folder} is truncated or "
                 f"not an idx file ({type(error).__name__}{': ' + reason if reason else ''}); "
                 "delete the folder to fetch the files again",
             ) from None
         if images.ndim != 3 or len(images) != len(labels):
-            raise ConfigError(
-                "paths.data_dir",
+            raise BadValue(
+                "data_dir",
                 str(self.data_dir),
                 f"{images_file.name} holds {tuple(images.shape)} images for {len(labels)} labels",
             )
@@ -259,7 +259,7 @@ def _subset(split: Split, size: int | None, key: str, generator: torch.Generator
     if size is None:
         return split
     if size > len(split.labels):
-        raise ConfigError(f"data.{key}", size, f"the file holds only {len(split.labels)} images")
+        raise BadValue(key, size, f"the file holds only {len(split.labels)} images")
     return _take(split, torch.randperm(len(split.labels), generator=generator)[:size])
 
 

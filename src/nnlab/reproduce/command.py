@@ -22,8 +22,9 @@ import shutil
 import time
 from pathlib import Path
 
-from nnlab.errors import ConfigError, RunStopped, stop
-from nnlab.report import RunRecord
+from nnlab.analysis.report import RunRecord
+from nnlab.checks import BadValue, DataNotFound
+from nnlab.errors import ConfigError, exits
 from nnlab.reproduce import sweeps
 from nnlab.reproduce.claims import Claim, claim_files, load_claim
 from nnlab.reproduce.sweeps import DATASET_NAMES, Mode, Sweep
@@ -50,12 +51,11 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
 
 def choose_mode(args: argparse.Namespace) -> Mode:
     """The budget and the image data, from the user's overrides as nnlab-train composes them."""
-    from nnlab.cli import compose_once
-    from nnlab.train import CONFIG_DIR
+    from nnlab.api import compose_config
 
     if args.jobs < 1:
         raise ConfigError("--jobs", args.jobs, "expected at least 1 parallel job")
-    cfg = compose_once(CONFIG_DIR, list(args.overrides))
+    cfg = compose_config(args.overrides)
     on_gpu = str(cfg.trainer.get("accelerator")) in ("gpu", "cuda")
     budget = "quick" if args.quick else "gpu" if on_gpu else "budget"
     overrides = tuple(args.overrides)
@@ -83,7 +83,7 @@ def prepare_images(mode: Mode, data_dir: Path) -> str | None:
         ImageDataModule(
             dataset=mode.dataset, data_dir=str(data_dir), download=mode.download
         ).prepare_data()
-    except RunStopped as error:
+    except (BadValue, DataNotFound) as error:
         return str(error)
     return None
 
@@ -91,12 +91,10 @@ def prepare_images(mode: Mode, data_dir: Path) -> str | None:
 def main(argv: list[str] | None = None) -> None:
     args = arguments(argv)
     runs_dir = args.judge or args.out / "runs"
-    try:
+    with exits(PROGRAM):
         claims = [load_claim(path) for path in claim_files(args.claims, _names(args.only))]
         if args.judge is None:
             train_claims(claims, choose_mode(args), runs_dir, args.jobs)
-    except RunStopped as error:
-        stop(error, PROGRAM)
     written = judge_claims(claims, runs_dir, args.out)
     print(f"Wrote {written}, findings.csv and figures/ ({len(claims)} claims)")
 
@@ -108,15 +106,14 @@ def _names(only: str | None) -> list[str] | None:
 def train_claims(claims: list[Claim], mode: Mode, runs_dir: Path, jobs: int) -> None:
     """Run the claims' sweeps one after another, each with `jobs` parallel jobs, and record
     in the runs dir which sweep measured which claim, how, and the wall time."""
-    from nnlab.cli import compose_once
-    from nnlab.train import CONFIG_DIR
+    from nnlab.api import compose_config
 
     planned = sweeps.plan(claims, mode)
     runs_dir.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
     missing = None
     if any(claim.data for claim in claims):
-        data_dir = Path(str(compose_once(CONFIG_DIR, list(mode.overrides)).paths.data_dir))
+        data_dir = Path(str(compose_config(mode.overrides).paths.data_dir))
         missing = prepare_images(mode, data_dir)
     images = {claim.name for claim in claims if claim.data}
     for number, sweep in enumerate(planned, start=1):
@@ -145,7 +142,7 @@ def _write_plan(runs_dir: Path, planned: list[Sweep], mode: Mode, wall: float) -
 
 def judge_claims(claims: list[Claim], runs_dir: Path, out: Path) -> Path:
     """Judge each claim on its sweep's runs and write the findings into `out`."""
-    from nnlab.report import read_runs
+    from nnlab.analysis.report import read_runs
     from nnlab.reproduce import findings
     from nnlab.reproduce.judge import judge
 
@@ -179,10 +176,10 @@ def dataset_of(runs: list[RunRecord], claim: Claim) -> str:
     the claim names."""
     import yaml
 
-    from nnlab import layout
+    from nnlab.run import layout
 
     for run in runs:
-        config = layout.saved_config_file(run.path)
+        config = run.path / layout.HYDRA_DIR / "config.yaml"
         if config.is_file():
             data = (yaml.safe_load(config.read_text()) or {}).get("data") or {}
             return str(data.get("dataset") or claim.experiment.split("_")[0])

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nnlab.compare import compare_runs, paired_t_test
-from nnlab.report import RunRecord, Summary, summarize
+from nnlab.analysis.compare import compare_runs, paired_t_test
+from nnlab.analysis.report import RunRecord, Summary, summarize
 from nnlab.reproduce.claims import Claim, Rule, selector, selectors
 
 HOLDS, FAILS, UNCLEAR = "holds", "fails", "unclear"

@@ -9,11 +9,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nnlab.analysis.similarity import cosine_top_k, precision_at_k
 from nnlab.checks import check_int
 from nnlab.data.images import ImageDataModule, Split
-from nnlab.outputs import Analysis
-from nnlab.similarity import cosine_top_k, precision_at_k
-from nnlab.tasks.base import Batch, StageMetrics, Task
+from nnlab.tasks.base import Analysis, Batch, Task
 
 
 class AutoencoderTask(Task):
@@ -32,18 +31,13 @@ class AutoencoderTask(Task):
         query: int = 0,
         lr_schedule: str = "cosine",
     ) -> None:
-        super().__init__(network, optimizer, lr_schedule)
+        super().__init__(network, optimizer, lr_schedule)  # the reconstruction loss is the metric
         self.top_k = check_int("top_k", top_k, minimum=1)
         self.query = check_int("query", query, minimum=0)
-        self.metrics = StageMetrics()  # the reconstruction loss is the metric
 
     def model_step(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         images = batch[0]  # the labels only score the search, after testing
         return F.mse_loss(self.network(images), images), {}
-
-    @property
-    def metric_names(self) -> list[str]:
-        return [*super().metric_names, f"test/precision_at_{self.top_k}"]
 
     @torch.inference_mode()
     def analyse(self, datamodule: ImageDataModule) -> Analysis:

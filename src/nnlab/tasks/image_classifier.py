@@ -19,8 +19,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from nnlab.checks import BadValue, check_choice, check_float, check_int
 from nnlab.data.images import ImageDataModule
 from nnlab.data.perturb import KINDS, UNITS, perturb
-from nnlab.outputs import Analysis
-from nnlab.tasks.base import Batch, StageMetrics, Task
+from nnlab.tasks.base import Analysis, Batch, Task
 
 PREDICTIONS = "test_predictions"  # test_predictions.npz in the run dir: index, target, predicted
 
@@ -41,8 +40,10 @@ class ImageClassifierTask(Task):
         misclassified: int = 32,
         lr_schedule: str = "cosine",
     ) -> None:
-        super().__init__(network, optimizer, lr_schedule)
-        self.num_classes = check_int("num_classes", num_classes, minimum=2)
+        num_classes = check_int("num_classes", num_classes, minimum=2)
+        accuracy = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
+        super().__init__(network, optimizer, lr_schedule, {"acc": accuracy})
+        self.num_classes = num_classes
         self.robustness = dict(robustness or {})
         for kind, strengths in self.robustness.items():
             check_choice("robustness", kind, KINDS)
@@ -51,8 +52,6 @@ class ImageClassifierTask(Task):
             for i, strength in enumerate(strengths):
                 check_float(f"robustness.{kind}[{i}]", strength, above=0)
         self.misclassified = check_int("misclassified", misclassified, minimum=0)
-        accuracy = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
-        self.metrics = StageMetrics(acc=accuracy)
 
     def model_step(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         images, labels = batch

@@ -13,17 +13,16 @@ from torchmetrics.classification import BinaryAccuracy
 
 from nnlab.data.rings import RingsDataModule
 from nnlab.models.mlp import MLP
-from nnlab.outputs import Analysis
-from nnlab.tasks.base import Batch, StageMetrics
-from nnlab.tasks.steps_per_batch import StepsPerBatch
+from nnlab.tasks.base import Analysis, Batch
+from nnlab.tasks.full_batch import FullBatchTask
 
 FIGURE_POINTS = 600  # points drawn per figure: enough to see the rings, few enough to render fast
 
 
-class RingsTask(StepsPerBatch):
+class RingsTask(FullBatchTask):
     """One logit per point and BCEWithLogits as the loss, as the notebook advises; accuracy.
 
-    Full-batch gradient descent, `steps_per_batch` steps on each batch (see StepsPerBatch).
+    Full-batch gradient descent, `steps_per_batch` steps on each batch (see FullBatchTask).
     """
 
     def __init__(
@@ -33,8 +32,8 @@ class RingsTask(StepsPerBatch):
         lr_schedule: str = "constant",
         steps_per_batch: int = 100,
     ) -> None:
-        super().__init__(network, optimizer, lr_schedule, steps_per_batch)
-        self.metrics = StageMetrics(acc=BinaryAccuracy(validate_args=False))
+        accuracy = BinaryAccuracy(validate_args=False)
+        super().__init__(network, optimizer, lr_schedule, steps_per_batch, {"acc": accuracy})
 
     def model_step(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         points, labels = batch

@@ -14,8 +14,7 @@ from torchmetrics import MeanSquaredError
 
 from nnlab.data.series import Scaler, SeriesBatch, SeriesDataModule
 from nnlab.models.recurrent import Seq2Seq
-from nnlab.outputs import Analysis
-from nnlab.tasks.base import StageMetrics, Task
+from nnlab.tasks.base import Analysis, Task
 
 
 class SeriesTask(Task):
@@ -36,8 +35,7 @@ class SeriesTask(Task):
         optimizer: Mapping[str, Any] | None = None,
         lr_schedule: str = "cosine",
     ) -> None:
-        super().__init__(network, optimizer, lr_schedule)
-        self.metrics = StageMetrics(mse=MeanSquaredError())
+        super().__init__(network, optimizer, lr_schedule, {"mse": MeanSquaredError()})
         self.scaler = Scaler(0.0, 1.0, difference=False)
 
     def setup(self, stage: str) -> None:
@@ -61,11 +59,6 @@ class SeriesTask(Task):
             "target": self.scaler.to_levels(step_targets[:, -1], base),
         }
         return loss, levels
-
-    @property
-    def metric_names(self) -> list[str]:
-        extra = ["test/rollout_mse", "test/persistence_mse", "test/linear_mse"]
-        return [*super().metric_names, *extra]
 
     @torch.inference_mode()
     def analyse(self, datamodule: SeriesDataModule) -> Analysis:

@@ -13,9 +13,8 @@ from torchmetrics import MeanSquaredError, R2Score
 from nnlab.checks import check_choice, check_float
 from nnlab.data.wave import WaveDataModule
 from nnlab.models.mlp import MLP
-from nnlab.outputs import Analysis
-from nnlab.tasks.base import Batch, StageMetrics
-from nnlab.tasks.steps_per_batch import StepsPerBatch
+from nnlab.tasks.base import Analysis, Batch
+from nnlab.tasks.full_batch import FullBatchTask
 
 CRITERIA = ("mse", "relative")
 
@@ -43,9 +42,9 @@ class R2Between(R2Score):
         return super().compute()
 
 
-class WaveTask(StepsPerBatch):
+class WaveTask(FullBatchTask):
     """MSE on a linear output, or the notebook's relative error (`criterion: relative`); R² on
-    each side of `split_at`. Full-batch gradient descent, as the rings (see StepsPerBatch)."""
+    each side of `split_at`. Full-batch gradient descent, as the rings (see FullBatchTask)."""
 
     def __init__(
         self,
@@ -57,16 +56,17 @@ class WaveTask(StepsPerBatch):
         lr_schedule: str = "constant",
         steps_per_batch: int = 100,
     ) -> None:
-        super().__init__(network, optimizer, lr_schedule, steps_per_batch)
+        split_at = check_float("split_at", split_at)
+        inf = float("inf")
+        metrics = {
+            "mse": MeanSquaredError(),
+            "r2_left": R2Between(-inf, split_at),
+            "r2_right": R2Between(split_at, inf),
+        }
+        super().__init__(network, optimizer, lr_schedule, steps_per_batch, metrics)
         self.criterion = check_choice("criterion", criterion, CRITERIA)
         self.relative_eps = check_float("relative_eps", relative_eps, above=0)
-        self.split_at = check_float("split_at", split_at)
-        inf = float("inf")
-        self.metrics = StageMetrics(
-            mse=MeanSquaredError(),
-            r2_left=R2Between(-inf, self.split_at),
-            r2_right=R2Between(self.split_at, inf),
-        )
+        self.split_at = split_at
 
     def model_step(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         inputs, targets = batch

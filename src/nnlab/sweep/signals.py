@@ -1,4 +1,4 @@
-"""A sweep that stops whole, and says how it ended.
+"""A sweep (a grid or a search) that stops whole on a signal, and says how it ended.
 
 Ctrl-C reaches every process of the terminal; SIGTERM (`kill`, a cluster's pre-emption) may
 reach only the sweep's own. Either way, the jobs that are training save `last.ckpt` and end
@@ -9,7 +9,7 @@ How, since Hydra's launchers have no stop of their own (joblib's would kill its 
 the runs they were saving with them):
 - While it launches, the sweep's process blocks SIGINT and SIGTERM, and the processes it starts
   (joblib's workers) inherit the block. A run unblocks them only while it trains, where
-  nnlab.callbacks.GracefulStop turns them into a saved, interrupted run; an idle worker
+  nnlab.run.callbacks.GracefulStop turns them into a saved, interrupted run; an idle worker
   keeps the signal pending instead of dying (a dead worker breaks joblib's whole pool).
 - The sweep's process catches the signals (a handler, and a thread that waits for them while
   every thread blocks them). On one it writes the sweep dir's
@@ -30,8 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nnlab import layout
 from nnlab.errors import ConfigError, stop
+from nnlab.run import layout
 
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
@@ -43,7 +43,7 @@ def mark_stopped(sweep_dir: Path, signum: int) -> None:
         mark.write_text(signal.Signals(signum).name + "\n")
 
 
-def stopped_by(sweep_dir: Path) -> int | None:
+def stopped_by(sweep_dir: Path) -> signal.Signals | None:
     """The signal that stopped the sweep, if one did."""
     try:
         return signal.Signals[(Path(sweep_dir) / layout.SWEEP_STOPPED).read_text().strip()]
@@ -104,14 +104,21 @@ def signals_stop_the_sweep(sweep_dir: Path, forward_to_workers: bool) -> Iterato
         watch.signum = watch.signum or stopped_by(sweep_dir)
 
 
-def check_launcher(config: Any) -> None:
-    """Joblib's `n_jobs`, which it refuses only once the jobs are launched (0 means nothing)."""
+def local_workers(config: Any) -> int:
+    """How many jobs the sweep's launcher runs at once in worker processes of this machine:
+    joblib's `n_jobs` (-1: one per core, -2: all but one), else 0 (the basic launcher runs jobs
+    in the sweep's own process; SLURM elsewhere). The one place that asks which launcher runs
+    the jobs. Joblib refuses n_jobs=0 only once the jobs are launched: refused here first."""
+    import os
+
     launcher = config.hydra.launcher
-    if "joblib" in str(launcher.get("_target_", "")):
-        n_jobs = launcher.get("n_jobs")
-        if isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs == 0:
-            expected = "a number of parallel jobs, or -1 for one per core (-2: all but one)"
-            stop(ConfigError("hydra.launcher.n_jobs", n_jobs, f"expected {expected}"))
+    if "joblib" not in str(launcher.get("_target_", "")):
+        return 0
+    n_jobs = launcher.get("n_jobs")
+    if isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs == 0:
+        expected = "a number of parallel jobs, or -1 for one per core (-2: all but one)"
+        stop(ConfigError("hydra.launcher.n_jobs", n_jobs, f"expected {expected}"))
+    return n_jobs if n_jobs > 0 else max(1, (os.cpu_count() or 1) + 1 + n_jobs)
 
 
 def _terminate_workers() -> None:

@@ -30,18 +30,17 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.plugins.launcher import Launcher
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
-from nnlab import sweeps
-from nnlab.checks import NO_VALUE, BadValue, check_choice, check_int, check_writable
-from nnlab.errors import ConfigError, Interrupted, NotRun, stop
-from nnlab.grid_sweeper import name_jobs_by_what_varies
-from nnlab.internals import job_error, optuna_trial_id
-from nnlab.overrides import as_value, key_of
-from nnlab.search_space import Space, described, search_space
+from nnlab.checks import NO_VALUE, BadValue, check_choice, check_int
+from nnlab.errors import ConfigError, stop
+from nnlab.overrides import as_value, parse
+from nnlab.sweep import signals
+from nnlab.sweep.grid import job_status, start_sweep
+from nnlab.sweep.space import Space, described, search_space
 
 log = logging.getLogger("nnlab")
 RESULTS_FILE = "optimization_results.yaml"
@@ -93,7 +92,7 @@ class OptunaSweeper(Sweeper):
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
         warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
         self.retry = RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES)
-        sweeps.check_launcher(self.config)
+        workers = signals.local_workers(self.config)
         try:
             self._check_settings()
             space, self.fixed = search_space(self.params, arguments)
@@ -101,12 +100,9 @@ class OptunaSweeper(Sweeper):
             self._check_same_search(study, space)
         except ConfigError as error:  # before any trial: one line and exit 2, as for a run
             stop(error)
-        self.sweep_dir = Path(str(self.config.hydra.sweep.dir))
-        self.sweep_dir.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(self.config, self.sweep_dir / "multirun.yaml")
-        name_jobs_by_what_varies(self.config, [key_of(o) for o in self.fixed])
+        self.sweep_dir = start_sweep(self.config, parse(self.fixed), min(workers, self.n_jobs))
         log.info("Study %s: %d of %d trials taken", self.study_name, _taken(study), self.n_trials)
-        forward = "joblib" in str(self.config.hydra.launcher.get("_target_", ""))
+        forward = workers > 0
         while True:
             optuna.storages.fail_stale_trials(study)  # a dead process's trials: run again
             trials = self._ask(study, space)
@@ -120,7 +116,7 @@ class OptunaSweeper(Sweeper):
             ]
             first_job = len(self.asked) - len(jobs)
             with (
-                sweeps.signals_stop_the_sweep(self.sweep_dir, forward) as watch,
+                signals.signals_stop_the_sweep(self.sweep_dir, forward) as watch,
                 self._heartbeats(study, trials),
             ):
                 results = self.launcher.launch(jobs, initial_job_idx=first_job)
@@ -173,8 +169,10 @@ class OptunaSweeper(Sweeper):
 
     def _beat(self, study: optuna.Study, trials: list[optuna.Trial]) -> None:
         if self.rdb is not None:
+            study_id = self.rdb.get_study_id_from_name(study.study_name)
             for trial in trials:
-                self.rdb.record_heartbeat(optuna_trial_id(trial))
+                trial_id = self.rdb.get_trial_id_from_study_id_trial_number(study_id, trial.number)
+                self.rdb.record_heartbeat(trial_id)
 
     def _check_settings(self) -> None:
         """The sweeper's own settings; Hydra builds the sweeper before nnlab can check them."""
@@ -186,7 +184,7 @@ class OptunaSweeper(Sweeper):
             if self.seed is not None:
                 check_int("hydra.sweeper.seed", self.seed, minimum=0)
         except BadValue as error:
-            raise ConfigError.from_bad_value(error) from None
+            raise ConfigError(error.key, error.value, error.expected) from None
 
     def _open_study(self) -> optuna.Study:
         for attempt in range(STORAGE_ATTEMPTS):
@@ -234,9 +232,10 @@ class OptunaSweeper(Sweeper):
             return self.storage
         path = Path(self.storage).expanduser().resolve()
         try:
-            check_writable("hydra.sweeper.storage", str(path.parent))
-        except BadValue as error:
-            raise ConfigError.from_bad_value(error) from None
+            path.parent.mkdir(parents=True, exist_ok=True)  # SQLite makes the file, not its folder
+        except OSError as error:
+            reason = f"cannot write there ({error.strerror})"
+            raise ConfigError("hydra.sweeper.storage", self.storage, reason) from None
         if path.is_dir():
             raise ConfigError("hydra.sweeper.storage", self.storage, "a folder, not a file")
         return f"sqlite:///{path}"
@@ -396,7 +395,8 @@ def _not_counted(study: optuna.Study) -> list[int]:
 
 def _stopped_by_a_signal(result: JobReturn) -> bool:
     """Whether a signal interrupted the trial, or stopped the search before it started."""
-    return isinstance(job_error(result), Interrupted | NotRun)
+    status = job_status(result.hydra_cfg)
+    return status == "interrupted" or status.startswith("not run")
 
 
 def _trial_metric(result: JobReturn, metric: str) -> float | None:

@@ -19,47 +19,42 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 
-from nnlab import layout
 from nnlab.checks import NO_VALUE
-from nnlab.errors import ConfigError, RunStopped, stop
-from nnlab.overrides import parse
-from nnlab.runtime import register_resolvers, run_stamp
+from nnlab.errors import ConfigError, exits
+from nnlab.overrides import parse, value_of
+from nnlab.run import layout
 
 
 def evaluate(
     run_dir: Path, ckpt: str = "best", overrides: list[str] | None = None
 ) -> dict[str, float]:
     """Test `run_dir`'s checkpoint with its own config (plus `overrides`); returns the metrics."""
-    from nnlab.checkpoints import load_weights
-    from nnlab.record import recording, test_and_analyse
-    from nnlab.run import build_run
-    from nnlab.runtime import silence_noise
+    from nnlab.run.record import recording, test_and_analyse
+    from nnlab.run.resume import load_weights
+    from nnlab.train import build_run
 
-    silence_noise()
     run_dir = Path(run_dir)
-    eval_dir = run_dir / "evals" / run_stamp()
-    cfg = load_config(run_dir, overrides or [], eval_dir)
-    checkpoint = locate_checkpoint(run_dir, ckpt)
+    eval_dir = run_dir / "evals" / layout.run_stamp()
+    cfg = saved_config(run_dir, overrides or [], eval_dir)
+    checkpoint = checkpoint_of(run_dir, ckpt)
     eval_dir.mkdir(parents=True)
-    with recording(eval_dir, f"eval of {run_dir.name}", f"; tested {checkpoint}") as record:
+    with recording(eval_dir, cfg, f"eval of {run_dir.name}", f"; tested {checkpoint}") as record:
         record.run = build_run(cfg)
         load_weights(record.run.task, checkpoint, "ckpt")
         record.metrics.update(test_and_analyse(record.run, eval_dir))
     return record.metrics
 
 
-def load_config(run_dir: Path, overrides: list[str], output_dir: Path) -> DictConfig:
+def saved_config(run_dir: Path, overrides: list[str], output_dir: Path) -> DictConfig:
     """The run's saved config for one process with no checkpoints of its own, its outputs in
     `output_dir`, and `overrides` applied (changing keys that exist, not inventing them)."""
-    saved = layout.saved_config_file(run_dir)
+    saved = run_dir / layout.HYDRA_DIR / "config.yaml"
     if not saved.is_file():
         raise ConfigError("run_dir", str(run_dir), "not an nnlab run dir (no .hydra/config.yaml)")
     cfg = OmegaConf.load(saved)
-    cfg.paths.output_dir = str(output_dir)
-    cfg.ckpt_path = None
+    cfg.paths.output_dir, cfg.ckpt_path, cfg.callbacks = str(output_dir), None, {}
     if "init_from" in cfg:
         cfg.init_from = None  # the run's own weights are loaded instead
-    cfg.callbacks = {}  # testing saves no checkpoints
     # Testing needs one process: a DDP run's config would start more, each with its own eval.
     cfg.trainer.devices, cfg.trainer.num_nodes, cfg.trainer.strategy = 1, 1, "auto"
     OmegaConf.set_struct(cfg, True)
@@ -68,18 +63,18 @@ def load_config(run_dir: Path, overrides: list[str], output_dir: Path) -> DictCo
         if override.is_sweep_override() or key != key.lstrip("+~"):
             raise ConfigError(key, override.input_line, "expected key=value, one value")
         try:
-            OmegaConf.update(cfg, key, override.value(), merge=False)
+            OmegaConf.update(cfg, key, value_of(override), merge=False)
         except (ConfigKeyError, ConfigAttributeError):
             raise ConfigError(key, override.input_line, "not a key of the run's config") from None
     return cfg
 
 
-def locate_checkpoint(run_dir: Path, ckpt: str) -> Path:
+def checkpoint_of(run_dir: Path, ckpt: str) -> Path:
     """best.ckpt (or last.ckpt when the run kept no best), last.ckpt, or a file."""
-    if ckpt in layout.CHECKPOINT_NAMES:
-        path = layout.checkpoint(run_dir, ckpt)
-        return path if path.is_file() or ckpt == "last" else layout.checkpoint(run_dir, "last")
-    return Path(ckpt)
+    if ckpt not in ("best", "last"):
+        return Path(ckpt)
+    path = layout.checkpoint(run_dir, ckpt)
+    return path if path.is_file() else layout.checkpoint(run_dir, "last")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -87,21 +82,13 @@ def main(argv: list[str] | None = None) -> None:
     if not arguments or arguments[0] in ("-h", "--help"):
         print(__doc__)
         sys.exit(0 if arguments else 2)
-    register_resolvers()
-    options, overrides = {}, []
-    for argument in arguments:
-        key, _, value = argument.partition("=")
-        if key in ("run_dir", "ckpt"):
-            options[key] = value
-        else:
-            overrides.append(argument)
-    try:
+    import nnlab.train  # noqa: F401 - nnlab's resolvers, for the saved config's loggers
+
+    options = {
+        k: v for k, _, v in (a.partition("=") for a in arguments) if k in ("run_dir", "ckpt")
+    }
+    overrides = [a for a in arguments if a.partition("=")[0] not in ("run_dir", "ckpt")]
+    with exits("nnlab-eval"):
         if "run_dir" not in options:
             raise ConfigError("run_dir", NO_VALUE, "name the run to evaluate: run_dir=<its folder>")
         evaluate(Path(options["run_dir"]), options.get("ckpt", "best"), overrides)
-    except RunStopped as error:
-        stop(error, "nnlab-eval")
-
-
-if __name__ == "__main__":
-    main()

@@ -1,0 +1,227 @@
+"""The callbacks nnlab adds to every run, whatever conf/callbacks/ selects. They read only what
+Lightning gives any module (the loss `training_step` returns, the trainer's counters), so they
+hold for a module of yours as for nnlab's tasks."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.trainer.states import TrainerFn
+
+from nnlab import compat
+from nnlab.errors import Diverged, Interrupted
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+NOT_METRICS = ("step", "epoch")  # Lightning's x-axis values, logged beside the metrics
+
+
+def latest_metrics(trainer: L.Trainer) -> dict[str, float]:
+    """Every scalar the module logged, at its latest value, as floats."""
+    return {
+        name: float(value)
+        for name, value in trainer.callback_metrics.items()
+        if name not in NOT_METRICS and getattr(value, "numel", lambda: 1)() == 1
+    }
+
+
+class GracefulStop(Callback):
+    """On Ctrl-C (SIGINT) or SIGTERM (a cluster's pre-emption), finish the batch under way, save
+    `last.ckpt`, and stop with `Interrupted`, so that `ckpt_path=last` resumes the run exactly.
+
+    The handler only takes note (work inside a signal handler could interrupt a half-written
+    file), and the stop never goes through Lightning's `should_stop`, which would end the epoch
+    early and validate once more. Lightning resumes a checkpoint taken between an epoch's last
+    batch and its end as an epoch ended without its end hooks, so a signal there waits for the
+    epoch's validation (else the next batch); one during the final validation waits for the
+    end of training, when every value is logged. A second Ctrl-C stops at once. A sweep's jobs
+    start with the signals blocked (nnlab.sweep.signals): unblocked while training, one that
+    came earlier stops the run at its first batch.
+    """
+
+    def __init__(self, checkpoint: Path) -> None:
+        self.checkpoint = checkpoint
+        self.received: int | None = None
+        self.epoch_ended = False
+        self._previous: dict[int, Any] = {}
+        self._blocked: set[int] | None = None
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if threading.current_thread() is threading.main_thread():  # the only one with handlers
+            self._previous = {s: signal.signal(s, self._take_note) for s in STOP_SIGNALS}
+            self._blocked = signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+
+    def _take_note(self, signum: int, frame: FrameType | None) -> None:
+        self.received = signum
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        batches, index = trainer.num_training_batches, args[-1]
+        self.epoch_ended = index + 1 >= batches
+        if batches == 1 or not self.epoch_ended:
+            self._stop_if_asked(trainer)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Lightning validates after on_train_batch_end: a signal that arrives then would
+        # otherwise end fit as if its budget were spent, and the run would say "completed".
+        fitting = trainer.state.fn == TrainerFn.FITTING and not trainer.sanity_checking
+        last_epoch = self.epoch_ended and trainer.current_epoch + 1 >= (trainer.max_epochs or 0) > 0
+        at_the_end = trainer.should_stop or 0 < trainer.max_steps <= trainer.global_step
+        if fitting and not at_the_end and not last_epoch:
+            self._stop_if_asked(trainer)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._restore()
+        self._stop_if_asked(trainer)
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, _: Any) -> None:
+        self._restore()
+
+    def _stop_if_asked(self, trainer: L.Trainer) -> None:
+        if self.received is not None:
+            trainer.save_checkpoint(self.checkpoint, weights_only=False)
+            raise Interrupted(self.received, trainer.global_step, self.checkpoint)
+
+    def _restore(self) -> None:
+        if self._blocked is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, self._blocked)
+            self._blocked = None
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous = {}
+
+
+class TrainingGuard(Callback):
+    """Ends training where a run should end: on a NaN or infinite loss, naming its step, and at
+    the step budget with a validation of the final weights (which ModelCheckpoint then saves).
+
+    It reads the loss `training_step` returns: a scalar for one optimizer step, or one value
+    per step for a batch of several (nnlab's full-batch tasks). The values are read back every
+    `trainer.log_every_n_steps` batches (reading a value from a GPU makes the CPU wait for
+    it), and always before a validation, whose checkpoint must not hold diverged weights, and
+    at each epoch's end. Lightning stops at `max_steps` without validating when the budget
+    ends between validations; stopping "early" at the budget makes it validate.
+    `validated_at` is the step of the last validation: were the final weights validated?
+    """
+
+    def __init__(self) -> None:
+        self.validated_at = -1
+        self._losses: list[torch.Tensor] = []
+        self._last_steps: list[int] = []
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, *args: Any
+    ) -> None:
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if isinstance(loss, torch.Tensor):
+            self._losses.append(loss.detach().reshape(-1))
+            self._last_steps.append(trainer.global_step)
+        if 0 < trainer.max_steps <= trainer.global_step:
+            trainer.should_stop = True
+        if trainer.should_stop or len(self._losses) >= max(1, trainer.log_every_n_steps):
+            self._check(trainer)
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._check(trainer)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._check(trainer)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking and trainer.state.fn == TrainerFn.FITTING:
+            self.validated_at = trainer.global_step
+
+    def _check(self, trainer: L.Trainer) -> None:
+        if not self._losses:
+            return
+        steps = [
+            step
+            for losses, last in zip(self._losses, self._last_steps, strict=True)
+            for step in range(last - len(losses) + 1, last + 1)
+        ]
+        losses = torch.cat(self._losses)
+        self._losses, self._last_steps = [], []
+        finite = torch.isfinite(losses)
+        if not bool(finite.all()):
+            bad = int((~finite).nonzero()[0])
+            raise Diverged(
+                steps[bad], "the training loss", float(losses[bad]), _last_saved(trainer)
+            )
+
+
+def _last_saved(trainer: L.Trainer) -> str | None:
+    """The last.ckpt a ModelCheckpoint has written in this run, if any."""
+    for callback in trainer.checkpoint_callbacks:
+        for path in (callback.last_model_path, callback.best_model_path):
+            if path and Path(path).name == "last.ckpt" and Path(path).is_file():
+                return path
+    return None
+
+
+class LoggedMetrics(Callback):
+    """Every value the module has logged, at its latest, across fit, validate and test (each
+    of which starts Lightning's own record anew), and across a resume: each checkpoint keeps
+    them, so that a resumed run's metrics.json holds them all, the ones it does not log again
+    included (a run stopped at its last step logs nothing more)."""
+
+    KEY = "nnlab_logged_metrics"
+
+    def __init__(self) -> None:
+        self.logged: dict[str, float] = {}
+
+    def metrics(self, trainer: L.Trainer) -> dict[str, float]:
+        self.logged |= latest_metrics(trainer)
+        return dict(self.logged)
+
+    def on_train_end(self, trainer: L.Trainer, _: Any) -> None:
+        self.metrics(trainer)
+
+    def on_validation_end(self, trainer: L.Trainer, _: Any) -> None:
+        self.metrics(trainer)
+
+    def on_save_checkpoint(self, trainer: L.Trainer, _: Any, checkpoint: dict) -> None:
+        checkpoint[self.KEY] = self.metrics(trainer)
+
+    def on_load_checkpoint(self, trainer: L.Trainer, _: Any, checkpoint: dict) -> None:
+        self.logged = dict(checkpoint.get(self.KEY, {}))
+
+
+class ResumedLoaderState(Callback):
+    """A resumed run's training DataLoaders take up the epoch where the checkpoint left it:
+    Lightning drops their saved state when the module read `trainer.estimated_stepping_batches`
+    while configuring its optimizers (nnlab.compat). The start of training is in time: loaders
+    are first iterated after it."""
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        compat.load_pending_loader_states(trainer)
+
+
+class LastCheckpoint(ModelCheckpoint):
+    """Writes `last.ckpt` at every validation, and at the end of each epoch that validation
+    skips, whatever the monitored value does.
+
+    Lightning 2.6's `save_last` rewrites last.ckpt only when the monitored value improves, so
+    after the last improvement it went stale: resuming lost steps and `nnlab-eval ckpt=last`
+    tested old weights.
+    """
+
+    def __init__(self, dirpath: str | Path) -> None:
+        super().__init__(
+            dirpath=dirpath, filename="last", monitor=None, enable_version_counter=False
+        )
+
+    @property
+    def state_key(self) -> str:  # distinct from any ModelCheckpoint's, one without monitor too
+        return "LastCheckpoint"
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        every = trainer.check_val_every_n_epoch
+        if every and every > 1 and (trainer.current_epoch + 1) % every:
+            trainer.save_checkpoint(Path(self.dirpath) / "last.ckpt")

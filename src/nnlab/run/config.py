@@ -1,0 +1,125 @@
+"""The checks of a composed config that need neither torch nor Lightning.
+
+They run first in every run, before the imports that take seconds, so that a mistyped key or
+an impossible trainer count answers at once. A value that only a class can judge (a model's
+width, an optimizer's arguments) is checked by its constructor, once the imports are done.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, ListConfig
+
+from nnlab.checks import BadValue, check_int
+from nnlab.errors import ConfigError
+from nnlab.run.layout import unwritable
+
+# The top-level keys of conf/train.yaml: anything else is a typo (+seeds=0,1,2 would sweep nothing).
+TOP_LEVEL_KEYS = (
+    "task_name", "tags", "seed", "threads", "ckpt_path", "init_from",
+    "paths", "data", "model", "task", "optimizer", "trainer", "logger", "callbacks",
+)  # fmt: skip
+MAX_SEED = 2**32 - 1  # numpy's limit, which Lightning's seed_everything enforces late
+# Trainer counts that Lightning checks with bare asserts, and their smallest allowed values.
+TRAINER_INTEGERS = {
+    "max_epochs": -1,
+    "min_epochs": 0,
+    "min_steps": -1,
+    "check_val_every_n_epoch": 1,
+    "log_every_n_steps": 0,
+    "num_sanity_val_steps": -1,
+    "accumulate_grad_batches": 1,
+}
+# What a cluster launcher sets in every process of a several-node job: SLURM's job, or the
+# node rank and rendezvous address that torchrun (or a user) gives Lightning's own environment.
+CLUSTER_VARIABLES = (("SLURM_JOB_ID",), ("NODE_RANK", "MASTER_ADDR"))
+
+
+def check_config(cfg: DictConfig) -> None:
+    """The config's own values: the options chosen, top-level keys, threads, seed, tags, the
+    trainer's counts and budget. Raises ConfigError naming the key."""
+    check_choices()
+    for key in cfg:
+        if key not in TOP_LEVEL_KEYS:
+            allowed = ", ".join(TOP_LEVEL_KEYS)
+            raise ConfigError(
+                str(key), cfg[key], f"unknown top-level key; the config has: {allowed}"
+            )
+    tags = cfg.get("tags")
+    if tags is not None and not (
+        isinstance(tags, ListConfig) and all(isinstance(t, str | int | float) for t in tags)
+    ):
+        raise ConfigError("tags", tags, "expected a list of words, e.g. tags=[baseline,small]")
+    if cfg.get("threads") is not None:
+        checked("threads", cfg.threads, minimum=1)
+    if cfg.get("seed") is not None and checked("seed", cfg.seed, minimum=0) > MAX_SEED:
+        raise ConfigError("seed", cfg.seed, f"expected an integer <= {MAX_SEED}")
+    _check_trainer(cfg.trainer)
+    precision = str(cfg.trainer.get("precision"))
+    task = str((cfg.get("task") or {}).get("_target_"))
+    if precision.startswith("64") and task.startswith("nnlab.tasks."):
+        reason = "nnlab's tasks and their figures compute in float32; use 32-true or bf16-mixed"
+        raise ConfigError("trainer.precision", precision, reason)
+    for name, logger in (cfg.get("logger") or {}).items():
+        folder = logger.get("save_dir") if isinstance(logger, DictConfig) else None
+        reason = folder and unwritable(Path(str(folder)))  # it would fail at its first value
+        if reason:
+            raise ConfigError(f"logger.{name}.save_dir", folder, f"cannot write there ({reason})")
+
+
+def check_choices() -> None:
+    """The options Hydra composed: each one of its group's files (`experiment=../model/mlp`
+    would load another group's file as an experiment), and a search only with -m."""
+    if not HydraConfig.initialized():
+        return
+    hydra_cfg = HydraConfig.get()
+    for group, option in hydra_cfg.runtime.choices.items():
+        if option and (".." in str(option).split("/") or str(option).startswith("/")):
+            raise ConfigError(group, option, f"name an option of {group}/, not a path")
+    search = hydra_cfg.runtime.choices.get("hparams_search")
+    if search not in (None, "null") and hydra_cfg.mode == RunMode.RUN:
+        raise ConfigError("hparams_search", search, "a search runs its trials as a sweep: add -m")
+
+
+def _check_trainer(trainer: DictConfig) -> None:
+    """Counts that Lightning checks with bare asserts; a budget (-1 steps, no limit, only with
+    an epoch limit); processes Lightning would start, or wait for, without end."""
+    for key, minimum in TRAINER_INTEGERS.items():
+        if trainer.get(key) is not None:
+            checked(f"trainer.{key}", trainer[key], minimum=minimum)
+    if trainer.get("max_epochs") == 0:
+        raise ConfigError("trainer.max_epochs", 0, "0 epochs trains nothing; expected -1 or >= 1")
+    epochs_unlimited = trainer.get("max_epochs") in (None, -1) and not trainer.get("fast_dev_run")
+    checked(
+        "trainer.max_steps", trainer.get("max_steps", -1), minimum=1 if epochs_unlimited else -1
+    )
+    interval = trainer.get("val_check_interval")
+    if isinstance(interval, float) and not 0 < interval <= 1:  # a share of the epoch
+        raise ConfigError("trainer.val_check_interval", interval, "expected a share in (0, 1]")
+    if interval is not None and not isinstance(interval, float):  # a count of batches
+        checked("trainer.val_check_interval", interval, minimum=1)
+    nodes = checked("trainer.num_nodes", trainer.get("num_nodes", 1), minimum=1)
+    if nodes > 1 and not any(all(v in os.environ for v in vs) for vs in CLUSTER_VARIABLES):
+        raise ConfigError(
+            "trainer.num_nodes",
+            nodes,
+            "several nodes need a cluster launcher to start the other nodes' processes "
+            "(hydra/launcher=slurm, or torchrun setting NODE_RANK and MASTER_ADDR); none is here",
+        )
+    devices, cores = trainer.get("devices", 1), os.cpu_count() or 1
+    if trainer.get("accelerator") == "cpu" and isinstance(devices, int) and devices > cores:
+        reason = f"DDP on the CPU runs a process per device, and this machine has {cores} cores"
+        raise ConfigError("trainer.devices", devices, reason)
+
+
+def checked(key: str, value: Any, minimum: int) -> int:
+    """check_int on a key of the config: BadValue as ConfigError."""
+    try:
+        return check_int(key, value, minimum=minimum)
+    except BadValue as error:
+        raise ConfigError(error.key, error.value, error.expected) from None

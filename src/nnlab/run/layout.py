@@ -1,0 +1,166 @@
+"""Where a run's files are: the one home of every path nnlab writes or reads back.
+
+    <paths.log_dir>/<task_name>/runs/<stamp>/    a run; a sweep's job: multiruns/<stamp>/<job>/
+      .hydra/config.yaml, overrides.yaml       the composed config, the command's overrides
+      .hydra/resumed/<stamp>/                  the same, for each resume of the run
+      checkpoints/last.ckpt, best.ckpt         where training stopped; the best validation
+      metrics.json, train.log, figures/, evals/  results, log, figures, nnlab-eval's results
+    <sweep dir>/sweep_stopped                  a signal stopped the sweep: no job starts after
+
+Hydra places each run through the resolvers registered here (conf/hydra/default.yaml): a new
+run gets a new stamped dir, and `ckpt_path=` names the run it resumes, so that Hydra's one
+compose already runs in that run's dir. Every name is checked after interpolation: a run dir
+is never made outside `paths.log_dir`.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import secrets
+from datetime import datetime
+from pathlib import Path
+
+import yaml
+from omegaconf import OmegaConf
+
+from nnlab.checks import NO_VALUE
+from nnlab.errors import ConfigError
+
+HYDRA_DIR, CHECKPOINTS, METRICS, SWEEP_STOPPED = (
+    ".hydra",
+    "checkpoints",
+    "metrics.json",
+    "sweep_stopped",
+)
+
+
+def checkpoint(run_dir: Path | str, which: str = "last") -> Path:
+    """`<run dir>/checkpoints/<which>.ckpt` (conf/callbacks/default.yaml writes them there)."""
+    return Path(run_dir) / CHECKPOINTS / f"{which}.ckpt"
+
+
+def is_run_dir(path: Path | str) -> bool:
+    return (Path(path) / HYDRA_DIR).is_dir()
+
+
+def read_metrics(run_dir: Path | str) -> dict:
+    """metrics.json as a dict; {} when there is none or it cannot be read."""
+    try:
+        metrics = json.loads((Path(run_dir) / METRICS).read_text())
+    except (OSError, ValueError):
+        return {}
+    return metrics if isinstance(metrics, dict) else {}
+
+
+def saved_overrides(run_dir: Path | str) -> list[str]:
+    """The overrides of the command that started the run (.hydra/overrides.yaml), as text."""
+    saved = yaml.safe_load((Path(run_dir) / HYDRA_DIR / "overrides.yaml").read_text()) or []
+    return [str(override) for override in saved]
+
+
+def run_stamp() -> str:
+    """`2026-11-29_14-03-07.042_a3f9c2`: a timestamp to the millisecond, so that runs list in
+    the order they started, and a random suffix, so that two runs never share a dir."""
+    now = datetime.now()
+    return f"{now:%Y-%m-%d_%H-%M-%S}.{now.microsecond // 1000:03d}_{secrets.token_hex(3)}"
+
+
+def path_safe(text: str, max_length: int = 120) -> str:
+    """`text` as one path component: no '/', and short enough for any file system."""
+    text = str(text).replace("/", "|")
+    return text if len(text) <= max_length else text[: max_length - 3] + "..."
+
+
+def task_dir(log_dir: str, task_name: str | None) -> Path:
+    """`<log_dir>/<task_name>`, refused unless it lies inside a log dir nnlab can write; asked
+    before Hydra makes any dir, so the options composed are checked here first."""
+    from nnlab.run.config import check_choices
+
+    check_choices()
+    if task_name is None:
+        raise ConfigError(
+            "task_name", NO_VALUE, "no value: the experiment= sets it, or set it yourself"
+        )
+    name = str(task_name)
+    if not name or "/" in name or name in (".", "..") or name != name.strip():
+        raise ConfigError("task_name", name, "expected a plain folder name, inside paths.log_dir")
+    if not str(log_dir).strip() or Path(str(log_dir)).resolve() == Path("/"):
+        raise ConfigError("paths.log_dir", log_dir, "expected a folder for the runs, not the root")
+    folder = Path(str(log_dir)).expanduser() / name
+    reason = unwritable(folder)
+    if reason:
+        raise ConfigError("paths.log_dir", log_dir, f"cannot write there ({reason})")
+    return folder
+
+
+def unwritable(folder: Path) -> str | None:
+    """Why files cannot be made in `folder` (or in the folders it would be made in), or None.
+    Asks the file system, and makes nothing."""
+    existing = next(p for p in (folder, *folder.absolute().parents) if p.exists())
+    if not existing.is_dir():
+        return f"{os.strerror(errno.ENOTDIR)}: {existing}"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{os.strerror(errno.EACCES)}: {existing}"
+    return None
+
+
+def run_dir(log_dir: str, task_name: str, ckpt_path: str | None) -> str:
+    """A new run's dir, or the dir of the run `ckpt_path` resumes (resolver: hydra.run.dir)."""
+    runs = task_dir(log_dir, task_name) / "runs"
+    return str(runs / run_stamp() if ckpt_path is None else resumed_run(str(ckpt_path), runs))
+
+
+def sweep_dir(log_dir: str, task_name: str) -> str:
+    return str(task_dir(log_dir, task_name) / "multiruns" / run_stamp())
+
+
+def hydra_subdir(ckpt_path: str | None) -> str:
+    """Where Hydra saves the command's config: .hydra, or for a resume .hydra/resumed/<stamp>."""
+    return HYDRA_DIR if ckpt_path is None else f"{HYDRA_DIR}/resumed/{run_stamp()}"
+
+
+def resumed_run(value: str, runs: Path) -> Path:
+    """The run dir `ckpt_path=value` names, checked before anything is written: `last` (the
+    newest of `runs` that saved a checkpoint), a run dir, or a checkpoint file in one. A
+    completed run is refused: nothing a finished run wrote is overwritten."""
+    if value == "last":
+        saved = sorted(p.parent.parent for p in runs.glob(f"*/{CHECKPOINTS}/last.ckpt"))
+        if not saved:
+            raise ConfigError("ckpt_path", value, f"no run with a last.ckpt to resume under {runs}")
+        found = saved[-1]
+    else:
+        path = Path(value).expanduser().absolute()
+        found = path if path.is_dir() else path.parent.parent
+    if not is_run_dir(found):
+        raise ConfigError("ckpt_path", value, f"{found} is not an nnlab run dir (no .hydra/)")
+    if read_metrics(found).get("status") == "completed":
+        raise ConfigError(
+            "ckpt_path", value, f"{found} completed; a finished run is never overwritten"
+        )
+    return found
+
+
+def resumed_checkpoint(ckpt_path: str, run: Path) -> Path:
+    """The checkpoint file `ckpt_path` names in the run dir `run`."""
+    path = Path(ckpt_path).expanduser()
+    return path if ckpt_path != "last" and path.suffix == ".ckpt" else checkpoint(run, "last")
+
+
+def register_resolvers() -> None:
+    """The resolvers nnlab's configs use (conf/hydra/default.yaml, conf/logger/*.yaml)."""
+    from nnlab.run.trackers import wandb_offline
+
+    # use_cache: a sweep's jobs copy the sweep's resolved values (Hydra does, for `now` too),
+    # so all of them agree on the sweep's dir, even in other processes.
+    cached = {"run_dir": run_dir, "sweep_dir": sweep_dir, "hydra_subdir": hydra_subdir}
+    for name, function in cached.items():
+        OmegaConf.register_new_resolver(name, function, use_cache=True, replace=True)
+    OmegaConf.register_new_resolver("path_safe", path_safe, replace=True)
+    # The loggers' configs: a run's name (its dir's), tags as text, an absolute path, and
+    # whether W&B runs offline.
+    OmegaConf.register_new_resolver("path_name", lambda path: Path(str(path)).name, replace=True)
+    OmegaConf.register_new_resolver("join", lambda items: ",".join(map(str, items)), replace=True)
+    OmegaConf.register_new_resolver("abspath", lambda p: str(Path(str(p)).resolve()), replace=True)
+    OmegaConf.register_new_resolver("wandb_offline", wandb_offline, replace=True)

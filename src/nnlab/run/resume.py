@@ -1,0 +1,221 @@
+"""Resuming a run in place, and reading checkpoints without running what they contain.
+
+`ckpt_path=last` (or a run dir, or a checkpoint in one) resumes an unfinished run. Hydra has
+already composed the command, once, in that run's own dir (nnlab.run.layout places it there).
+What the run's own command set and this one does not is then replayed onto the config as
+data: a value is set as it was; a config group's option must be the one this command chose
+(there is no second compose to apply another: the message says what to add); and code named
+in the run dir (a `_target_`) is never replayed, only typed.
+
+A checkpoint is a pickle, and unpickling can run any code: every checkpoint nnlab reads goes
+through torch's weights-only loader, and Lightning's own loading is asked for weights-only.
+"""
+
+from __future__ import annotations
+
+import pickle
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
+from omegaconf.errors import OmegaConfBaseException
+
+from nnlab.errors import ConfigError
+from nnlab.overrides import key_of, parse, value_of, values
+from nnlab.run import layout
+
+NOT_REPLAYED = ("ckpt_path", "hydra.", "hydra/", "paths.output_dir")  # where the run is
+
+
+def replay(cfg: DictConfig, run_dir: Path) -> None:
+    """Set in `cfg` what the run's own command set and this command does not."""
+    this = {key_of(o) for o in _this_command()}
+    choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
+    for override in parse(layout.saved_overrides(run_dir), "ckpt_path"):
+        key, value = key_of(override.input_line), value_of(override)
+        if key in this or key.startswith(NOT_REPLAYED):
+            continue
+        if key in choices:
+            if _text(choices[key]) != _text(value):
+                _replay_option(cfg, run_dir, key, _text(value), _text(choices[key]))
+            continue
+        if key.rpartition(".")[2] == "_target_" or _names_code(value):
+            reason = "code named in a run dir is never run: type it on the command line to resume"
+            raise ConfigError(key, value, reason)
+        try:
+            if override.is_delete():
+                parent, _, name = key.rpartition(".")
+                with open_dict(cfg):
+                    (OmegaConf.select(cfg, parent) if parent else cfg).pop(name, None)
+            else:
+                adds = override.is_add() or override.is_force_add()
+                OmegaConf.update(cfg, key, value, merge=True, force_add=adds)
+        except OmegaConfBaseException as error:
+            reason = f"the run set it, and this config cannot ({str(error).splitlines()[0]})"
+            raise ConfigError(key, value, reason) from None
+
+
+def _replay_option(cfg: DictConfig, run_dir: Path, group: str, option: str, chosen: str) -> None:
+    """The run's own node of a config group whose option differs from the one this command
+    composed (`logger=none`), from its saved config: data, whose every `_target_` must be one
+    that a config of that group names (in nnlab's conf/ or a folder on the search path)."""
+    if group not in cfg or "/" in group:  # a global option (experiment=, debug=): not one node
+        reason = f"the run was started with {group}={option}: add it to resume the run"
+        raise ConfigError(group, chosen, reason)
+    node = OmegaConf.load(run_dir / layout.HYDRA_DIR / "config.yaml").get(group)
+    allowed = set()
+    for source in HydraConfig.get().runtime.config_sources:
+        if source.schema == "file":
+            for file in Path(source.path, group).glob("*.yaml"):
+                allowed |= _targets(yaml.safe_load(file.read_text()))
+    for target in sorted(_targets(OmegaConf.to_container(node))):
+        if target not in allowed:
+            reason = f"the run's {group}={option} names code no config of {group}/ names"
+            raise ConfigError(f"{group}._target_", target, reason)
+    with open_dict(cfg):
+        cfg[group] = node
+
+
+def _targets(node: Any) -> set[str]:
+    """Every `_target_` named in a plain config tree."""
+    if isinstance(node, dict):
+        found = {str(node["_target_"])} if "_target_" in node else set()
+        return found.union(*(_targets(value) for value in node.values()))
+    return set().union(*(_targets(v) for v in node)) if isinstance(node, list) else set()
+
+
+def _text(value: Any) -> str:
+    return str(OmegaConf.to_container(value) if isinstance(value, ListConfig) else value)
+
+
+def _names_code(value: Any) -> bool:
+    if isinstance(value, dict):
+        return "_target_" in value or any(_names_code(v) for v in value.values())
+    return isinstance(value, list) and any(_names_code(v) for v in value)
+
+
+def _this_command() -> list[str]:
+    """The overrides of the job under way, as Hydra keeps them ([] outside a Hydra job)."""
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
+def check_resumable(task: Any, cfg: DictConfig, checkpoint: Path) -> int:
+    """The step of `checkpoint`, once its weights are found to fit `task`, the module this
+    command built; else ConfigError naming the setting this command changed."""
+    saved = read(checkpoint, "ckpt_path", mapped=True)
+    difference = weights_difference(_weights_of(saved, task), weights(task))
+    if difference:
+        raise refusal(cfg, difference)
+    return int(saved.get("global_step", 0))
+
+
+def refusal(cfg: DictConfig, reason: str) -> ConfigError:
+    """Why the run cannot resume with this command's config, under the first setting the
+    command changed from the run's own (the likely cause), else under ckpt_path."""
+    left = "the run is left as it was: resume it with its own settings, or start a new run from "
+    left += "its weights with init_from="
+    original = values(layout.saved_overrides(Path(cfg.paths.output_dir)))
+    changed = {
+        key: value
+        for key, value in values(_this_command()).items()
+        if not key.startswith((*NOT_REPLAYED, "paths.")) and original.get(key, object()) != value
+    }
+    if not changed:
+        return ConfigError("ckpt_path", str(cfg.ckpt_path), f"{reason}; {left}")
+    key = min(changed, key=lambda key: key not in original)  # a changed value before a new key
+    had = f"the run had {key}={original[key]}" if key in original else "the run did not set it"
+    return ConfigError(key, changed[key], f"{had}; {reason}; {left}")
+
+
+def read(path: Path | str, key: str, mapped: bool = False) -> dict[str, Any]:
+    """The checkpoint at `path`, read weights-only; ConfigError under `key` if it cannot be.
+
+    `mapped`: the tensors map the file instead of being read, which is enough to check their
+    shapes (for a 500 MB checkpoint: 3 ms instead of 0.3 to 0.7 s).
+    """
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(key, str(path), "no such checkpoint file: nothing to load")
+    try:
+        try:
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=mapped)
+        except RuntimeError as error:  # torch maps only its zip format, not the legacy one
+            if not mapped or "mmap" not in str(error):
+                raise
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        named = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
+        what = f"it names {named[1]}, " if named else ""
+        raise ConfigError(
+            key,
+            str(path),
+            f"refused: it holds Python objects beyond weights ({what}which loading could run); "
+            "nnlab reads checkpoints weights-only",
+        ) from None
+    except Exception as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ConfigError(
+            key, str(path), f"not a readable checkpoint: truncated or corrupt ({reason})"
+        ) from None
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
+        raise ConfigError(key, str(path), "not a Lightning checkpoint (no state_dict)")
+    return checkpoint
+
+
+def weights_file(value: str, key: str, default: str = "best") -> Path:
+    """The checkpoint file `value` names: a .ckpt file, or a run dir (its `default` checkpoint,
+    else its last.ckpt)."""
+    path = Path(str(value)).expanduser()
+    if not path.is_dir():
+        return path
+    if not layout.is_run_dir(path):
+        raise ConfigError(key, value, "a folder, but not an nnlab run dir (no .hydra/)")
+    chosen = layout.checkpoint(path, default)
+    return chosen if chosen.is_file() else layout.checkpoint(path, "last")
+
+
+def load_weights(module: Any, path: Path | str, key: str) -> None:
+    """Copy the checkpoint's weights into `module`, exactly: every tensor must exist in both
+    with the same shape, or ConfigError names the first that does not. The running sums of
+    the module's metrics are not weights: a run started from them begins its epochs anew."""
+    own, saved = weights(module), _weights_of(read(path, key), module)
+    difference = weights_difference(saved, own)
+    if difference:
+        raise ConfigError(key, str(path), difference)
+    module.load_state_dict(saved, strict=False)
+
+
+def _weights_of(checkpoint: dict[str, Any], module: Any) -> dict[str, Any]:
+    """The checkpoint's tensors, less those of `module`'s metrics."""
+    metrics = set(module.state_dict()) - set(weights(module))
+    return {k: v for k, v in checkpoint["state_dict"].items() if k not in metrics}
+
+
+def weights(module: Any) -> dict[str, Any]:
+    """The module's state without its torchmetrics' running sums."""
+    from torchmetrics import Metric
+
+    metrics = tuple(
+        f"{name}." for name, m in module.named_modules() if isinstance(m, Metric) and name
+    )
+    return {k: v for k, v in module.state_dict().items() if not k.startswith(metrics)}
+
+
+def weights_difference(saved: dict[str, Any], own: dict[str, Any]) -> str | None:
+    """How the checkpoint's tensors `saved` differ from a module's `own` (the first tensor
+    missing or shaped otherwise), or None when the weights fit."""
+    for name, tensor in own.items():
+        if name not in saved:
+            return f"the checkpoint has no {name}: another network"
+        if tuple(getattr(saved[name], "shape", ())) != tuple(tensor.shape):
+            return (
+                f"layer {name} is {tuple(saved[name].shape)} in the checkpoint but "
+                f"{tuple(tensor.shape)} here; the network's config differs from the run's"
+            )
+    extra = sorted(set(saved) - set(own))
+    return f"the checkpoint has {extra[0]}, which this network lacks" if extra else None

@@ -1,0 +1,113 @@
+"""`-m`'s sweeper (hydra/sweeper=nnlab_grid): every combination of the swept values, as
+Hydra's basic sweeper makes them, launched by Hydra's launcher. What it adds: the sweep stops
+whole on a signal and ends with one line saying how its jobs ended (nnlab.sweep.signals), each
+job's dir is named after what varies between the jobs, and parallel jobs share the cores.
+
+Not Hydra's BasicSweeper itself: it raises the first failed job's error once its batch is
+done, where a sweep of nnlab's reports every job.
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Any
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.plugins import Plugins
+from hydra.plugins.launcher import Launcher
+from hydra.plugins.sweeper import Sweeper
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, OmegaConf, read_write
+
+from nnlab.errors import ConfigError, stop
+from nnlab.run import layout
+from nnlab.sweep import signals
+
+
+class GridSweeper(Sweeper):
+    hydra_context: HydraContext
+    config: DictConfig
+    launcher: Launcher
+
+    def __init__(self, params: dict[str, str] | None = None) -> None:
+        self.params = dict(params or {})
+
+    def setup(
+        self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
+    ) -> None:
+        self.hydra_context, self.config = hydra_context, config
+        self.launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=hydra_context, task_function=task_function, config=config
+        )
+
+    def sweep(self, arguments: list[str]) -> Any:
+        if self.config.get("ckpt_path"):
+            stop(
+                ConfigError(
+                    "ckpt_path", self.config.ckpt_path, "resume runs one at a time, without -m"
+                )
+            )
+        workers = signals.local_workers(self.config)
+        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
+        overrides = parser.parse_overrides(
+            [*(f"{k}={v}" for k, v in self.params.items()), *arguments]
+        )
+        jobs = grid(overrides)
+        sweep_dir = start_sweep(self.config, overrides, min(workers, len(jobs)))
+        statuses: list[str] = []
+        with signals.signals_stop_the_sweep(sweep_dir, forward_to_workers=workers > 0) as watch:
+            if watch.signum is None and signals.stopped_by(sweep_dir) is None:
+                self.validate_batch_is_legal(jobs)
+                results = self.launcher.launch(jobs, initial_job_idx=0)
+                statuses = [job_status(result.hydra_cfg) for result in results]
+        statuses += ["not run"] * (len(jobs) - len(statuses))
+        signals.finish(sweep_dir, statuses, watch.signum)
+
+
+def grid(overrides: list[Any]) -> list[list[str]]:
+    """Every combination of the swept values (a later override of a key replaces an earlier
+    one), each as a job's overrides: Hydra's own sweep syntax (`1,2`, `range`, `glob` over
+    config groups), read with Hydra's parser."""
+    values: dict[str, list[str]] = {}
+    for override in overrides:
+        key = override.get_key_element()
+        if override.is_sweep_override():
+            if not override.is_discrete_sweep():
+                reason = "a grid takes lists of values; an interval is for hparams_search"
+                stop(ConfigError(key, override.get_value_element_as_str(), reason))
+            values[key] = [f"{key}={value}" for value in override.sweep_string_iterator()]
+        else:
+            values[key] = [f"{key}={override.get_value_element_as_str()}"]
+    return [list(job) for job in itertools.product(*values.values())]
+
+
+def start_sweep(config: DictConfig, overrides: list[Any], jobs_at_once: int) -> Path:
+    """Make the sweep dir and its multirun.yaml; set what every job of the sweep inherits: dir
+    names without the keys they all share, and their share of the cores (JOBS_AT_ONCE)."""
+    from nnlab.train import JOBS_AT_ONCE
+
+    sweep_dir = Path(str(config.hydra.sweep.dir))
+    try:
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        reason = f"cannot write there ({error.strerror}: {error.filename})"
+        stop(ConfigError("paths.log_dir", str(config.paths.log_dir), reason))
+    OmegaConf.save(config, sweep_dir / "multirun.yaml")
+    fixed = [o.get_key_element() for o in overrides if not o.is_sweep_override()]
+    excluded = [*config.hydra.job.config.override_dirname.exclude_keys, *fixed]
+    # The launcher composes each job from the sweep's Hydra overrides plus the job's own, so
+    # a Hydra override added here reaches every job.
+    with read_write(config.hydra.overrides):
+        config.hydra.overrides.hydra.append(
+            f"hydra.job.config.override_dirname.exclude_keys=[{','.join(excluded)}]"
+        )
+        if jobs_at_once > 1:
+            config.hydra.overrides.hydra.append(f"+hydra.job.env_set.{JOBS_AT_ONCE}={jobs_at_once}")
+    return sweep_dir
+
+
+def job_status(hydra_cfg: DictConfig) -> str:
+    """How a job ended, as its metrics.json says (a job that wrote none did not end itself)."""
+    status = layout.read_metrics(hydra_cfg.hydra.runtime.output_dir).get("status")
+    return str(status or "failed: the job wrote no metrics.json")
