@@ -38,12 +38,13 @@ report: $(READY)
 reproduce: $(READY)
 	$(BIN)/nnlab-reproduce $(ARGS)
 
-# make test: everything but the tests on real data (Debian's Fashion-MNIST); make test-slow: those.
+# make test: the fast inner loop; make test-slow: the tests over 10 s (new processes: signals,
+# DDP, parallel workers; Debian's Fashion-MNIST). CI runs both.
 test: $(READY) lint
-	$(BIN)/python -m pytest -m "not real_data" $(ARGS)
+	$(BIN)/python -m pytest -m "not slow" $(ARGS)
 
 test-slow: $(READY)
-	$(BIN)/python -m pytest -m real_data $(ARGS)
+	$(BIN)/python -m pytest -m slow $(ARGS)
 
 bench: $(READY)
 	$(BIN)/python benchmarks/rings.py $(ARGS)

@@ -146,3 +146,43 @@ def test_help_or_cfg_with_a_bad_override_is_one_line_and_exit_2(tmp_path, flags,
     assert result.returncode == 2
     assert says in result.stderr and result.stderr.count("nnlab: ") == 1
     assert "Traceback" not in result.stderr
+
+
+def test_every_run_composes_its_config_exactly_once(cli, tmp_path, monkeypatch):
+    """Counted at Hydra's public ConfigLoader.load_configuration, which the command line and
+    the compose API both go through: a resume, a start from weights, the Python API and a
+    refused key each compose the run's config once. (Hydra's main also composes once in
+    MULTIRUN mode, to read `hydra.mode` before it chooses to run or sweep: not counted.)"""
+    from hydra.core.config_loader import ConfigLoader
+    from hydra.types import RunMode
+
+    from nnlab.api import train
+
+    composes = []
+    for loader in ConfigLoader.__subclasses__():  # Hydra's implementation of the interface
+        load = loader.load_configuration
+
+        def counted(self, config_name, overrides, run_mode, *args, _load=load, **kwargs):
+            if run_mode == RunMode.RUN:
+                composes.append(overrides)
+            return _load(self, config_name, overrides, run_mode, *args, **kwargs)
+
+        monkeypatch.setattr(loader, "load_configuration", counted)
+
+    rings = ["experiment=rings", "trainer.max_steps=200", "logger=none"]
+    assert cli(*rings).returncode == 0
+    (run_dir,) = run_dirs(tmp_path / "logs")
+    (run_dir / "metrics.json").write_text('{"status": "interrupted"}')  # as a stopped run's
+    composes.clear()
+    commands = [
+        ["experiment=rings", "ckpt_path=last"],
+        [*rings, f"init_from={run_dir}"],
+        ["experiment=rings", "model.width=3"],
+    ]
+    for overrides in commands:
+        result = cli(*overrides)
+        assert result.returncode == (2 if "model.width=3" in overrides else 0), result.stderr
+        assert len(composes) == 1, (overrides, composes)
+        composes.clear()
+    train([*rings, f"paths.log_dir={tmp_path / 'api'}"])
+    assert len(composes) == 1

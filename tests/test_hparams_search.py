@@ -111,6 +111,7 @@ def sigterm_during_first_trial(tmp_path: Path, command: list[str]) -> None:
     assert "nnlab: search rings_optuna interrupted by SIGTERM; the same command continues" in stderr
 
 
+@pytest.mark.slow
 def test_sigterm_stops_a_search_with_143_and_its_unfinished_trial_runs_again(cli, tmp_path):
     # The basic launcher: the trial runs in the search's own process, and the signal reaches
     # it there. (Joblib's workers, stopped by the same nnlab.sweeps, are tests/test_sweep.py's.)
@@ -275,6 +276,7 @@ def search_command(tmp_path: Path, trials: int, *extra: str) -> list[str]:
     return [*command, "hydra/launcher=basic", "trainer.max_steps=100", *extra]
 
 
+@pytest.mark.slow
 def test_two_searches_share_one_study_and_its_budget(tmp_path):
     # Started together on a new SQLite file: both create it, neither runs the other's trial.
     searches = [
@@ -296,6 +298,7 @@ def test_two_searches_share_one_study_and_its_budget(tmp_path):
     assert len(run_dirs(tmp_path / "logs")) == 5  # each trial ran once, in one process
 
 
+@pytest.mark.slow
 def test_a_dead_searchs_trial_is_run_again_by_another_search(cli, tmp_path):
     logs = tmp_path / "logs"
     killed = subprocess.Popen(search_command(tmp_path, 2, "trainer.max_steps=200000"), cwd=tmp_path)

@@ -203,7 +203,7 @@ def test_a_damaged_idx_file_stops_the_command_naming_it(cli, tmp_path, tiny_mnis
     assert "train-images-idx3-ubyte" in result.stderr and "Traceback" not in result.stderr
 
 
-@pytest.mark.real_data
+@pytest.mark.slow
 @pytest.mark.skipif(
     not DEBIAN_FASHION.is_dir(), reason="Debian's dataset-fashion-mnist is not installed"
 )

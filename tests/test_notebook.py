@@ -22,7 +22,7 @@ def outputs_of(notebook: nbformat.NotebookNode) -> str:
     return "\n".join(texts)
 
 
-@pytest.mark.real_data
+@pytest.mark.slow
 @pytest.mark.skipif(
     not DEBIAN_FASHION.is_dir(), reason="Debian's dataset-fashion-mnist is not installed"
 )

@@ -62,6 +62,7 @@ def test_a_plain_lightning_module_gets_a_run_dir_metrics_checkpoints_and_hparams
     assert {"val_acc", "test_acc", "train_loss"} <= columns
 
 
+@pytest.mark.slow
 def test_a_plain_module_resumes_after_sigterm_and_nnlab_eval_tests_it_again(
     own_code, cli, tmp_path
 ):

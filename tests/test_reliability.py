@@ -84,6 +84,7 @@ def test_diverging_run_exits_with_status_3(cli, tmp_path):
     assert read_metrics(run_dir)["status"] == "diverged"
 
 
+@pytest.mark.slow
 def test_sigterm_saves_the_run_and_resuming_ends_where_an_uninterrupted_run_ends(cli, tmp_path):
     overrides = ["experiment=rings", "trainer.max_steps=4000", "model.hidden_nodes=4"]
     logs = tmp_path / "logs"

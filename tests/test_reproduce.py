@@ -258,7 +258,7 @@ def test_summarize_gives_the_mean_and_students_t_interval():
     assert math.isnan(paired_t_test([0.1]))
 
 
-@pytest.mark.real_data
+@pytest.mark.slow
 @pytest.mark.skipif(
     not DEBIAN_FASHION.is_dir(), reason="Debian's dataset-fashion-mnist is not installed"
 )

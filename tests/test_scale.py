@@ -2,21 +2,41 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import yaml
 from conftest import assert_same_completed_metrics, only_run, read_metrics, run_dirs, trained
 
+from nnlab.train import CONFIG_DIR
 
-def test_ddp_on_two_cpu_processes_writes_one_run_dir_with_single_process_metrics(
-    cli, process_cli, tmp_path
+EXPERIMENTS = sorted(path.stem for path in (CONFIG_DIR / "experiment").glob("*.yaml"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_runs_under_ddp_on_two_cpu_processes_into_one_run_dir(
+    process_cli, tmp_path, tiny_mnist, experiment
 ):
-    # One optimizer step per batch, the standard contract that Lightning's DDP strategy runs.
-    overrides = ["experiment=rings", "trainer.max_steps=150", "task.steps_per_batch=1"]
-    overrides += ["model.hidden_nodes=4", "trainer.val_check_interval=50"]
+    data = [f"paths.data_dir={tiny_mnist}", "data.download=false"]
+    images = data if experiment.startswith(("mnist", "fashion")) else []
+    overrides = [f"experiment={experiment}", "trainer=ddp_cpu", "debug=fdr", *images]
+    run_dir = only_run(process_cli, tmp_path / "ddp", *overrides)  # one, not one per process
+    metrics = read_metrics(run_dir)
+    assert metrics.pop("status") == "completed" and math.isfinite(metrics["test/loss"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("experiment", ["rings", "wave"])
+def test_the_full_batch_tasks_under_ddp_end_with_one_processs_metrics(
+    cli, process_cli, tmp_path, experiment
+):
+    # 100 steps on each full batch, through Lightning's manual optimization: both processes
+    # see the whole training set, and DDP averages their identical gradients at every step.
+    overrides = [f"experiment={experiment}", "trainer.max_steps=300", "model.hidden_nodes=4"]
     ddp_dir = only_run(process_cli, tmp_path / "ddp", *overrides, "trainer=ddp_cpu")
     assert not (tmp_path / "logs").exists()  # one run dir, not one per process
     single_dir = only_run(cli, tmp_path / "single", *overrides)
-    # both processes see the full batch; DDP averages their identical gradients
     assert_same_completed_metrics(ddp_dir, single_dir, rel=1e-4, abs=1e-6)
 
 
@@ -29,6 +49,7 @@ def test_the_full_batch_tasks_many_steps_a_batch_run_under_the_ddp_strategy(conf
     assert trained(ddp) == pytest.approx(trained(single), rel=1e-5)
 
 
+@pytest.mark.slow
 def test_submitit_local_launcher_runs_a_two_job_sweep(cli, tmp_path):
     result = cli(
         "hydra/launcher=local", "trainer.max_steps=200", "model.hidden_nodes=1,3", multirun=True

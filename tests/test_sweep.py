@@ -9,12 +9,14 @@ import sys
 import time
 
 import psutil
+import pytest
 import yaml
 from conftest import read_metrics, run_dirs
 
 from nnlab.analysis.report import main as report_main
 
 
+@pytest.mark.slow
 def test_sweep_writes_one_run_dir_per_job(process_cli, tmp_path):
     result = process_cli(  # a new process: the workers' lines reach its console
         "experiment=rings",
@@ -64,6 +66,7 @@ def test_a_bad_job_fails_alone_and_the_sweep_reports_it(cli, tmp_path):
     assert statuses[0].startswith("failed: bad config model.hidden_nodes=0")
 
 
+@pytest.mark.slow
 def test_sigterm_stops_the_whole_sweep_and_no_job_starts_after_it(tmp_path):
     # 6 long jobs on 2 workers: the signal comes while the first two train.
     logs = tmp_path / "logs"

@@ -23,6 +23,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 import nnlab
+from nnlab import compat
 from nnlab.errors import ConfigError, Interrupted, NotRun, RunStopped, exits, stop, stopped
 from nnlab.run import layout, resume
 from nnlab.run.config import check_config
@@ -57,10 +58,10 @@ class Run:
 
     def logged_metrics(self) -> dict[str, float]:
         """Every scalar the module has logged, at its latest value, a resumed run's earlier
-        ones included (nnlab.run.callbacks.LoggedMetrics)."""
-        from nnlab.run.callbacks import LoggedMetrics
+        ones included (nnlab.run.callbacks.ResumeState)."""
+        from nnlab.run.callbacks import ResumeState
 
-        keeper = next(c for c in self.trainer.callbacks if isinstance(c, LoggedMetrics))
+        keeper = next(c for c in self.trainer.callbacks if isinstance(c, ResumeState))
         return keeper.metrics(self.trainer)
 
 
@@ -109,9 +110,7 @@ def build_run(cfg: DictConfig, starts_processes: bool = False) -> Run:
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     from nnlab.run import callbacks as nnlab_callbacks
-    from nnlab.run import trackers
     from nnlab.run.build import build, check_network_fits
-    from nnlab.run.progress import progress_bar
 
     quiet_libraries()
     if not nnlab.USER_SET_NVML_CHECK:  # see nnlab/__init__.py
@@ -124,24 +123,24 @@ def build_run(cfg: DictConfig, starts_processes: bool = False) -> Run:
     check_network_fits(cfg)
     datamodule, task = build(cfg, "data"), build(cfg, "task")
     _check_shapes(datamodule, task)
-    trackers.prepare(cfg.get("logger"))
     loggers = [build(cfg, f"logger.{name}") for name in cfg.get("logger") or {}]
     callbacks = [build(cfg, f"callbacks.{name}") for name in cfg.get("callbacks") or {}]
     last = layout.checkpoint(cfg.paths.output_dir, "last")
     callbacks += [
         nnlab_callbacks.TrainingGuard(),  # first: it reads the losses before a stop saves
         nnlab_callbacks.GracefulStop(last),
-        nnlab_callbacks.ResumedLoaderState(),
-        nnlab_callbacks.LoggedMetrics(),
+        nnlab_callbacks.ResumeState(),
     ]
     # Without a ModelCheckpoint among the callbacks, Lightning would add its own.
     settings = {"enable_checkpointing": any(isinstance(c, ModelCheckpoint) for c in callbacks)}
     if is_multirun():
         settings |= {"enable_progress_bar": False, "enable_model_summary": False}
     if settings.get("enable_progress_bar", cfg.trainer.get("enable_progress_bar", True)):
-        callbacks.append(progress_bar(OmegaConf.to_container(cfg.trainer, resolve=True)))
+        trainer_settings = OmegaConf.to_container(cfg.trainer, resolve=True)
+        callbacks.append(nnlab_callbacks.progress_bar(trainer_settings))
     _check_accelerator(cfg.trainer)
     trainer = build(cfg, "trainer", logger=loggers or False, callbacks=callbacks, **settings)
+    compat.skip_empty_hooks(trainer.callbacks)
     launches = (
         trainer.world_size > 1
         and not trainer.strategy.cluster_environment.creates_processes_externally

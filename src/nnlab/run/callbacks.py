@@ -1,6 +1,7 @@
-"""The callbacks nnlab adds to every run, whatever conf/callbacks/ selects. They read only what
-Lightning gives any module (the loss `training_step` returns, the trainer's counters), so they
-hold for a module of yours as for nnlab's tasks."""
+"""The callbacks nnlab adds to every run, whatever conf/callbacks/ selects, and the one its
+conf/callbacks/ names (LastCheckpoint). They read only what Lightning gives any module (the
+loss `training_step` returns, the trainer's counters), so they hold for a module of yours as
+for nnlab's tasks."""
 
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ProgressBar, RichProgressBar
 from lightning.pytorch.trainer.states import TrainerFn
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from nnlab import compat
 from nnlab.errors import Diverged, Interrupted
@@ -164,11 +167,16 @@ def _last_saved(trainer: L.Trainer) -> str | None:
     return None
 
 
-class LoggedMetrics(Callback):
-    """Every value the module has logged, at its latest, across fit, validate and test (each
-    of which starts Lightning's own record anew), and across a resume: each checkpoint keeps
-    them, so that a resumed run's metrics.json holds them all, the ones it does not log again
-    included (a run stopped at its last step logs nothing more)."""
+class ResumeState(Callback):
+    """What a resumed run needs beyond Lightning's own checkpoint.
+
+    The values the module has logged, at their latest, across fit, validate and test (each of
+    which starts Lightning's record anew): every checkpoint keeps them, so that a resumed run's
+    metrics.json holds them all, those it does not log again included (a run stopped at its
+    last step logs nothing more). And the training loaders' place in the epoch, which Lightning
+    drops when the module read `trainer.estimated_stepping_batches` while configuring its
+    optimizers (nnlab.compat): loaded at the start of training, before the loaders are read.
+    """
 
     KEY = "nnlab_logged_metrics"
 
@@ -178,6 +186,9 @@ class LoggedMetrics(Callback):
     def metrics(self, trainer: L.Trainer) -> dict[str, float]:
         self.logged |= latest_metrics(trainer)
         return dict(self.logged)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        compat.load_pending_loader_states(trainer)
 
     def on_train_end(self, trainer: L.Trainer, _: Any) -> None:
         self.metrics(trainer)
@@ -190,16 +201,6 @@ class LoggedMetrics(Callback):
 
     def on_load_checkpoint(self, trainer: L.Trainer, _: Any, checkpoint: dict) -> None:
         self.logged = dict(checkpoint.get(self.KEY, {}))
-
-
-class ResumedLoaderState(Callback):
-    """A resumed run's training DataLoaders take up the epoch where the checkpoint left it:
-    Lightning drops their saved state when the module read `trainer.estimated_stepping_batches`
-    while configuring its optimizers (nnlab.compat). The start of training is in time: loaders
-    are first iterated after it."""
-
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        compat.load_pending_loader_states(trainer)
 
 
 class LastCheckpoint(ModelCheckpoint):
@@ -225,3 +226,81 @@ class LastCheckpoint(ModelCheckpoint):
         every = trainer.check_val_every_n_epoch
         if every and every > 1 and (trainer.current_epoch + 1) % every:
             trainer.save_checkpoint(Path(self.dirpath) / "last.ckpt")
+
+
+def progress_bar(trainer_settings: dict[str, Any]) -> ProgressBar:
+    """nnlab's bar for a budget of optimizer steps, Lightning's Rich bar for an epoch budget.
+
+    Lightning's bars count batches within an epoch: with `trainer.max_steps` as the budget and
+    no epoch limit (the rings, the wave, the series) that says nothing, and a full-batch task's
+    epoch is one batch (its bar read `Epoch 99/-2 1/1`)."""
+    steps = trainer_settings.get("max_steps") or -1
+    epochs = trainer_settings.get("max_epochs")
+    return StepProgressBar() if steps > 0 and epochs in (None, -1) else RichProgressBar()
+
+
+class StepProgressBar(ProgressBar):
+    """One bar from step 0 (or where a resumed run stopped) to `trainer.max_steps`, with the
+    values logged for the bar (`prog_bar=True`). Validation and testing have no bar of their
+    own: they are short beside training, and the summary reports them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.enabled = True
+        self.progress: Progress | None = None
+
+    def disable(self) -> None:
+        self.enabled = False
+
+    def enable(self) -> None:
+        self.enabled = True
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not self.enabled:
+            return
+        self.progress = Progress(
+            TextColumn("Training"),
+            BarColumn(bar_width=20),
+            TextColumn("{task.completed:,.0f}/{task.total:,.0f} steps"),
+            TextColumn("{task.fields[speed]}"),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[metrics]}"),
+            console=Console(),
+        )
+        total, done = trainer.max_steps, trainer.global_step
+        self.progress.add_task("", total=total, completed=done, speed="", metrics="")
+        self.progress.start()
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *_: Any) -> None:
+        self._show(trainer, pl_module)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._show(trainer, pl_module)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._show(trainer, pl_module)
+        self.on_exception(trainer, pl_module, None)
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, _: Any) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+
+    def _show(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.progress is None:
+            return
+        metrics = self.get_metrics(trainer, pl_module)
+        shown = "  ".join(
+            f"{name} {value:.4g}" if isinstance(value, float) else f"{name} {value}"
+            for name, value in metrics.items()
+            if name != "v_num"
+        )
+        room = max(0, self.progress.console.width - 80)  # the metrics get what the columns leave
+        shown = shown if len(shown) <= room else shown[: max(0, room - 1)] + "…"
+        speed = self.progress.tasks[0].speed
+        self.progress.update(
+            self.progress.task_ids[0],
+            completed=trainer.global_step,
+            speed=f"{speed:,.0f} steps/s" if speed else "",
+            metrics=shown,
+        )

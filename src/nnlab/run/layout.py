@@ -150,7 +150,7 @@ def resumed_checkpoint(ckpt_path: str, run: Path) -> Path:
 
 def register_resolvers() -> None:
     """The resolvers nnlab's configs use (conf/hydra/default.yaml, conf/logger/*.yaml)."""
-    from nnlab.run.trackers import wandb_offline
+    from nnlab.run.trackers import mlflow_store, wandb_offline
 
     # use_cache: a sweep's jobs copy the sweep's resolved values (Hydra does, for `now` too),
     # so all of them agree on the sweep's dir, even in other processes.
@@ -164,3 +164,4 @@ def register_resolvers() -> None:
     OmegaConf.register_new_resolver("join", lambda items: ",".join(map(str, items)), replace=True)
     OmegaConf.register_new_resolver("abspath", lambda p: str(Path(str(p)).resolve()), replace=True)
     OmegaConf.register_new_resolver("wandb_offline", wandb_offline, replace=True)
+    OmegaConf.register_new_resolver("mlflow_store", mlflow_store, replace=True)

@@ -2,9 +2,9 @@
 
 Lightning's MLFlowLogger and WandbLogger log the metrics and the hyperparameters. nnlab adds
 the figures (an MLflow artifact, a W&B image), keeps both off the network unless asked
-(MLflow's telemetry off by default; W&B offline unless the user has logged in), makes the
-folder of MLflow's local SQLite store, and ends the W&B run, which Lightning leaves open.
-Neither package is imported unless its logger is in the run.
+(MLflow's telemetry off by default; W&B offline unless the user has logged in; both set by
+the resolvers their configs use), and ends the W&B run, which Lightning leaves open. Neither
+package is imported unless its logger is in the run.
 """
 
 from __future__ import annotations
@@ -16,14 +16,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from omegaconf import DictConfig
-
-SQLITE = "sqlite:///"
-
 
 def wandb_offline() -> bool:
     """W&B runs offline unless this machine has the user's credentials (WANDB_API_KEY, or a
-    ~/.netrc entry from `wandb login`); WANDB_MODE=offline always wins. Asks no server."""
+    ~/.netrc entry from `wandb login`); WANDB_MODE=offline always wins. Asks no server. (The
+    resolver of conf/logger/wandb.yaml, which also keeps W&B's console lines off unless the
+    user's environment says otherwise: nnlab prints the run's summary.)"""
+    os.environ.setdefault("WANDB_SILENT", "true")
     if os.environ.get("WANDB_MODE") in ("offline", "dryrun", "disabled"):
         return True
     if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_IDENTITY_TOKEN_FILE"):
@@ -37,18 +36,14 @@ def wandb_offline() -> bool:
     return not (credentials and credentials[2])
 
 
-def prepare(logger_cfg: DictConfig | None) -> None:
-    """Before the loggers are built: the folder of an MLflow SQLite store (SQLite makes the
-    file, not its folder); MLflow's telemetry off and W&B's console lines off, unless the
+def mlflow_store(folder: str) -> str:
+    """The URI of a local MLflow store in `folder` (the resolver of conf/logger/mlflow.yaml):
+    the folder made (SQLite makes its file, not the folder), MLflow's telemetry off unless the
     user's environment says otherwise."""
-    for node in (logger_cfg or {}).values():
-        uri = str(node.get("tracking_uri") or "")
-        if "WandbLogger" in str(node.get("_target_", "")):
-            os.environ.setdefault("WANDB_SILENT", "true")  # nnlab prints the run's summary
-        if "MLFlowLogger" in str(node.get("_target_", "")):
-            os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-            if uri.startswith(SQLITE):
-                Path(uri.removeprefix(SQLITE)).parent.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    path = Path(str(folder)).resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{path / 'mlflow.db'}"
 
 
 def log_figure(loggers: Iterable[Any], name: str, path: Path, step: int) -> None:
