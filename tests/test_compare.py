@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 
 from nnlab.analysis.compare import compare, mcnemar_exact
+from nnlab.analysis.compare import main as compare_main
+from nnlab.errors import BadInput
 
 
 def predictions(predicted, target=None, index=None):
@@ -44,11 +46,23 @@ def test_predictions_are_aligned_by_image_index():
 
 
 def test_runs_whose_labels_differ_are_refused():
-    with pytest.raises(SystemExit, match="the same image indexes carry different labels"):
+    with pytest.raises(BadInput, match="the same image indexes carry different labels"):
         compare(predictions([0, 1], target=[0, 1]), predictions([0, 1], target=[3, 4]))
 
 
 def test_runs_on_different_test_images_are_refused():
-    with pytest.raises(SystemExit) as stop:
+    with pytest.raises(BadInput) as stop:
         compare(predictions([0, 0]), predictions([0, 0], index=[0, 9]))
     assert "tested on different images (2 and 2, 1 shared)" in str(stop.value)
+
+
+def test_a_truncated_predictions_file_is_bad_input_exit_2(tmp_path, capsys):
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "test_predictions.npz").write_bytes(b"PK\x03\x04 cut short")
+    with pytest.raises(SystemExit) as stop:
+        compare_main([str(tmp_path / "a"), str(tmp_path / "b")])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("nnlab-compare: ") and "does not read as saved predictions" in err
+    assert len(err.strip().splitlines()) == 1

@@ -40,7 +40,8 @@ def test_report_tabulates_a_sweep_and_plots_its_metric(cli, tmp_path):
 def test_report_names_what_it_cannot_find(tmp_path, capsys):
     with pytest.raises(SystemExit) as stop:
         report_main([str(tmp_path)])
-    assert "no run dirs" in str(stop.value)
+    assert stop.value.code == 2
+    assert "nnlab-report: no run dirs" in capsys.readouterr().err
 
 
 def test_a_folder_of_single_runs_with_keys_some_lack_is_reported(cli, tmp_path):
@@ -59,3 +60,21 @@ def test_a_folder_of_single_runs_with_keys_some_lack_is_reported(cli, tmp_path):
         assert [row["model.activation"] for row in rows] == ["", "relu", ""]
         assert rows[2]["val/acc"] == "" and rows[2]["status"].startswith("failed: bad config")
         assert (runs / "report.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_run_dirs_whose_files_do_not_read_are_listed_as_such(tmp_path, capsys):
+    # A run dir's files are data: a truncated metrics.json or a hand-edited overrides.yaml
+    # shows in the table; it stops neither the report nor the other runs.
+    for name, overrides, metrics in (
+        ("good", "- model.hidden_nodes=2\n", '{"status": "completed", "val/acc": 0.9}'),
+        ("cut", "- model.hidden_nodes=3\n", '{"status": "compl'),
+        ("edited", "- model.hidden_nodes=[\n", '{"status": "completed", "val/acc": 0.8}'),
+    ):
+        (tmp_path / name / ".hydra").mkdir(parents=True)
+        (tmp_path / name / ".hydra" / "overrides.yaml").write_text(overrides)
+        (tmp_path / name / "metrics.json").write_text(metrics)
+    report_main([str(tmp_path)])
+    rows = {row["run"]: row for row in csv.DictReader((tmp_path / "report.csv").open())}
+    assert rows["cut"]["status"] == "metrics.json does not read as JSON"
+    assert rows["good"]["val/acc"] == "0.9" and rows["edited"]["val/acc"] == "0.8"
+    assert rows["edited"]["model.hidden_nodes"] == ""

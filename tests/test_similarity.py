@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from nnlab.analysis.similarity import cosine_top_k, precision_at_k
+from nnlab.tasks.autoencoder import cosine_top_k, precision_at_k
 
 
 def test_chunked_search_matches_the_full_matrix():

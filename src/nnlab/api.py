@@ -28,8 +28,7 @@ from hydra.types import HydraContext, RunMode
 from omegaconf import DictConfig
 
 from nnlab import compat
-from nnlab.checks import DataNotFound
-from nnlab.errors import ConfigError, RunStopped, stopped
+from nnlab.errors import ConfigError, raised_as_known
 from nnlab.run import layout
 from nnlab.train import CONFIG_DIR, Run
 from nnlab.train import train as train_config
@@ -50,36 +49,23 @@ def train(overrides: Sequence[str] = ()) -> Run:
     with (
         restored_process_state(),
         initialize_config_dir(str(CONFIG_DIR), version_base="1.3", job_name="train"),
+        raised_as_known(),
     ):
-        try:
-            cfg = compose("train", overrides, return_hydra_config=True)
-            cfg.hydra.mode = RunMode.RUN
-            callbacks = compat.hydra_callbacks(cfg)
-            context = HydraContext(GlobalHydra.instance().config_loader(), callbacks)
-            callbacks.on_run_start(config=cfg, config_name="train")
-            job = run_job(train_config, cfg, "hydra.run.dir", None, hydra_context=context)
-            callbacks.on_run_end(config=cfg, config_name="train", job_return=job)
-            return job.return_value  # raises what the run raised
-        except (RunStopped, DataNotFound):
-            raise
-        except Exception as error:  # Hydra's refusal to compose, say
-            known = stopped(error)
-            if known is None:
-                raise
-            raise known from None
+        cfg = compose("train", overrides, return_hydra_config=True)
+        cfg.hydra.mode = RunMode.RUN
+        callbacks = compat.hydra_callbacks(cfg)
+        context = HydraContext(GlobalHydra.instance().config_loader(), callbacks)
+        callbacks.on_run_start(config=cfg, config_name="train")
+        job = run_job(train_config, cfg, "hydra.run.dir", None, hydra_context=context)
+        callbacks.on_run_end(config=cfg, config_name="train", job_return=job)
+        return job.return_value  # raises what the run raised
 
 
 def compose_config(overrides: Sequence[str] = ()) -> DictConfig:
     """The config `nnlab-train *overrides` would run, composed by Hydra, to read (not to run:
     values that need Hydra's job, such as `paths.output_dir`, are not resolved)."""
-    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-        try:
-            return compose("train", list(overrides))
-        except Exception as error:
-            known = stopped(error)
-            if known is None:
-                raise
-            raise known from None
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"), raised_as_known():
+        return compose("train", list(overrides))
 
 
 def load_run(run_dir: str | Path, ckpt: str = "best") -> Run:

@@ -223,6 +223,21 @@ def stop(error: RunStopped, program: str = "nnlab") -> NoReturn:
 
 
 @contextmanager
+def raised_as_known() -> Iterator[None]:
+    """For Python callers: an error that means something to the user raised as its RunStopped
+    (Hydra's refusal as ConfigError); missing data stays FileNotFoundError, a bug as it is."""
+    try:
+        yield
+    except (RunStopped, DataNotFound):
+        raise
+    except Exception as error:
+        known = stopped(error)
+        if known is None:
+            raise
+        raise known from None
+
+
+@contextmanager
 def exits(program: str = "nnlab") -> Iterator[None]:
     """Run a command's body; whatever stops it ends the process as `stop` does."""
     os.environ.setdefault(USER_FULL_ERROR, "1" if full_error() else "0")

@@ -34,6 +34,13 @@ def parse_error(error: OverrideParseException, key: str | None = None) -> Config
     return ConfigError(key or name.lstrip("+~"), value, reason)
 
 
+def command_overrides() -> list[str]:
+    """The overrides of the Hydra job under way, as Hydra keeps them ([] outside a job)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
 def key_of(override: str) -> str:
     """`+model.width=3` -> `model.width`."""
     return override.split("=", 1)[0].lstrip("+~")
@@ -41,7 +48,11 @@ def key_of(override: str) -> str:
 
 def value_of(override: Override) -> Any:
     """The override's value as Python: a quoted string's text, not the quoting object."""
-    value = override.value()
+    return plain(override.value())
+
+
+def plain(value: Any) -> Any:
+    """A parsed value as Python: a quoted string's text, not the quoting object."""
     return value.text if isinstance(value, QuotedString) else value
 
 

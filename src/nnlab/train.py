@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 import nnlab
 from nnlab import compat
 from nnlab.errors import ConfigError, Interrupted, NotRun, RunStopped, exits, stop, stopped
+from nnlab.overrides import command_overrides
 from nnlab.run import layout, resume
 from nnlab.run.config import check_config
 from nnlab.run.console import DETAILS, quiet_console, quiet_libraries
@@ -221,7 +222,7 @@ def _describe(run: Run, threads: int) -> None:
     from lightning.pytorch.utilities.model_summary import ModelSummary
 
     cfg, task, trainer = run.cfg, run.task, run.trainer
-    changed = " ".join(HydraConfig.get().overrides.task) if HydraConfig.initialized() else ""
+    changed = " ".join(command_overrides())
     log.info("%s: %s", cfg.task_name, changed or "the defaults")
     built = [type(task).__name__]
     network = getattr(task, "network", None)

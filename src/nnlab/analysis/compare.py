@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import argparse
 import math
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from nnlab.errors import BadInput, exits
 from nnlab.tasks.image_classifier import PREDICTIONS
 
 SIGNIFICANCE = 0.05
@@ -67,15 +69,15 @@ def compare(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> Comparison:
     order_a, order_b = np.argsort(a["index"]), np.argsort(b["index"])
     if not np.array_equal(a["index"][order_a], b["index"][order_b]):
         shared = len(np.intersect1d(a["index"], b["index"]))
-        raise SystemExit(
-            f"nnlab-compare: the runs were tested on different images ({len(a['index'])} and "
+        raise BadInput(
+            f"the runs were tested on different images ({len(a['index'])} and "
             f"{len(b['index'])}, {shared} shared); compare runs with the same dataset, "
             "data.test_subset and data.seed"
         )
     targets = a["target"][order_a]
     if not np.array_equal(targets, b["target"][order_b]):
-        raise SystemExit(
-            "nnlab-compare: the same image indexes carry different labels in the two runs; "
+        raise BadInput(
+            "the same image indexes carry different labels in the two runs; "
             "compare runs tested on the same dataset"
         )
     right_a = a["predicted"][order_a] == targets
@@ -115,11 +117,12 @@ def compare_runs(run_a: Path, run_b: Path) -> Comparison:
 def load(run_dir: Path) -> dict[str, np.ndarray]:
     path = run_dir / f"{PREDICTIONS}.npz"
     if not path.is_file():
-        raise SystemExit(
-            f"nnlab-compare: {path} does not exist (only image classifiers save predictions)"
-        )
-    with np.load(path) as saved:
-        return {key: saved[key] for key in ("index", "target", "predicted")}
+        raise BadInput(f"{path} does not exist (only image classifiers save predictions)")
+    try:  # allow_pickle stays False: a file of arrays, never of objects
+        with np.load(path) as saved:
+            return {key: saved[key] for key in ("index", "target", "predicted")}
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+        raise BadInput(f"{path} does not read as saved predictions ({error})") from None
 
 
 def report(result: Comparison, name_a: str, name_b: str) -> str:
@@ -155,7 +158,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("run_a", type=Path)
     parser.add_argument("run_b", type=Path)
     args = parser.parse_args(argv)
-    result = compare_runs(args.run_a, args.run_b)
+    with exits("nnlab-compare"):
+        result = compare_runs(args.run_a, args.run_b)
     print(report(result, str(args.run_a), str(args.run_b)))
 
 

@@ -27,6 +27,7 @@ from typing import Any
 
 import yaml
 
+from nnlab.errors import BadInput, ConfigError, exits
 from nnlab.overrides import values
 
 SEED_KEYS = ("seed",)
@@ -100,12 +101,21 @@ def read_runs(folder: Path) -> list[RunRecord]:
     runs = []
     for hydra_dir in sorted(folder.rglob(".hydra"), key=_natural_order):
         run_dir = hydra_dir.parent
-        overrides = values(yaml.safe_load((hydra_dir / "overrides.yaml").read_text()) or [])
+        try:  # a run dir's files are data, and may be truncated or hand-edited
+            overrides = values(yaml.safe_load((hydra_dir / "overrides.yaml").read_text()) or [])
+        except (OSError, ValueError, TypeError, yaml.YAMLError, ConfigError):
+            overrides = {}
         metrics_file = run_dir / "metrics.json"
         if not metrics_file.is_file():
             runs.append(RunRecord(run_dir, overrides, "no metrics.json: killed, or still running"))
             continue
-        payload = json.loads(metrics_file.read_text())
+        try:
+            payload = json.loads(metrics_file.read_text())
+        except (OSError, ValueError):
+            payload = None
+        if not isinstance(payload, dict):
+            runs.append(RunRecord(run_dir, overrides, "metrics.json does not read as JSON"))
+            continue
         status = str(payload.pop("status", "unknown"))
         if payload.get("tags"):
             overrides["tags"] = ",".join(str(tag) for tag in payload["tags"])
@@ -266,16 +276,16 @@ def report(
     """Write report.csv, report.md and (when a parameter was swept) report.png into `folder`."""
     runs = read_runs(folder)
     if not runs:
-        raise SystemExit(f"nnlab-report: no run dirs (folders with .hydra/) under {folder}")
+        raise BadInput(f"no run dirs (folders with .hydra/) under {folder}")
     keys = varying_keys(runs)
     metrics = sorted({name for run in runs for name in run.metrics})
     metric, x, lines = default_axes(runs, keys, metric, x, lines)
     if metrics and metric not in metrics:
-        raise SystemExit(f"nnlab-report: no metric {metric!r}; the runs have: {', '.join(metrics)}")
+        raise BadInput(f"no metric {metric!r}; the runs have: {', '.join(metrics)}")
     for option, key in (("--x", x), ("--lines", lines)):
         if key is not None and key not in keys:
             swept = ", ".join(keys) or "none"
-            raise SystemExit(f"nnlab-report: {option} {key!r} was not swept; swept: {swept}")
+            raise BadInput(f"{option} {key!r} was not swept; swept: {swept}")
     write_csv(runs, keys, metrics, folder / "report.csv")
     picture = plot(runs, metric, x, lines, folder / "report.png") if x else None
     write_markdown(runs, keys, metrics, picture, folder / "report.md")
@@ -293,9 +303,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--x", help="the swept parameter on the x-axis (default: the numeric one)")
     parser.add_argument("--lines", help="one line per value of this parameter (default: the other)")
     args = parser.parse_args(argv)
-    if not args.dir.is_dir():
-        raise SystemExit(f"nnlab-report: {args.dir} is not a directory")
-    written = report(args.dir, args.metric, args.x, args.lines)
+    with exits("nnlab-report"):
+        if not args.dir.is_dir():
+            raise BadInput(f"{args.dir} is not a directory")
+        written = report(args.dir, args.metric, args.x, args.lines)
     print(
         f"Wrote {written} and report.csv"
         + (", report.png" if (args.dir / "report.png").exists() else "")

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, ListConfig
 
-from nnlab.checks import BadValue, check_int
+from nnlab.checks import check_int
 from nnlab.errors import ConfigError
 from nnlab.run.layout import unwritable
 
@@ -56,8 +55,8 @@ def check_config(cfg: DictConfig) -> None:
     ):
         raise ConfigError("tags", tags, "expected a list of words, e.g. tags=[baseline,small]")
     if cfg.get("threads") is not None:
-        checked("threads", cfg.threads, minimum=1)
-    if cfg.get("seed") is not None and checked("seed", cfg.seed, minimum=0) > MAX_SEED:
+        check_int("threads", cfg.threads, minimum=1)
+    if cfg.get("seed") is not None and check_int("seed", cfg.seed, minimum=0) > MAX_SEED:
         raise ConfigError("seed", cfg.seed, f"expected an integer <= {MAX_SEED}")
     _check_trainer(cfg.trainer)
     precision = str(cfg.trainer.get("precision"))
@@ -91,19 +90,19 @@ def _check_trainer(trainer: DictConfig) -> None:
     an epoch limit); processes Lightning would start, or wait for, without end."""
     for key, minimum in TRAINER_INTEGERS.items():
         if trainer.get(key) is not None:
-            checked(f"trainer.{key}", trainer[key], minimum=minimum)
+            check_int(f"trainer.{key}", trainer[key], minimum=minimum)
     if trainer.get("max_epochs") == 0:
         raise ConfigError("trainer.max_epochs", 0, "0 epochs trains nothing; expected -1 or >= 1")
     epochs_unlimited = trainer.get("max_epochs") in (None, -1) and not trainer.get("fast_dev_run")
-    checked(
+    check_int(
         "trainer.max_steps", trainer.get("max_steps", -1), minimum=1 if epochs_unlimited else -1
     )
     interval = trainer.get("val_check_interval")
     if isinstance(interval, float) and not 0 < interval <= 1:  # a share of the epoch
         raise ConfigError("trainer.val_check_interval", interval, "expected a share in (0, 1]")
     if interval is not None and not isinstance(interval, float):  # a count of batches
-        checked("trainer.val_check_interval", interval, minimum=1)
-    nodes = checked("trainer.num_nodes", trainer.get("num_nodes", 1), minimum=1)
+        check_int("trainer.val_check_interval", interval, minimum=1)
+    nodes = check_int("trainer.num_nodes", trainer.get("num_nodes", 1), minimum=1)
     if nodes > 1 and not any(all(v in os.environ for v in vs) for vs in CLUSTER_VARIABLES):
         raise ConfigError(
             "trainer.num_nodes",
@@ -115,11 +114,3 @@ def _check_trainer(trainer: DictConfig) -> None:
     if trainer.get("accelerator") == "cpu" and isinstance(devices, int) and devices > cores:
         reason = f"DDP on the CPU runs a process per device, and this machine has {cores} cores"
         raise ConfigError("trainer.devices", devices, reason)
-
-
-def checked(key: str, value: Any, minimum: int) -> int:
-    """check_int on a key of the config: BadValue as ConfigError."""
-    try:
-        return check_int(key, value, minimum=minimum)
-    except BadValue as error:
-        raise ConfigError(error.key, error.value, error.expected) from None

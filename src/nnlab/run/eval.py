@@ -23,6 +23,7 @@ from nnlab.checks import NO_VALUE
 from nnlab.errors import ConfigError, exits
 from nnlab.overrides import parse, value_of
 from nnlab.run import layout
+from nnlab.run.resume import weights_file
 
 
 def evaluate(
@@ -73,8 +74,7 @@ def checkpoint_of(run_dir: Path, ckpt: str) -> Path:
     """best.ckpt (or last.ckpt when the run kept no best), last.ckpt, or a file."""
     if ckpt not in ("best", "last"):
         return Path(ckpt)
-    path = layout.checkpoint(run_dir, ckpt)
-    return path if path.is_file() else layout.checkpoint(run_dir, "last")
+    return weights_file(str(run_dir), "ckpt", default=ckpt)
 
 
 def main(argv: list[str] | None = None) -> None:

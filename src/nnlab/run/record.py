@@ -265,9 +265,8 @@ def log_hparams(loggers: list[Any], cfg: DictConfig, metric_names: list[str]) ->
 def flat_hparams(cfg: DictConfig) -> dict[str, Any]:
     """The swept and sweepable values, as flat `group.key` entries TensorBoard can show: the
     command's own keys first (TensorBoard ticks the first columns)."""
-    from hydra.core.hydra_config import HydraConfig
 
-    from nnlab.overrides import key_of
+    from nnlab.overrides import command_overrides, key_of
 
     values: dict[str, Any] = {"experiment": cfg.task_name, "seed": cfg.get("seed")}
     if cfg.get("tags"):
@@ -282,8 +281,7 @@ def flat_hparams(cfg: DictConfig) -> dict[str, Any]:
             if isinstance(value, str) and value.strip("${}") in HPARAM_GROUPS:
                 node.pop(key)
         _flatten(node, group, values)
-    overridden = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
-    first = [k for k in dict.fromkeys(key_of(o) for o in overridden) if k in values]
+    first = [k for k in dict.fromkeys(key_of(o) for o in command_overrides()) if k in values]
     ordered = first + [key for key in values if key not in first]
     return {key: _shown(values[key]) for key in ordered}
 
@@ -339,13 +337,13 @@ def print_summary(
 ) -> None:
     """The final metrics, where the run lives and how to look at it; a sweep's job (whose
     console is shared) prints its validation metrics on one line instead."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
     from rich.console import Console
     from rich.table import Table
 
+    from nnlab.train import is_multirun
+
     console = Console(soft_wrap=True)
-    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+    if is_multirun():
         scores = "  ".join(
             f"{k} {v:.4f}" for k, v in sorted(metrics.items()) if k.startswith(("val/", "val_"))
         )

@@ -24,7 +24,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from nnlab.errors import ConfigError
-from nnlab.overrides import key_of, parse, value_of, values
+from nnlab.overrides import command_overrides, key_of, parse, value_of, values
 from nnlab.run import layout
 
 NOT_REPLAYED = ("ckpt_path", "hydra.", "hydra/", "paths.output_dir")  # where the run is
@@ -32,7 +32,7 @@ NOT_REPLAYED = ("ckpt_path", "hydra.", "hydra/", "paths.output_dir")  # where th
 
 def replay(cfg: DictConfig, run_dir: Path) -> None:
     """Set in `cfg` what the run's own command set and this command does not."""
-    this = {key_of(o) for o in _this_command()}
+    this = {key_of(o) for o in command_overrides()}
     choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
     for override in parse(layout.saved_overrides(run_dir), "ckpt_path"):
         key, value = key_of(override.input_line), value_of(override)
@@ -42,7 +42,7 @@ def replay(cfg: DictConfig, run_dir: Path) -> None:
             if _text(choices[key]) != _text(value):
                 _replay_option(cfg, run_dir, key, _text(value), _text(choices[key]))
             continue
-        if key.rpartition(".")[2] == "_target_" or _names_code(value):
+        if key.rpartition(".")[2] == "_target_" or _targets(value):
             reason = "code named in a run dir is never run: type it on the command line to resume"
             raise ConfigError(key, value, reason)
         try:
@@ -91,17 +91,6 @@ def _text(value: Any) -> str:
     return str(OmegaConf.to_container(value) if isinstance(value, ListConfig) else value)
 
 
-def _names_code(value: Any) -> bool:
-    if isinstance(value, dict):
-        return "_target_" in value or any(_names_code(v) for v in value.values())
-    return isinstance(value, list) and any(_names_code(v) for v in value)
-
-
-def _this_command() -> list[str]:
-    """The overrides of the job under way, as Hydra keeps them ([] outside a Hydra job)."""
-    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
-
-
 def check_resumable(task: Any, cfg: DictConfig, checkpoint: Path) -> int:
     """The step of `checkpoint`, once its weights are found to fit `task`, the module this
     command built; else ConfigError naming the setting this command changed."""
@@ -120,7 +109,7 @@ def refusal(cfg: DictConfig, reason: str) -> ConfigError:
     original = values(layout.saved_overrides(Path(cfg.paths.output_dir)))
     changed = {
         key: value
-        for key, value in values(_this_command()).items()
+        for key, value in values(command_overrides()).items()
         if not key.startswith((*NOT_REPLAYED, "paths.")) and original.get(key, object()) != value
     }
     if not changed:

@@ -36,7 +36,7 @@ from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
 from nnlab.checks import NO_VALUE, BadValue, check_choice, check_int
-from nnlab.errors import ConfigError, stop
+from nnlab.errors import ConfigError, stop, stopped
 from nnlab.overrides import as_value, parse
 from nnlab.sweep import signals
 from nnlab.sweep.grid import job_status, start_sweep
@@ -98,8 +98,8 @@ class OptunaSweeper(Sweeper):
             space, self.fixed = search_space(self.params, arguments)
             study = self._open_study()
             self._check_same_search(study, space)
-        except ConfigError as error:  # before any trial: one line and exit 2, as for a run
-            stop(error)
+        except (ConfigError, BadValue) as error:  # before any trial: one line, exit 2
+            stop(stopped(error))
         self.sweep_dir = start_sweep(self.config, parse(self.fixed), min(workers, self.n_jobs))
         log.info("Study %s: %d of %d trials taken", self.study_name, _taken(study), self.n_trials)
         forward = workers > 0
@@ -176,15 +176,12 @@ class OptunaSweeper(Sweeper):
 
     def _check_settings(self) -> None:
         """The sweeper's own settings; Hydra builds the sweeper before nnlab can check them."""
-        try:
-            check_int("hydra.sweeper.n_trials", self.n_trials, minimum=1)
-            check_int("hydra.sweeper.n_jobs", self.n_jobs, minimum=1)
-            check_int("hydra.sweeper.heartbeat_interval", self.heartbeat_interval, minimum=1)
-            check_choice("hydra.sweeper.direction", self.direction, ["maximize", "minimize"])
-            if self.seed is not None:
-                check_int("hydra.sweeper.seed", self.seed, minimum=0)
-        except BadValue as error:
-            raise ConfigError(error.key, error.value, error.expected) from None
+        check_int("hydra.sweeper.n_trials", self.n_trials, minimum=1)
+        check_int("hydra.sweeper.n_jobs", self.n_jobs, minimum=1)
+        check_int("hydra.sweeper.heartbeat_interval", self.heartbeat_interval, minimum=1)
+        check_choice("hydra.sweeper.direction", self.direction, ["maximize", "minimize"])
+        if self.seed is not None:
+            check_int("hydra.sweeper.seed", self.seed, minimum=0)
 
     def _open_study(self) -> optuna.Study:
         for attempt in range(STORAGE_ATTEMPTS):

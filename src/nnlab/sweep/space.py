@@ -13,7 +13,6 @@ from hydra.core.override_parser.types import (
     ChoiceSweep,
     IntervalSweep,
     Override,
-    QuotedString,
     RangeSweep,
 )
 from optuna.distributions import (
@@ -25,7 +24,7 @@ from optuna.distributions import (
 
 from nnlab.checks import NO_VALUE
 from nnlab.errors import ConfigError
-from nnlab.overrides import as_value, parse
+from nnlab.overrides import as_value, parse, plain
 
 Space = dict[str, BaseDistribution]
 SYNTAX = "expected choice(...), range(start, stop) or interval(low, high) with low < high"
@@ -77,7 +76,7 @@ def _distribution_of(override: Override, key: str, spec: str) -> BaseDistributio
     if tags - {"log"}:
         raise ConfigError(key, spec, f"unknown tag {sorted(tags - {'log'})[0]}; the one tag is log")
     if isinstance(sweep, ChoiceSweep) and not log_scale:
-        return CategoricalDistribution([_plain(v) for v in override.sweep_iterator()])
+        return CategoricalDistribution([plain(v) for v in override.sweep_iterator()])
     if isinstance(sweep, RangeSweep):
         bounds = (sweep.start, sweep.stop, sweep.step)
         if all(isinstance(b, int) for b in bounds) and sweep.step > 0 and sweep.stop > sweep.start:
@@ -98,7 +97,3 @@ def _distribution_of(override: Override, key: str, spec: str) -> BaseDistributio
     if log_scale:
         raise ConfigError(key, spec, "tag(log, ...) takes an interval or an integer range")
     raise ConfigError(key, spec, SYNTAX)
-
-
-def _plain(value: Any) -> Any:
-    return value.text if isinstance(value, QuotedString) else value

@@ -9,7 +9,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nnlab.analysis.similarity import cosine_top_k, precision_at_k
 from nnlab.checks import check_int
 from nnlab.data.images import ImageDataModule, Split
 from nnlab.tasks.base import Analysis, Batch, Task
@@ -90,3 +89,30 @@ class AutoencoderTask(Task):
                 for start in range(0, len(split.labels), size)
             ]
         )
+
+
+def cosine_top_k(
+    queries: torch.Tensor, gallery: torch.Tensor, k: int, chunk: int = 512
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The `k` gallery rows most cosine-similar to each query: (scores, indices), both (n, k).
+
+    The notebook computed the full matrix of 1,000 codes and warned that 60,000 would not fit
+    (60,000^2 floats are 14 GB); queries go in chunks, so a chunk of 512 against 60,000 codes
+    is a 123 MB matrix, whatever the number of queries. Rows of zeros (a ReLU code that is all
+    off) have similarity 0 to everything.
+    """
+    gallery = F.normalize(gallery, dim=1)
+    scores, indices = [], []
+    for start in range(0, len(queries), chunk):
+        similarity = F.normalize(queries[start : start + chunk], dim=1) @ gallery.T
+        top = similarity.topk(k, dim=1)
+        scores.append(top.values)
+        indices.append(top.indices)
+    return torch.cat(scores), torch.cat(indices)
+
+
+def precision_at_k(
+    query_labels: torch.Tensor, gallery_labels: torch.Tensor, indices: torch.Tensor
+) -> float:
+    """The share of retrieved neighbours whose label is the query's, over all queries."""
+    return float((gallery_labels[indices] == query_labels[:, None]).float().mean())
