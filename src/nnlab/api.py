@@ -74,11 +74,12 @@ def load_run(run_dir: str | Path, ckpt: str = "best") -> Run:
     for testing. Reading the checkpoint runs no code from it (weights-only)."""
     from nnlab.run.build import build
     from nnlab.run.eval import checkpoint_of, saved_config
-    from nnlab.run.resume import load_weights
+    from nnlab.run.resume import allow_partials, load_weights
 
     run_dir = Path(run_dir)
     cfg = saved_config(run_dir, [], run_dir)
     task = build(cfg, "task")
+    allow_partials(cfg)
     load_weights(task, checkpoint_of(run_dir, ckpt), "ckpt")
     task.eval()
     datamodule = build(cfg, "data")

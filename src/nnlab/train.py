@@ -84,7 +84,7 @@ def train(cfg: DictConfig, starts_processes: bool = False) -> Run:
                 resume.replay(cfg, run_dir)  # the run's own settings, beneath this command's
                 checkpoint = layout.resumed_checkpoint(str(cfg.ckpt_path), run_dir)
             check_config(cfg)  # before the seconds of importing torch and Lightning
-            run = record.run = build_run(cfg, starts_processes)
+            run = record.run = build_run(cfg, starts_processes, resumes=checkpoint)
             if checkpoint is not None:
                 record.resumed_from = resume.check_resumable(run.task, cfg, checkpoint)
             elif cfg.get("init_from"):
@@ -104,14 +104,16 @@ def train(cfg: DictConfig, starts_processes: bool = False) -> Run:
     return run
 
 
-def build_run(cfg: DictConfig, starts_processes: bool = False) -> Run:
+def build_run(cfg: DictConfig, starts_processes: bool = False, resumes: Path | None = None) -> Run:
     """Build everything the config describes, each object once, by Hydra: data, task, loggers,
-    callbacks (nnlab's own added) and trainer. A bad value anywhere stops the run here."""
+    callbacks (nnlab's own added) and trainer; `resumes`: the checkpoint the run resumes from.
+    A bad value anywhere stops the run here."""
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     from nnlab.run import callbacks as nnlab_callbacks
     from nnlab.run.build import build, check_network_fits
+    from nnlab.run.loaders import make_training_loaders_resumable
 
     quiet_libraries()
     if not nnlab.USER_SET_NVML_CHECK:  # see nnlab/__init__.py
@@ -124,9 +126,13 @@ def build_run(cfg: DictConfig, starts_processes: bool = False) -> Run:
     check_network_fits(cfg)
     datamodule, task = build(cfg, "data"), build(cfg, "task")
     _check_shapes(datamodule, task)
+    resume.allow_partials(cfg)
+    resume.keep_checkpoints_loadable(task, datamodule)
+    make_training_loaders_resumable(datamodule, task)
     loggers = [build(cfg, f"logger.{name}") for name in cfg.get("logger") or {}]
     callbacks = [build(cfg, f"callbacks.{name}") for name in cfg.get("callbacks") or {}]
     last = layout.checkpoint(cfg.paths.output_dir, "last")
+    callbacks.insert(0, nnlab_callbacks.MonitorChoice(resumes))  # before an EarlyStopping reads it
     callbacks += [
         nnlab_callbacks.TrainingGuard(),  # first: it reads the losses before a stop saves
         nnlab_callbacks.GracefulStop(last),

@@ -5,6 +5,7 @@ for nnlab's tasks."""
 
 from __future__ import annotations
 
+import logging
 import signal
 import threading
 from pathlib import Path
@@ -13,14 +14,24 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ProgressBar, RichProgressBar
+from lightning.pytorch.callbacks import (
+    Callback,
+    EarlyStopping,
+    ModelCheckpoint,
+    ProgressBar,
+    RichProgressBar,
+)
 from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch.utilities.model_helpers import is_overridden
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from nnlab import compat
-from nnlab.errors import Diverged, Interrupted
+from nnlab.errors import ConfigError, Diverged, Interrupted
+from nnlab.run.loaders import not_resumable
+from nnlab.run.resume import read
 
+log = logging.getLogger("nnlab")
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 NOT_METRICS = ("step", "epoch")  # Lightning's x-axis values, logged beside the metrics
 
@@ -189,6 +200,15 @@ class ResumeState(Callback):
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         compat.load_pending_loader_states(trainer)
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.completed
+        if trainer.fit_loop.restarting and 0 < done < trainer.num_training_batches:
+            for name in not_resumable(trainer):
+                log.warning(
+                    "Resuming mid-epoch: the training loader %s cannot take up its epoch where it "
+                    "stopped (an IterableDataset without state_dict), so it starts it again: the "
+                    "resumed run is not exact",
+                    name,
+                )
 
     def on_train_end(self, trainer: L.Trainer, _: Any) -> None:
         self.metrics(trainer)
@@ -201,6 +221,77 @@ class ResumeState(Callback):
 
     def on_load_checkpoint(self, trainer: L.Trainer, _: Any, checkpoint: dict) -> None:
         self.logged = dict(checkpoint.get(self.KEY, {}))
+
+
+class MonitorChoice(Callback):
+    """Gives every ModelCheckpoint and EarlyStopping configured with `monitor: auto` the
+    validation loss the module logs: `val/loss`, else `val_loss`, else the first logged key
+    that starts with "val" and holds "loss". Chosen at the first validation after a training
+    step (Lightning keeps nothing its sanity check logs), kept in the checkpoint, and so the
+    same after a resume. A module that logs no validation loss stops there, before any
+    checkpoint, with one line naming what it logs; a module that does not validate keeps no
+    best.ckpt, and says so.
+    """
+
+    def __init__(self, resumes: Path | None = None) -> None:
+        self.chosen: str | None = None
+        self.resumes = resumes  # the checkpoint a resumed run starts from
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if self.resumes and self._waiting(trainer):  # as the run chose, before Lightning restores
+            saved = read(self.resumes, "ckpt_path", mapped=True).get("callbacks", {})
+            chosen = saved.get(self.state_key, {}).get("monitor")
+            if chosen:
+                self._choose(chosen, trainer)
+        datamodule = trainer.datamodule
+        validates = (
+            trainer.limit_val_batches != 0
+            and is_overridden("validation_step", pl_module)
+            and any(is_overridden("val_dataloader", s) for s in (pl_module, datamodule) if s)
+        )
+        if stage != TrainerFn.FITTING or validates or not self._waiting(trainer):
+            return
+        for callback in self._waiting(trainer):
+            if isinstance(callback, EarlyStopping):
+                reason = "the module does not validate: there is no validation loss to follow"
+                raise ConfigError("callbacks.early_stopping.monitor", "auto", reason)
+            callback.save_top_k = 0
+        log.info("No best.ckpt: the module does not validate (last.ckpt holds the final weights)")
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.chosen is not None or not self._waiting(trainer):
+            return
+        logged = [name for name in trainer.callback_metrics if name not in NOT_METRICS]
+        losses = [n for n in logged if n.startswith("val") and "loss" in n]
+        preferred = [n for n in ("val/loss", "val_loss") if n in logged]
+        if not (preferred or losses):
+            if trainer.sanity_checking:  # its values never reach callback_metrics
+                return
+            named = next((n for n in logged if n.startswith("val")), "val_acc")
+            scores = ("acc", "f1", "auc", "score", "precision", "recall")
+            mode = "max" if any(s in named for s in scores) else "min"
+            reason = (
+                f"the module logs no validation loss to choose the best checkpoint by (it logs: "
+                f"{', '.join(logged) or 'nothing'}); name one, e.g. "
+                f"callbacks.model_checkpoint.monitor={named} callbacks.model_checkpoint.mode={mode}"
+            )
+            raise ConfigError("callbacks.model_checkpoint.monitor", "auto", reason)
+        self._choose((preferred or losses)[0], trainer)
+
+    def _choose(self, monitor: str, trainer: L.Trainer) -> None:
+        self.chosen = monitor
+        for callback in self._waiting(trainer):
+            callback.monitor = monitor
+
+    @staticmethod
+    def _waiting(trainer: L.Trainer) -> list[Callback]:
+        kinds = (ModelCheckpoint, EarlyStopping)
+        return [c for c in trainer.callbacks if isinstance(c, kinds) and c.monitor == "auto"]
+
+    def state_dict(self) -> dict[str, Any]:
+        # Read back in `setup`, before Lightning restores the checkpoint: the other callbacks'
+        # states are filed under their monitor's name.
+        return {"monitor": self.chosen}
 
 
 class LastCheckpoint(ModelCheckpoint):

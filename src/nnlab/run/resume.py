@@ -13,6 +13,9 @@ through torch's weights-only loader, and Lightning's own loading is asked for we
 
 from __future__ import annotations
 
+import functools
+import io
+import logging
 import pickle
 import re
 from pathlib import Path
@@ -28,6 +31,7 @@ from nnlab.overrides import command_overrides, key_of, parse, value_of, values
 from nnlab.run import layout
 
 NOT_REPLAYED = ("ckpt_path", "hydra.", "hydra/", "paths.output_dir")  # where the run is
+log = logging.getLogger("nnlab")
 
 
 def replay(cfg: DictConfig, run_dir: Path) -> None:
@@ -208,3 +212,61 @@ def weights_difference(saved: dict[str, Any], own: dict[str, Any]) -> str | None
             )
     extra = sorted(set(saved) - set(own))
     return f"the checkpoint has {extra[0]}, which this network lacks" if extra else None
+
+
+def allow_partials(cfg: DictConfig) -> None:
+    """Let torch's weights-only loader rebuild what `save_hyperparameters` keeps of the run's
+    `_partial_: true` nodes (lightning-hydra-template's optimizer and scheduler): a
+    functools.partial of a callable this run's own config names, and nothing else. Rebuilding
+    one calls nothing; the module's own code calls it, when it trains."""
+    import hydra.utils
+    import torch
+
+    callables: list[Any] = [functools.partial]
+    for node in _partial_nodes(OmegaConf.to_container(cfg.get("task") or {}, resolve=False)):
+        try:
+            callables.append(hydra.utils.get_object(str(node["_target_"])))
+        except Exception:  # building the task names it, in a ConfigError
+            continue
+    torch.serialization.add_safe_globals(callables)
+
+
+def _partial_nodes(node: Any) -> list[dict]:
+    if isinstance(node, dict):
+        own = [node] if node.get("_partial_") is True and "_target_" in node else []
+        return own + [n for value in node.values() for n in _partial_nodes(value)]
+    return [n for value in node for n in _partial_nodes(value)] if isinstance(node, list) else []
+
+
+def keep_checkpoints_loadable(*objects: Any) -> None:
+    """Hydra hands a `_partial_` node over as its own subclass of functools.partial, which a
+    checkpoint would name as a private class of Hydra's that no weights-only load accepts: in
+    the hyperparameters Lightning saves, each becomes the plain functools.partial it stands for
+    (called, it does the same). Anything else there that a weights-only load refuses is said,
+    in one line, now, rather than when a resume needs the checkpoint. Config nodes Hydra
+    passed as they are (a list given to a data module) become plain lists and dicts."""
+    import torch
+    from omegaconf import Container
+
+    for obj in objects:
+        hparams = getattr(obj, "hparams", None) or {}
+        for name, value in list(hparams.items()):
+            if isinstance(value, functools.partial) and type(value) is not functools.partial:
+                hparams[name] = functools.partial(value.func, *value.args, **value.keywords)
+            elif isinstance(value, Container):
+                hparams[name] = OmegaConf.to_container(value, resolve=True)
+        buffer = io.BytesIO()
+        try:
+            torch.save(dict(hparams), buffer)
+            buffer.seek(0)
+            torch.load(buffer, weights_only=True)
+        except Exception as error:
+            named = re.search(r"GLOBAL (\S+)", str(error))
+            what = named[1] if named else type(error).__name__
+            log.warning(
+                "%s's save_hyperparameters() keeps %s, which a weights-only load refuses: "
+                "resuming, nnlab-eval and load_run will refuse its checkpoints (pass it as "
+                "config, or add it to save_hyperparameters(ignore=[...]))",
+                type(obj).__name__,
+                what,
+            )

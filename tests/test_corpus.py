@@ -1,0 +1,131 @@
+"""Lightning code written the ways its users write it (tests/corpus/) gets every guarantee nnlab
+gives its own tasks: each module trains through nnlab with no nnlab-specific setting, is
+stopped mid-epoch by SIGTERM and resumed to the uninterrupted run's metrics, is tested again
+by nnlab-eval, and loads with nnlab.api.load_run and with Lightning's load_from_checkpoint,
+weights-only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import read_metrics
+
+from nnlab.api import load_run, train
+from nnlab.errors import ConfigError, Interrupted
+from nnlab.run.eval import evaluate
+
+CORPUS = Path(__file__).resolve().parent / "corpus"
+SEARCHPATH = f"hydra.searchpath=[file://{CORPUS / 'conf'}]"
+# Each module, and an optimizer step in its second epoch to stop at: a shuffled loader's
+# order is drawn anew each epoch, and the stop falls mid-way through one.
+MODULES = {
+    "lht": 22,  # lightning-hydra-template's MNISTLitModule and MNISTDataModule: 15 batches an epoch
+    "underscore": 20,  # train_loss/val_loss, dropout, ReduceLROnPlateau: 13 batches an epoch
+    "gan": 24,  # two optimizers, manual optimization: 8 batches, 16 steps an epoch
+    "dict": 18,  # dict batches, a seeded RandomSampler, OneCycleLR over the whole budget: 12
+    "no_val": 18,  # no validation at all: 12 batches an epoch
+}
+
+
+def run(name: str, log_dir: Path, *overrides: str):
+    return train([SEARCHPATH, f"experiment=corpus_{name}", f"paths.log_dir={log_dir}", *overrides])
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_a_module_stopped_mid_epoch_resumes_to_the_uninterrupted_runs_metrics(name, tmp_path):
+    whole = run(name, tmp_path / "whole")
+    stop = [
+        "+callbacks.stop._target_=corpus.stop.SigtermAt",
+        f"+callbacks.stop.step={MODULES[name]}",
+    ]
+    with pytest.raises(Interrupted):
+        run(name, tmp_path / "stopped", *stop)
+    (run_dir,) = (tmp_path / "stopped" / f"corpus_{name}" / "runs").iterdir()
+    saved = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert saved["global_step"] == MODULES[name]
+
+    resumed = run(name, tmp_path / "stopped", *stop, "ckpt_path=last")
+    assert resumed.run_dir == run_dir
+    expected, got = read_metrics(whole.run_dir), read_metrics(run_dir)
+    assert got.pop("status") == expected.pop("status") == "completed"
+    assert got == pytest.approx(expected, rel=1e-5, abs=1e-7)
+    final = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    uninterrupted = torch.load(whole.run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    for key, tensor in uninterrupted["state_dict"].items():
+        torch.testing.assert_close(final[key], tensor, msg=key)
+
+
+@pytest.mark.parametrize("name", ["lht", "underscore", "dict", "no_val"])
+def test_a_modules_checkpoint_is_evaluated_and_loaded_weights_only(name, tmp_path):
+    trained = run(name, tmp_path, "trainer.max_epochs=1")
+    tested = {k: v for k, v in trained.metrics.items() if k.startswith("test")}
+    assert tested, "every module here has a test_step"
+
+    assert evaluate(trained.run_dir, "last") == pytest.approx(tested)
+    loaded = load_run(trained.run_dir, "last")
+    assert type(loaded.task) is type(trained.task)
+    weights = torch.load(trained.run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    for key, tensor in loaded.task.state_dict().items():
+        torch.testing.assert_close(tensor, weights["state_dict"][key], msg=key)
+
+    # Lightning's own loader, weights-only as torch loads by default: a module that ignores
+    # an argument in save_hyperparameters (lightning-hydra-template's `net`) is given it.
+    given = {"net": loaded.task.net} if name == "lht" else {}
+    again = type(trained.task).load_from_checkpoint(
+        trained.run_dir / "checkpoints" / "last.ckpt", **given
+    )
+    for key, tensor in again.state_dict().items():
+        torch.testing.assert_close(tensor, weights["state_dict"][key], msg=key)
+
+
+def test_lightning_hydra_templates_partials_are_kept_as_plain_partials_of_their_target(tmp_path):
+    trained = run("lht", tmp_path, "trainer.max_epochs=1")
+    saved = torch.load(trained.run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    optimizer = saved["hyper_parameters"]["optimizer"]
+    assert type(optimizer).__module__ == "functools" and optimizer.func is torch.optim.Adam
+    assert optimizer.keywords == {"lr": 0.001, "weight_decay": 0.0}
+    assert saved["datamodule_hyper_parameters"]["train_val_test_split"] == [480, 160, 160]
+
+
+def test_the_best_checkpoint_follows_the_validation_loss_the_module_logs(tmp_path):
+    trained = run("underscore", tmp_path, "trainer.max_epochs=2")
+    best = torch.load(trained.run_dir / "checkpoints" / "best.ckpt", weights_only=True)
+    (state,) = [v for k, v in best["callbacks"].items() if k.startswith("ModelCheckpoint")]
+    assert state["monitor"] == "val_loss"
+    assert float(state["best_model_score"]) == pytest.approx(trained.metrics["val_loss"], abs=0.1)
+
+
+def test_a_module_without_a_validation_loss_stops_at_its_first_validation_naming_its_keys(
+    tmp_path,
+):
+    accuracy_only = ["task._target_=corpus.underscore_names.AccuracyOnly", "trainer.max_epochs=1"]
+    with pytest.raises(ConfigError) as raised:
+        run("underscore", tmp_path / "auto", *accuracy_only)
+    assert raised.value.key == "callbacks.model_checkpoint.monitor"
+    assert (
+        "(it logs: train_loss, val_acc); name one, e.g. callbacks.model_checkpoint.monitor="
+        "val_acc callbacks.model_checkpoint.mode=max" in str(raised.value)
+    )
+    (run_dir,) = (tmp_path / "auto" / "corpus_underscore" / "runs").iterdir()
+    assert not (run_dir / "checkpoints").exists()  # before any checkpoint
+
+    chosen = ["callbacks.model_checkpoint.monitor=val_acc", "callbacks.model_checkpoint.mode=max"]
+    trained = run("underscore", tmp_path / "chosen", *accuracy_only, *chosen)
+    assert (trained.run_dir / "checkpoints" / "best.ckpt").is_file()
+
+
+def test_a_module_whose_hyperparameters_a_weights_only_load_refuses_is_told_at_the_start(
+    tmp_path, capsys
+):
+    keeps_its_net = ["task._target_=corpus.lht_mnist.KeepsItsNet", "trainer.max_epochs=1"]
+    trained = run("lht", tmp_path, *keeps_its_net)
+    told = capsys.readouterr().err.splitlines()
+    (line,) = [line.removeprefix("warning: ") for line in told if "weights-only" in line]
+    assert line.startswith(
+        "KeepsItsNet's save_hyperparameters() keeps corpus.lht_mnist.SimpleDenseNet, which a "
+        "weights-only load refuses: resuming, nnlab-eval and load_run will refuse its checkpoints"
+    )
+    with pytest.raises(ConfigError, match="refused: it holds Python objects beyond weights"):
+        load_run(trained.run_dir, "last")
