@@ -159,6 +159,12 @@ def test_values_the_run_cannot_honour_are_refused_with_what_to_do(cli, overrides
         (["trainer.max_epochs=0", "trainer.max_steps=-1"], "trainer.max_epochs=0: 0 epochs"),
         (["task_name=../../escaped"], "task_name='../../escaped': expected a plain folder name"),
         (["experiment=../model/mlp"], "experiment='../model/mlp': name an option of experiment/"),
+        (["experiment=null"], "experiment='null': Hydra drops a config group with ~experiment"),
+        (  # data= and task= under the default experiment would train under its name and budget
+            ["data=wave"],
+            "experiment='rings': the default experiment sets its own name, budget and model over "
+            "data=wave; add ~experiment to compose them alone",
+        ),
         (["logger=[tensorboard,nope]"], "logger='nope': no such option; available: csv, mlflow,"),
         (["model.activation=sïgmoid"], "model.activation='sïgmoid': characters beyond ASCII"),
         (

@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import read_metrics
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from nnlab.api import load_run, train
-from nnlab.errors import ConfigError, Interrupted
+from nnlab.errors import ConfigError, Diverged, Interrupted
 from nnlab.run.eval import evaluate
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
@@ -129,3 +130,18 @@ def test_a_module_whose_hyperparameters_a_weights_only_load_refuses_is_told_at_t
     )
     with pytest.raises(ConfigError, match="refused: it holds Python objects beyond weights"):
         load_run(trained.run_dir, "last")
+
+
+def test_a_gan_whose_losses_turn_nan_under_manual_optimization_stops_as_diverged(tmp_path):
+    with pytest.raises(Diverged) as raised:
+        run("gan", tmp_path, "+task.lr=1e15")
+    assert "diverged: the training loss is nan at step" in str(raised.value)
+    (run_dir,) = (tmp_path / "corpus_gan" / "runs").iterdir()
+    assert read_metrics(run_dir)["status"] == "diverged"
+
+
+def test_a_short_epoch_logs_its_per_step_values_once_an_epoch(tmp_path):
+    trained = run("underscore", tmp_path, "trainer.max_epochs=2")  # 13 batches an epoch, 26 steps
+    events = EventAccumulator(str(trained.run_dir))
+    events.Reload()
+    assert [event.step for event in events.Scalars("train_loss")] == [12, 25]

@@ -19,6 +19,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 from nnlab.api import train
+from nnlab.errors import ConfigError
 from nnlab.run.eval import evaluate
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "moons"
@@ -112,3 +113,19 @@ def test_a_task_built_on_nnlabs_base_gets_its_figures_and_loads_from_its_checkpo
     points = torch.randn(50, 2)
     with torch.no_grad():
         assert torch.equal(loaded.network(points), run.task.network.cpu()(points))
+
+
+def test_composed_without_an_experiment_a_module_is_named_after_its_task_and_shows_what_it_uses(
+    own_code, tmp_path
+):
+    alone = [SEARCHPATH, "~experiment", "data=moons", "task=lit_moons", f"paths.log_dir={tmp_path}"]
+    run = train([*alone, "trainer.max_steps=-1", "trainer.max_epochs=2"])
+    assert run.run_dir.parent.parent == tmp_path / "lit_moons"  # not under the rings' name
+    hparams, _ = hparams_of(run.run_dir)
+    assert not [k for k in hparams if k.startswith(("model.", "optimizer."))]  # it builds its own
+    assert run.cfg.model is None and run.cfg.optimizer is None
+
+    with pytest.raises(ConfigError) as refused:  # a sweep over it would change nothing
+        train([*alone, "optimizer.lr=0.5"])
+    assert (refused.value.key, refused.value.value) == ("optimizer.lr", 0.5)
+    assert "LitMoons does not take the optimizer config" in str(refused.value)

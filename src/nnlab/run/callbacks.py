@@ -114,9 +114,13 @@ class GracefulStop(Callback):
 class TrainingGuard(Callback):
     """Ends training where a run should end: on a NaN or infinite loss, naming its step, and at
     the step budget with a validation of the final weights (which ModelCheckpoint then saves).
+    An epoch shorter than `trainer.log_every_n_steps` has its per-step values logged once an
+    epoch, rather than never.
 
     It reads the loss `training_step` returns: a scalar for one optimizer step, or one value
-    per step for a batch of several (nnlab's full-batch tasks). The values are read back every
+    per step for a batch of several (nnlab's full-batch tasks); under manual optimization, when
+    `training_step` returns nothing, the training losses the module logs (any key holding
+    "loss" but a validation's or test's). The values are read back every
     `trainer.log_every_n_steps` batches (reading a value from a GPU makes the CPU wait for
     it), and always before a validation, whose checkpoint must not hold diverged weights, and
     at each epoch's end. Lightning stops at `max_steps` without validating when the budget
@@ -129,10 +133,19 @@ class TrainingGuard(Callback):
         self._losses: list[torch.Tensor] = []
         self._last_steps: list[int] = []
 
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Lightning writes per-step values every log_every_n_steps batches: an epoch shorter
+        # than that (Lightning's default is 50) would never reach the loggers between epochs.
+        epoch = trainer.num_training_batches
+        if isinstance(epoch, int) and 0 < epoch < trainer.log_every_n_steps:
+            trainer.log_every_n_steps = epoch
+
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, *args: Any
     ) -> None:
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if loss is None and not pl_module.automatic_optimization:  # what it logs as losses
+            loss = _logged_training_loss(trainer)
         if isinstance(loss, torch.Tensor):
             self._losses.append(loss.detach().reshape(-1))
             self._last_steps.append(trainer.global_step)
@@ -167,6 +180,17 @@ class TrainingGuard(Callback):
             raise Diverged(
                 steps[bad], "the training loss", float(losses[bad]), _last_saved(trainer)
             )
+
+
+def _logged_training_loss(trainer: L.Trainer) -> torch.Tensor | None:
+    """The sum of the training losses a module under manual optimization logs (a GAN's
+    generator and discriminator losses): NaN or infinite when any of them is."""
+    logged = [
+        value.detach().reshape(())
+        for name, value in trainer.callback_metrics.items()
+        if "loss" in name and not name.startswith(("val", "test")) and value.numel() == 1
+    ]
+    return torch.stack(logged).sum() if logged else None
 
 
 def _last_saved(trainer: L.Trainer) -> str | None:

@@ -8,14 +8,17 @@ width, an optimizer's arguments) is checked by its constructor, once the imports
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
+from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig, ListConfig
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from nnlab.checks import check_int
 from nnlab.errors import ConfigError
+from nnlab.overrides import command_overrides, key_of, values
 from nnlab.run.layout import unwritable
 
 # The top-level keys of conf/train.yaml: anything else is a typo (+seeds=0,1,2 would sweep nothing).
@@ -41,8 +44,10 @@ CLUSTER_VARIABLES = (("SLURM_JOB_ID",), ("NODE_RANK", "MASTER_ADDR"))
 
 def check_config(cfg: DictConfig) -> None:
     """The config's own values: the options chosen, top-level keys, threads, seed, tags, the
-    trainer's counts and budget. Raises ConfigError naming the key."""
+    trainer's counts and budget; the model and optimizer configs, dropped where the task does
+    not use them. Raises ConfigError naming the key."""
     check_choices()
+    _drop_unused_groups(cfg)
     for key in cfg:
         if key not in TOP_LEVEL_KEYS:
             allowed = ", ".join(TOP_LEVEL_KEYS)
@@ -80,9 +85,65 @@ def check_choices() -> None:
     for group, option in hydra_cfg.runtime.choices.items():
         if option and (".." in str(option).split("/") or str(option).startswith("/")):
             raise ConfigError(group, option, f"name an option of {group}/, not a path")
+    typed = {key_of(override) for override in hydra_cfg.overrides.task}
+    chose = sorted(typed & {"data", "task"})
+    default = hydra_cfg.runtime.choices.get("experiment")
+    if chose and "experiment" not in typed and default not in (None, "null"):
+        given = " ".join(f"{g}={hydra_cfg.runtime.choices.get(g)}" for g in chose)
+        reason = (
+            f"the default experiment sets its own name, budget and model over {given}; add "
+            "~experiment to compose them alone, or name the experiment they belong to"
+        )
+        raise ConfigError("experiment", default, reason)
     search = hydra_cfg.runtime.choices.get("hparams_search")
     if search not in (None, "null") and hydra_cfg.mode == RunMode.RUN:
         raise ConfigError("hparams_search", search, "a search runs its trials as a sweep: add -m")
+
+
+def refuse_null_groups(overrides: list[str], config_dir: Path) -> None:
+    """`experiment=null`, typed: Hydra 1.3 refuses a group's option of null with a traceback
+    (a defaults list may say null; a command drops the group with ~experiment)."""
+    from nnlab.overrides import parse
+
+    for override in overrides:
+        key, equals, value = override.partition("=")
+        if override.startswith("-") or not equals or not (config_dir / key).is_dir():
+            continue
+        if parse([override])[0].value() is None:
+            reason = f"Hydra drops a config group with ~{key}: write ~{key} to compose without one"
+            raise ConfigError(key, value, reason)
+
+
+def _drop_unused_groups(cfg: DictConfig) -> None:
+    """The model and optimizer configs reach a task through `${model}` and `${optimizer}` in its
+    config (nnlab's tasks, a module written like them). A task that names neither builds its
+    own: they are dropped, so that the header and HPARAMS show only what the run uses, and one
+    typed on the command line is refused (a sweep over optimizer.lr would change nothing)."""
+    task = cfg.get("task")
+    raw = OmegaConf.to_container(task, resolve=False) if isinstance(task, DictConfig) else {}
+    typed = {key_of(o): o for o in (command_overrides() if HydraConfig.initialized() else [])}
+    for group in ("model", "optimizer"):
+        if cfg.get(group) is None or _interpolates(raw, group):
+            continue
+        for key, override in typed.items():
+            if key == group or key.startswith(f"{group}."):
+                target = str((task or {}).get("_target_", "the task")).rpartition(".")[2]
+                reason = (
+                    f"{target} does not take the {group} config (its task config names no "
+                    f"${{{group}}}): set its own arguments, task.<name>=..."
+                )
+                raise ConfigError(key, values([override]).get(key), reason)
+        with open_dict(cfg):
+            cfg[group] = None
+
+
+def _interpolates(node: Any, group: str) -> bool:
+    """Whether a plain config tree refers to the top-level `group` anywhere."""
+    if isinstance(node, dict):
+        return any(_interpolates(value, group) for value in node.values())
+    if isinstance(node, list):
+        return any(_interpolates(value, group) for value in node)
+    return isinstance(node, str) and re.search(rf"\$\{{{group}(\.|\}})", node) is not None
 
 
 def _check_trainer(trainer: DictConfig) -> None:

@@ -66,8 +66,8 @@ def quiet_console() -> None:
 # Warnings about what nnlab's own setup does on purpose, which a user cannot act on.
 EXPECTED_WARNINGS = (
     r"`isinstance\(treespec, LeafSpec\)` is deprecated",  # Lightning 2.6 inside torch 2.14
-    r"The number of training batches \(\d+\) is smaller than the logging interval",  # nnlab
-    # logs epoch values; a per-step interval only matters to modules that log per step
+    # nnlab lowers the interval to the epoch's length (run/callbacks.py, TrainingGuard)
+    r"The number of training batches \(\d+\) is smaller than the logging interval",
     r"Checkpoint directory .* exists and is not empty",  # resuming in place
     r"You requested to overfit but enabled train dataloader shuffling",  # debug=overfit
 )

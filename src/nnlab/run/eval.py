@@ -53,6 +53,8 @@ def saved_config(run_dir: Path, overrides: list[str], output_dir: Path) -> DictC
     if not saved.is_file():
         raise ConfigError("run_dir", str(run_dir), "not an nnlab run dir (no .hydra/config.yaml)")
     cfg = OmegaConf.load(saved)
+    if OmegaConf.select(cfg, "task_name", throw_on_resolution_failure=False) is None:
+        cfg.task_name = layout.task_name_of(run_dir)  # the task's option named it, in Hydra's job
     cfg.paths.output_dir, cfg.ckpt_path, cfg.callbacks = str(output_dir), None, {}
     if "init_from" in cfg:
         cfg.init_from = None  # the run's own weights are loaded instead

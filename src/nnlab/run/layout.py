@@ -148,6 +148,20 @@ def resumed_checkpoint(ckpt_path: str, run: Path) -> Path:
     return path if ckpt_path != "last" and path.suffix == ".ckpt" else checkpoint(run, "last")
 
 
+def task_option() -> str | None:
+    """The task group's option Hydra composed (`task=lit_moons`: lit_moons), which names a run
+    that no experiment names; None outside a Hydra job."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return HydraConfig.get().runtime.choices.get("task") if HydraConfig.initialized() else None
+
+
+def task_name_of(run_dir: Path | str) -> str:
+    """The <task_name> folder a run dir lies in (runs/<stamp>, or multiruns/<stamp>/<job>)."""
+    path = Path(run_dir).absolute()
+    return next((p.parent.name for p in path.parents if p.name in ("runs", "multiruns")), path.name)
+
+
 def register_resolvers() -> None:
     """The resolvers nnlab's configs use (conf/hydra/default.yaml, conf/logger/*.yaml)."""
     from nnlab.run.trackers import mlflow_store, wandb_offline
@@ -158,6 +172,7 @@ def register_resolvers() -> None:
     for name, function in cached.items():
         OmegaConf.register_new_resolver(name, function, use_cache=True, replace=True)
     OmegaConf.register_new_resolver("path_safe", path_safe, replace=True)
+    OmegaConf.register_new_resolver("task_option", task_option, replace=True)
     # The loggers' configs: a run's name (its dir's), tags as text, an absolute path, and
     # whether W&B runs offline.
     OmegaConf.register_new_resolver("path_name", lambda path: Path(str(path)).name, replace=True)
