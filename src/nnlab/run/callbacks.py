@@ -24,6 +24,7 @@ from lightning.pytorch.callbacks import (
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.model_helpers import is_overridden
 from rich.console import Console
+from torchmetrics import Metric
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from nnlab import compat
@@ -205,7 +206,8 @@ def _last_saved(trainer: L.Trainer) -> str | None:
 class ResumeState(Callback):
     """What a resumed run needs beyond Lightning's own checkpoint.
 
-    The values the module has logged, at their latest, across fit, validate and test (each of
+    The running sums of the module's torchmetrics, in its state_dict. The values the module
+    has logged, at their latest, across fit, validate and test (each of
     which starts Lightning's record anew): every checkpoint keeps them, so that a resumed run's
     metrics.json holds them all, those it does not log again included (a run stopped at its
     last step logs nothing more). And the training loaders' place in the epoch, which Lightning
@@ -221,6 +223,14 @@ class ResumeState(Callback):
     def metrics(self, trainer: L.Trainer) -> dict[str, float]:
         self.logged |= latest_metrics(trainer)
         return dict(self.logged)
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        # A module's torchmetrics keep their running sums out of its state_dict by default:
+        # kept in, a run resumed mid-epoch ends that epoch with the uninterrupted run's value
+        # (torchmetrics loads them back, and a module built afresh loads such a checkpoint).
+        for module in pl_module.modules():
+            if isinstance(module, Metric):
+                module.persistent(True)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         compat.load_pending_loader_states(trainer)

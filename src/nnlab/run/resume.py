@@ -185,18 +185,22 @@ def load_weights(module: Any, path: Path | str, key: str) -> None:
 
 def _weights_of(checkpoint: dict[str, Any], module: Any) -> dict[str, Any]:
     """The checkpoint's tensors, less those of `module`'s metrics."""
-    metrics = set(module.state_dict()) - set(weights(module))
-    return {k: v for k, v in checkpoint["state_dict"].items() if k not in metrics}
+    metrics = _metric_prefixes(module)
+    return {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith(metrics)}
 
 
 def weights(module: Any) -> dict[str, Any]:
     """The module's state without its torchmetrics' running sums."""
+    metrics = _metric_prefixes(module)
+    return {k: v for k, v in module.state_dict().items() if not k.startswith(metrics)}
+
+
+def _metric_prefixes(module: Any) -> tuple[str, ...]:
+    """`name.` for each torchmetrics Metric in `module`: its running sums are not weights (a
+    training run keeps them in its checkpoints, nnlab.run.callbacks.ResumeState)."""
     from torchmetrics import Metric
 
-    metrics = tuple(
-        f"{name}." for name, m in module.named_modules() if isinstance(m, Metric) and name
-    )
-    return {k: v for k, v in module.state_dict().items() if not k.startswith(metrics)}
+    return tuple(f"{name}." for name, m in module.named_modules() if isinstance(m, Metric) and name)
 
 
 def weights_difference(saved: dict[str, Any], own: dict[str, Any]) -> str | None:
