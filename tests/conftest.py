@@ -200,9 +200,10 @@ def tiny_mnist(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return data_dir
 
 
-def trained(cfg: DictConfig) -> dict[str, float]:
-    """Train `cfg` in this process (nnlab.train.train, the command's one path); its metrics.
-    What the run changes in this process is put back, as nnlab.api.train puts it back."""
+def trained(cfg: DictConfig) -> dict[str, float | str]:
+    """Train `cfg` in this process (nnlab.train.train, the command's one path); its metrics,
+    with their status, as metrics.json has them. What the run changes in this process is put
+    back, as nnlab.api.train puts it back."""
     from nnlab.api import restored_process_state
     from nnlab.train import train
 

@@ -38,9 +38,8 @@ def test_train_writes_a_normal_run_dir_each_time_and_returns_the_trained_run(rin
         assert (run.run_dir / ".hydra" / "config.yaml").is_file()
         assert (run.run_dir / "train.log").read_text().count("Instantiating") >= 4
         assert run.cfg.model.hidden_nodes == width and run.task.network.widths == [width]
-        assert run.metrics == pytest.approx(
-            {k: v for k, v in read_metrics(run.run_dir).items() if k != "status"}
-        )
+        assert run.metrics["status"] == "completed"  # as metrics.json says
+        assert run.metrics == pytest.approx(read_metrics(run.run_dir))
         assert run.trainer.global_step == 800 and run.datamodule.splits["test"][0].shape == (
             1000,
             2,
@@ -114,3 +113,15 @@ def test_bad_values_raise_config_error_in_python(tmp_path):
         train(["experiment=rings", "model.hidden_nodes=0", f"paths.log_dir={tmp_path}"])
     with pytest.raises(ConfigError, match="unknown key; model has"):
         train(["experiment=rings", "model.width=3", f"paths.log_dir={tmp_path}"])
+
+
+def test_omp_num_threads_sets_torch_threads_when_the_config_does_not(monkeypatch):
+    from nnlab.train import configure_threads
+
+    threads = torch.get_num_threads()
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    try:
+        assert configure_threads(None) == torch.get_num_threads() == 1
+        assert configure_threads(2) == 2  # the config's own value wins
+    finally:
+        torch.set_num_threads(threads)

@@ -183,3 +183,22 @@ def test_values_that_would_fail_late_or_elsewhere_are_refused_first(
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "escaped").exists() and not (tmp_path.parent / "escaped").exists()
     assert not list(tmp_path.rglob("checkpoints"))  # nothing trained
+
+
+@pytest.mark.parametrize(
+    ("override", "hint"),
+    [  # a Trainer argument that trainer/default.yaml does not list, and a typo of one
+        (
+            "trainer.gradient_clip_val=1",
+            "(Trainer takes it: add it with +trainer.gradient_clip_val=...)",
+        ),
+        ("trainer.gradient_clip_va=1", "(did you mean gradient_clip_val?)"),
+    ],
+)
+def test_a_key_the_trainer_takes_is_told_how_to_add_it(cli, override, hint):
+    result = cli("experiment=rings", override)
+    assert result.returncode == 2
+    (line,) = result.stderr.splitlines()
+    key = override.partition("=")[0]
+    assert line.startswith(f"nnlab: bad config {key}: unknown key; trainer has: _target_,")
+    assert line.endswith(hint)

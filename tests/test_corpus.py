@@ -159,3 +159,17 @@ def test_a_short_epoch_logs_its_per_step_values_once_an_epoch(tmp_path):
     events = EventAccumulator(str(trained.run_dir))
     events.Reload()
     assert [event.step for event in events.Scalars("train_loss")] == [12, 25]
+
+
+def test_a_constructor_argument_given_text_for_a_number_is_refused_under_its_key(tmp_path):
+    with pytest.raises(ConfigError) as refused:
+        run("underscore", tmp_path, "+task.hidden=abc")
+    assert str(refused.value) == (
+        "bad config task.hidden='abc': expected an integer (Classifier's hidden defaults to 16)"
+    )
+
+
+def test_nnlab_eval_of_a_module_without_a_test_step_says_there_is_nothing_to_test(tmp_path):
+    trained = run("gan", tmp_path, "trainer.max_epochs=1")
+    with pytest.raises(ConfigError, match=r"GAN has no test_step .*: nothing to test"):
+        evaluate(trained.run_dir, "last")

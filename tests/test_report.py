@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import csv
+import json
 
 import pytest
 
+from nnlab.analysis.report import default_axes, read_runs, varying_keys
 from nnlab.analysis.report import main as report_main
 
 
@@ -78,3 +80,18 @@ def test_run_dirs_whose_files_do_not_read_are_listed_as_such(tmp_path, capsys):
     assert rows["cut"]["status"] == "metrics.json does not read as JSON"
     assert rows["good"]["val/acc"] == "0.9" and rows["edited"]["val/acc"] == "0.8"
     assert rows["edited"]["model.hidden_nodes"] == ""
+
+
+def test_the_default_metric_is_the_validation_metric_a_module_logs(tmp_path):
+    for hidden, loss in ((4, 0.4), (8, 0.3)):
+        (tmp_path / f"h{hidden}" / ".hydra").mkdir(parents=True)
+        (tmp_path / f"h{hidden}" / ".hydra" / "overrides.yaml").write_text(
+            f"- task.hidden={hidden}\n"
+        )
+        metrics = {"status": "completed", "train_loss": 0.5, "val_loss": loss}
+        (tmp_path / f"h{hidden}" / "metrics.json").write_text(json.dumps(metrics))
+    runs = read_runs(tmp_path)
+    assert default_axes(runs, varying_keys(runs), None, None, None)[:2] == (
+        "val_loss",
+        "task.hidden",
+    )

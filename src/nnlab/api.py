@@ -3,7 +3,7 @@
     from nnlab.api import train, load_run
 
     run = train(["experiment=rings", "model.hidden_nodes=3"])
-    run.metrics["val/acc"], run.run_dir          # metrics.json's values, the run dir
+    run.metrics["val/acc"], run.run_dir          # metrics.json (with its status), the run dir
     run.task.network                             # the trained network
     again = load_run(run.run_dir)                # a finished run, its best checkpoint
 
@@ -87,9 +87,7 @@ def load_run(run_dir: str | Path, ckpt: str = "best") -> Run:
     datamodule = build(cfg, "data")
     datamodule.prepare_data()
     datamodule.setup("test")
-    metrics = layout.read_metrics(run_dir)
-    metrics.pop("status", None)
-    return Run(cfg, run_dir, datamodule, task, None, metrics)
+    return Run(cfg, run_dir, datamodule, task, None, layout.read_metrics(run_dir))
 
 
 @contextmanager

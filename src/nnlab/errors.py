@@ -207,11 +207,29 @@ def _unknown_key(full_key: str, parent: Any) -> ConfigError:
     parent_key = full_key.rpartition(".")[0]
     existing = [str(k) for k in parent if str(k) != "hydra"] if parent is not None else []
     name = full_key.rpartition(".")[2]
-    close = get_close_matches(name, existing, n=1)
+    takes = _arguments_of(parent)  # a Trainer argument trainer/ does not list, for instance
+    close = get_close_matches(name, [*existing, *takes], n=1)
     hint = f"did you mean {close[0]}?" if close else f"a new key needs a +: +{full_key}=..."
+    if name in takes:
+        hint = f"{parent['_target_'].rpartition('.')[2]} takes it: add it with +{full_key}=..."
     listed = ", ".join(existing) or "nothing"
     where = parent_key or "the config"
     return ConfigError(full_key, NO_VALUE, f"unknown key; {where} has: {listed} ({hint})")
+
+
+def _arguments_of(node: Any) -> list[str]:
+    """The arguments the node's `_target_` takes, if it names one that imports."""
+    target = node.get("_target_") if hasattr(node, "get") else None
+    if not isinstance(target, str):
+        return []
+    import hydra.utils
+
+    from nnlab.run.build import accepted_keys
+
+    try:
+        return accepted_keys(hydra.utils.get_object(target)) or []
+    except Exception:  # building the node says why it does not import
+        return []
 
 
 def stop(error: RunStopped, program: str = "nnlab") -> NoReturn:

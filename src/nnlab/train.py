@@ -98,7 +98,7 @@ def train(cfg: DictConfig, starts_processes: bool = False) -> Run:
             # Gloo's threads, left to the interpreter's exit, can abort the process
             # ("terminate called without an active exception"; seen once in CI).
             distributed.destroy_process_group()
-    run.metrics = record.metrics
+    run.metrics = layout.read_metrics(run_dir) or record.metrics  # with its status, as written
     # Values, not interpolations: ${hydra:...} resolves only while Hydra's job runs.
     run.cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
     return run
@@ -206,11 +206,13 @@ def _early_stop_note(trainer: L.Trainer) -> str:
 
 
 def configure_threads(threads: int | None) -> int:
-    """torch's thread count: `threads`, or this job's share of the cores when it is None.
+    """torch's thread count: `threads`, else OMP_NUM_THREADS, else this job's share of the cores.
     Parallel jobs that each use every core fight over them (on a busy 2-core machine, many
     times slower, not 2x); one job per core with one thread each is faster in total."""
     import torch
 
+    if threads is None and os.environ.get("OMP_NUM_THREADS", "").isdigit():
+        threads = max(1, int(os.environ["OMP_NUM_THREADS"]))  # the user's, as torch reads it
     if threads is None:
         try:
             cores = len(os.sched_getaffinity(0))  # a SLURM or cgroup CPU set, not the machine

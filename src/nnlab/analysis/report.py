@@ -31,7 +31,10 @@ from nnlab.errors import BadInput, ConfigError, exits
 from nnlab.overrides import values
 
 SEED_KEYS = ("seed",)
-PREFERRED_METRICS = ("val/acc", "val/loss", "test/acc", "test/loss")
+# The default metric: nnlab's names, then the underscore names most modules log.
+PREFERRED_METRICS = tuple(
+    f"{stage}{sep}{name}" for stage in ("val", "test") for name in ("acc", "loss") for sep in "/_"
+)
 
 
 @dataclass(frozen=True)
@@ -299,7 +302,9 @@ def main(argv: list[str] | None = None) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("dir", type=Path, help="a multirun dir, or any folder of run dirs")
-    parser.add_argument("--metric", help="the metric to plot (default: val/acc, else val/loss)")
+    parser.add_argument(
+        "--metric", help="the metric to plot (default: val/acc or val_acc, else the val loss)"
+    )
     parser.add_argument("--x", help="the swept parameter on the x-axis (default: the numeric one)")
     parser.add_argument("--lines", help="one line per value of this parameter (default: the other)")
     args = parser.parse_args(argv)

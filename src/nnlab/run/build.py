@@ -115,6 +115,7 @@ def check_arguments(node: Any, path: str, objects: Mapping[str, Any] | None = No
         return
     if "_target_" in node:
         target = _locate(str(node._target_), f"{path}._target_")
+        _check_value_types(target, node, path)
         accepted = accepted_keys(target)
         given = [*(str(k) for k in node if not str(k).startswith("_")), *(objects or {})]
         for name in given if accepted is not None else []:
@@ -126,6 +127,22 @@ def check_arguments(node: Any, path: str, objects: Mapping[str, Any] | None = No
                 raise ConfigError(f"{path}.{name}", value, f"unknown key; {takes}{hint}")
     for name, child in _children(node):
         check_arguments(child, f"{path}.{name}")
+
+
+def _check_value_types(target: Any, node: DictConfig, path: str) -> None:
+    """Text where the argument's default is a number or a switch (`task.hidden=abc`, the
+    constructor's default 16): one line, rather than a failure deep inside the class."""
+    try:
+        parameters = inspect.signature(target).parameters
+    except (TypeError, ValueError):
+        return
+    expected = {bool: "true or false", int: "an integer", float: "a number"}
+    for name, child in _children(node):
+        default = getattr(parameters.get(name), "default", None)
+        if isinstance(child, str) and type(default) in expected:
+            owner = getattr(target, "__name__", str(target))
+            reason = f"expected {expected[type(default)]} ({owner}'s {name} defaults to {default})"
+            raise ConfigError(f"{path}.{name}", child, reason)
 
 
 def _children(node: DictConfig) -> list[tuple[str, Any]]:

@@ -24,8 +24,8 @@ from lightning.pytorch.callbacks import (
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.model_helpers import is_overridden
 from rich.console import Console
-from torchmetrics import Metric
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from torchmetrics import Metric
 
 from nnlab import compat
 from nnlab.errors import ConfigError, Diverged, Interrupted

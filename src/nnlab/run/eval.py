@@ -30,7 +30,7 @@ def evaluate(
     run_dir: Path, ckpt: str = "best", overrides: list[str] | None = None
 ) -> dict[str, float]:
     """Test `run_dir`'s checkpoint with its own config (plus `overrides`); returns the metrics."""
-    from nnlab.run.record import recording, test_and_analyse
+    from nnlab.run.record import has_stage, recording, test_and_analyse
     from nnlab.run.resume import load_weights
     from nnlab.train import build_run
 
@@ -41,6 +41,12 @@ def evaluate(
     eval_dir.mkdir(parents=True)
     with recording(eval_dir, cfg, f"eval of {run_dir.name}", f"; tested {checkpoint}") as record:
         record.run = build_run(cfg)
+        if not has_stage(record.run, "test_step", "test_dataloader") and not hasattr(
+            record.run.task, "analyse"
+        ):
+            task = type(record.run.task).__name__
+            reason = f"{task} has no test_step (or its data no test_dataloader): nothing to test"
+            raise ConfigError("run_dir", str(run_dir), reason)
         load_weights(record.run.task, checkpoint, "ckpt")
         record.metrics.update(test_and_analyse(record.run, eval_dir))
     return record.metrics
