@@ -27,6 +27,7 @@ MODULES = {
     "gan": 24,  # two optimizers, manual optimization: 8 batches, 16 steps an epoch
     "dict": 18,  # dict batches, a seeded RandomSampler, OneCycleLR over the whole budget: 12
     "no_val": 18,  # no validation at all: 12 batches an epoch
+    "epoch_end": 17,  # torchmetrics logged at epoch ends, StepLR, a loader's generator: 12
 }
 
 
