@@ -15,8 +15,8 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples" / "moons"))
-from moons.data import MoonsDataModule  # noqa: E402
-from moons.lit_moons import LitMoons  # noqa: E402
+from moons.data import MoonsDataModule
+from moons.lit_moons import LitMoons
 
 
 def main(log_dir: str, epochs: int) -> None:
