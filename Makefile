@@ -49,6 +49,7 @@ test-slow: $(READY)
 bench: $(READY)
 	$(BIN)/python benchmarks/rings.py $(ARGS)
 	$(BIN)/python benchmarks/images.py $(ARGS)
+	$(BIN)/python benchmarks/own_module.py
 	$(BIN)/python benchmarks/cli.py
 
 lint: $(READY)
