@@ -47,7 +47,9 @@ def curve(run_dir: Path, tag: str) -> list[tuple[int, float]]:
 
 
 @pytest.mark.parametrize("name", MODULES)
-def test_a_module_stopped_mid_epoch_resumes_to_the_uninterrupted_runs_metrics(name, tmp_path):
+def test_a_module_stopped_mid_epoch_resumes_to_the_uninterrupted_runs_metrics(
+    name, tmp_path, capsys
+):
     whole = run(name, tmp_path / "whole")
     stop = [
         "+callbacks.stop._target_=corpus.stop.SigtermAt",
@@ -59,8 +61,12 @@ def test_a_module_stopped_mid_epoch_resumes_to_the_uninterrupted_runs_metrics(na
     saved = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     assert saved["global_step"] == MODULES[name]
 
+    capsys.readouterr()
     resumed = run(name, tmp_path / "stopped", *stop, "ckpt_path=last")
     assert resumed.run_dir == run_dir
+    told = capsys.readouterr()
+    assert "could not find the monitored key" not in told.out + told.err
+    assert "not resumable" not in told.out + told.err  # the loader is, now
     expected, got = read_metrics(whole.run_dir), read_metrics(run_dir)
     assert got.pop("status") == expected.pop("status") == "completed"
     assert got == pytest.approx(expected, rel=1e-5, abs=1e-7)
@@ -174,3 +180,19 @@ def test_nnlab_eval_of_a_module_without_a_test_step_says_there_is_nothing_to_tes
     trained = run("gan", tmp_path, "trainer.max_epochs=1")
     with pytest.raises(ConfigError, match=r"GAN has no test_step .*: nothing to test"):
         evaluate(trained.run_dir, "last")
+
+
+def test_a_stream_resumed_mid_epoch_says_in_one_line_that_the_resume_is_not_exact(tmp_path, capsys):
+    stream = ["data._target_=corpus.underscore_names.StreamData", "trainer.max_epochs=2"]
+    stop = ["+callbacks.stop.step=10", "+callbacks.stop._target_=corpus.stop.SigtermAt"]
+    with pytest.raises(Interrupted):
+        run("underscore", tmp_path, *stream, *stop)
+    capsys.readouterr()
+    resumed = run("underscore", tmp_path, *stream, *stop, "ckpt_path=last")
+    assert resumed.metrics["status"] == "completed"
+    told = [line for line in capsys.readouterr().err.splitlines() if "mid-epoch" in line]
+    assert told == [
+        "warning: Resuming mid-epoch: the training loader DataLoader cannot take up its epoch "
+        "where it stopped (an IterableDataset without state_dict), so it starts it again: the "
+        "resumed run is not exact"
+    ]

@@ -7,7 +7,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, IterableDataset, TensorDataset
 
 from corpus.data import blobs
 
@@ -77,3 +77,19 @@ class AccuracyOnly(Classifier):
 
     def configure_optimizers(self):
         return torch.optim.SGD(self.parameters(), lr=self.hparams.lr)
+
+
+class Stream(IterableDataset):
+    """Points as a stream, in an order of its own: nothing a resume can take up mid-way."""
+
+    def __init__(self, count: int, features: int, seed: int):
+        self.x, self.y = blobs(count, features, seed)
+
+    def __iter__(self):
+        for index in torch.randperm(len(self.y)):
+            yield self.x[index], self.y[index]
+
+
+class StreamData(BlobData):
+    def train_dataloader(self):
+        return DataLoader(Stream(120, self.hparams.features, seed=0), batch_size=16)

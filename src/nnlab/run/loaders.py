@@ -174,6 +174,8 @@ def make_training_loaders_resumable(datamodule: Any, task: Any) -> None:
 def not_resumable(trainer: Any) -> list[str]:
     """The training loaders that cannot take up the epoch where it stopped."""
     loaders = trainer.train_dataloader
-    flat = loaders.values() if isinstance(loaders, dict) else loaders
-    flat = flat if isinstance(flat, list | tuple) or not flat else [flat]
-    return [type(loader).__name__ for loader in flat or [] if not is_stateful(loader)]
+    if isinstance(loaders, dict):
+        loaders = list(loaders.values())
+    elif not isinstance(loaders, list | tuple):
+        loaders = [] if loaders is None else [loaders]
+    return [type(loader).__name__ for loader in loaders if not is_stateful(loader)]
