@@ -46,12 +46,21 @@ def curve(run_dir: Path, tag: str) -> list[tuple[int, float]]:
     return points
 
 
-@pytest.mark.parametrize("name", MODULES)
+# Under DDP (one process here), Lightning gives the loader a DistributedSampler of its own.
+RESUMED = [(name, []) for name in MODULES] + [
+    ("underscore", ["trainer=ddp_cpu", "trainer.devices=1"])
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "strategy"), RESUMED, ids=[n + " ddp" * bool(s) for n, s in RESUMED]
+)
 def test_a_module_stopped_mid_epoch_resumes_to_the_uninterrupted_runs_metrics(
-    name, tmp_path, capsys
+    name, strategy, tmp_path, capsys
 ):
-    whole = run(name, tmp_path / "whole")
+    whole = run(name, tmp_path / "whole", *strategy)
     stop = [
+        *strategy,
         "+callbacks.stop._target_=corpus.stop.SigtermAt",
         f"+callbacks.stop.step={MODULES[name]}",
     ]
