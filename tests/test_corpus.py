@@ -94,8 +94,8 @@ def test_a_modules_checkpoint_is_evaluated_and_loaded_weights_only(name, tmp_pat
     tested = {k: v for k, v in trained.metrics.items() if k.startswith("test")}
     assert tested, "every module here has a test_step"
 
-    assert evaluate(trained.run_dir, "last") == pytest.approx(tested)
-    loaded = load_run(trained.run_dir, "last")
+    assert evaluate(trained.run_dir, "last", [SEARCHPATH]) == pytest.approx(tested)
+    loaded = load_run(trained.run_dir, "last", [SEARCHPATH])
     assert type(loaded.task) is type(trained.task)
     weights = torch.load(trained.run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     for key, tensor in loaded.task.state_dict().items():
@@ -159,7 +159,7 @@ def test_a_module_whose_hyperparameters_a_weights_only_load_refuses_is_told_at_t
         "weights-only load refuses: resuming, nnlab-eval and load_run will refuse its checkpoints"
     )
     with pytest.raises(ConfigError, match="refused: it holds Python objects beyond weights"):
-        load_run(trained.run_dir, "last")
+        load_run(trained.run_dir, "last", [SEARCHPATH, keeps_its_net[0]])
 
 
 def test_a_gan_whose_losses_turn_nan_under_manual_optimization_stops_as_diverged(tmp_path):
@@ -188,7 +188,7 @@ def test_a_constructor_argument_given_text_for_a_number_is_refused_under_its_key
 def test_nnlab_eval_of_a_module_without_a_test_step_says_there_is_nothing_to_test(tmp_path):
     trained = run("gan", tmp_path, "trainer.max_epochs=1")
     with pytest.raises(ConfigError, match=r"GAN has no test_step .*: nothing to test"):
-        evaluate(trained.run_dir, "last")
+        evaluate(trained.run_dir, "last", [SEARCHPATH])
 
 
 def test_a_stream_resumed_mid_epoch_says_in_one_line_that_the_resume_is_not_exact(tmp_path, capsys):

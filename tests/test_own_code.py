@@ -82,7 +82,7 @@ def test_a_plain_module_resumes_after_sigterm_and_nnlab_eval_tests_it_again(
     metrics = read_metrics(run_dir)
     assert metrics["status"] == "completed"
 
-    again = evaluate(run_dir, "last")
+    again = evaluate(run_dir, "last", [SEARCHPATH])
     assert again["test_acc"] == pytest.approx(metrics["test_acc"])
 
 

@@ -70,16 +70,18 @@ def compose_config(overrides: Sequence[str] = ()) -> DictConfig:
         return compose("train", list(overrides))
 
 
-def load_run(run_dir: str | Path, ckpt: str = "best") -> Run:
-    """A finished (or interrupted) run, rebuilt from its saved config with the weights of its
-    `ckpt` checkpoint ("best", "last" or a file), the task in eval mode and the data set up
-    for testing. Reading the checkpoint runs no code from it (weights-only)."""
+def load_run(run_dir: str | Path, ckpt: str = "best", overrides: Sequence[str] = ()) -> Run:
+    """A finished (or interrupted) run, rebuilt with the weights of its `ckpt` checkpoint
+    ("best", "last" or a file), the task in eval mode and the data set up for testing. Its
+    config is composed again from its overrides (plus `overrides`: the `hydra.searchpath=`
+    of a run of your own code, another test set): nothing a run dir names is run, and the
+    checkpoint is read weights-only."""
     from nnlab.run.build import build
     from nnlab.run.eval import checkpoint_of, saved_config
     from nnlab.run.resume import allow_partials, load_weights
 
     run_dir = Path(run_dir)
-    cfg = saved_config(run_dir, [], run_dir)
+    cfg = saved_config(run_dir, [str(o) for o in overrides], run_dir)
     task = build(cfg, "task")
     allow_partials(cfg)
     load_weights(task, checkpoint_of(run_dir, ckpt), "ckpt")

@@ -82,6 +82,7 @@ def train(cfg: DictConfig, starts_processes: bool = False) -> Run:
             if cfg.get("ckpt_path"):
                 record.resuming = True
                 resume.replay(cfg, run_dir)  # the run's own settings, beneath this command's
+                resume.check_same_code(cfg, run_dir, key="ckpt_path")  # a run dir names no code
                 checkpoint = layout.resumed_checkpoint(str(cfg.ckpt_path), run_dir)
             check_config(cfg)  # before the seconds of importing torch and Lightning
             run = record.run = build_run(cfg, starts_processes, resumes=checkpoint)

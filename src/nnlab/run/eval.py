@@ -4,11 +4,13 @@
     nnlab-eval run_dir=logs/fashion_cnn/runs/<stamp> ckpt=last 'task.robustness={rotate: [10, 20]}'
     nnlab-eval run_dir=logs/mnist_mlp/runs/<stamp> data.test_subset=1000
 
-The model and data are rebuilt from the run's own saved config (.hydra/config.yaml); the
-key=value overrides change that config (another test set, other robustness settings) without
-retyping the model. The checkpoint's weights are tested, and everything the run's test wrote
-(metrics.json, figures, predictions, TensorBoard) goes to <run>/evals/<stamp>/: a finished
-run's own files are never overwritten.
+The model and data are rebuilt from the run's config, composed again from the configs on disk
+with the run's own overrides (a run dir is data: nnlab.run.resume.recomposed); the key=value
+overrides change that config (another test set, other robustness settings) without retyping
+the model, and a run of your own code needs its `hydra.searchpath=[...]` typed again. The
+checkpoint's weights are tested, and everything the run's test wrote (metrics.json, figures,
+predictions, TensorBoard) goes to <run>/evals/<stamp>/: a finished run's own files are never
+overwritten.
 """
 
 from __future__ import annotations
@@ -16,14 +18,14 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 
 from nnlab.checks import NO_VALUE
 from nnlab.errors import ConfigError, exits
-from nnlab.overrides import parse, value_of
+from nnlab.overrides import key_of, parse, value_of
 from nnlab.run import layout
-from nnlab.run.resume import weights_file
+from nnlab.run.resume import recomposed, weights_file
 
 
 def evaluate(
@@ -53,20 +55,22 @@ def evaluate(
 
 
 def saved_config(run_dir: Path, overrides: list[str], output_dir: Path) -> DictConfig:
-    """The run's saved config for one process with no checkpoints of its own, its outputs in
-    `output_dir`, and `overrides` applied (changing keys that exist, not inventing them)."""
+    """The run's config (composed again from its overrides: nnlab.run.resume.recomposed) for
+    one process with no checkpoints of its own, its outputs in `output_dir`, and `overrides`
+    applied (changing keys that exist, not inventing them)."""
     saved = run_dir / layout.HYDRA_DIR / "config.yaml"
     if not saved.is_file():
         raise ConfigError("run_dir", str(run_dir), "not an nnlab run dir (no .hydra/config.yaml)")
-    cfg = OmegaConf.load(saved)
-    if OmegaConf.select(cfg, "task_name", throw_on_resolution_failure=False) is None:
-        cfg.task_name = layout.task_name_of(run_dir)  # the task's option named it, in Hydra's job
-    cfg.paths.output_dir, cfg.ckpt_path, cfg.callbacks = str(output_dir), None, {}
-    if "init_from" in cfg:
+    composed = [o for o in overrides if key_of(o).endswith(("hydra.searchpath", "_target_"))]
+    overrides = [o for o in overrides if o not in composed]
+    cfg = recomposed(run_dir, composed)
+    with open_dict(cfg):
+        if OmegaConf.select(cfg, "task_name", throw_on_resolution_failure=False) is None:
+            cfg.task_name = layout.task_name_of(run_dir)  # the task's option named it
+        cfg.paths.output_dir, cfg.ckpt_path, cfg.callbacks = str(output_dir), None, {}
         cfg.init_from = None  # the run's own weights are loaded instead
-    # Testing needs one process: a DDP run's config would start more, each with its own eval.
-    cfg.trainer.devices, cfg.trainer.num_nodes, cfg.trainer.strategy = 1, 1, "auto"
-    OmegaConf.set_struct(cfg, True)
+        # Testing needs one process: a DDP run's config would start more, each its own eval.
+        cfg.trainer.devices, cfg.trainer.num_nodes, cfg.trainer.strategy = 1, 1, "auto"
     for override in parse(overrides):
         key = override.get_key_element()
         if override.is_sweep_override() or key != key.lstrip("+~"):

@@ -26,6 +26,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
+from nnlab.checks import NO_VALUE
 from nnlab.errors import ConfigError
 from nnlab.overrides import command_overrides, key_of, parse, value_of, values
 from nnlab.run import layout
@@ -42,13 +43,13 @@ def replay(cfg: DictConfig, run_dir: Path) -> None:
         key, value = key_of(override.input_line), value_of(override)
         if key in this or key.startswith(NOT_REPLAYED):
             continue
+        if key.rpartition(".")[2] == "_target_" or _targets(value):
+            reason = "code named in a run dir is never run: type it on the command line to resume"
+            raise ConfigError(key, value, reason)
         if key in choices:
             if _text(choices[key]) != _text(value):
                 _replay_option(cfg, run_dir, key, _text(value), _text(choices[key]))
             continue
-        if key.rpartition(".")[2] == "_target_" or _targets(value):
-            reason = "code named in a run dir is never run: type it on the command line to resume"
-            raise ConfigError(key, value, reason)
         try:
             if override.is_delete():
                 parent, _, name = key.rpartition(".")
@@ -81,6 +82,84 @@ def _replay_option(cfg: DictConfig, run_dir: Path, group: str, option: str, chos
             raise ConfigError(f"{group}._target_", target, reason)
     with open_dict(cfg):
         cfg[group] = node
+
+
+def recomposed(run_dir: Path, typed: list[str]) -> DictConfig:
+    """The run's config composed again, once, from the configs on disk with the run's own
+    overrides. A run dir is data, and nothing it names is built: its overrides may set values
+    and choose options, and name code (a `_target_`) or a `hydra.searchpath` only where the
+    user typed the same override (`typed`, joining the compose); its saved config must name
+    the same code as this compose, or it was changed after the run (or the configs were).
+    Refused, in one line, otherwise."""
+    from hydra import compose, initialize_config_dir
+
+    from nnlab.errors import raised_as_known
+    from nnlab.train import CONFIG_DIR
+
+    hydra_dir = run_dir / layout.HYDRA_DIR
+    try:
+        overrides = layout.saved_overrides(run_dir)
+        saved = yaml.safe_load((hydra_dir / "config.yaml").read_text())
+        hydra = yaml.safe_load((hydra_dir / "hydra.yaml").read_text())
+        its_searchpath = [o for o in hydra["hydra"]["overrides"]["hydra"] if "searchpath" in o]
+    except (OSError, ValueError, TypeError, KeyError, yaml.YAMLError) as error:
+        reason = f"its .hydra/ files do not read ({type(error).__name__})"
+        raise ConfigError("run_dir", str(run_dir), reason) from None
+    if its_searchpath and not any(key_of(o) == "hydra.searchpath" for o in typed):
+        reason = f"the run composed with {its_searchpath[-1]}: type it too (nnlab follows no "
+        reason += "search path that a run dir names)"
+        raise ConfigError("hydra.searchpath", NO_VALUE, reason)
+    for override in parse(overrides, "run_dir"):
+        line = override.input_line
+        if line not in typed and (
+            key_of(line).endswith("_target_") or _targets(value_of(override))
+        ):
+            reason = f"its overrides name code ({line}): type it too (nnlab runs no code that a "
+            raise ConfigError("run_dir", str(run_dir), reason + "run dir names)")
+    wanted = [o for o in overrides if not key_of(o).startswith(NOT_REPLAYED)]
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"), raised_as_known():
+        cfg = compose("train", [*wanted, *(o for o in typed if o not in wanted)])
+    check_same_code(cfg, run_dir, saved)
+    return cfg
+
+
+def check_same_code(
+    cfg: DictConfig, run_dir: Path, saved: Any = None, key: str = "run_dir"
+) -> None:
+    """Each `_target_` the run dir's saved config names is the one `cfg` names at that place
+    (`cfg` composed from configs on disk), but in a node this command changes (a resume says
+    why that cannot resume): a run dir whose config names other code was changed after the
+    run, or planted, and is refused rather than read further."""
+    config = run_dir / layout.HYDRA_DIR / "config.yaml"
+    if saved is None and config.exists():  # without one, a resume has nothing to compare
+        try:
+            saved = yaml.safe_load(config.read_text())
+        except (OSError, ValueError, yaml.YAMLError) as error:
+            reason = f"its .hydra/config.yaml does not read ({type(error).__name__})"
+            raise ConfigError(key, str(run_dir), reason) from None
+    composed = _target_paths(OmegaConf.to_container(cfg))
+    chosen = {key_of(o).partition(".")[0] for o in command_overrides()}  # this command's doing
+    for path, target in sorted(_target_paths(saved).items()):
+        if composed.get(path) != target and path.partition(".")[0] not in chosen:
+            reason = (
+                f"its config names {target} at {path}, where the run's overrides compose "
+                f"{composed.get(path)}: changed since the run; nnlab runs no code a run dir names"
+            )
+            raise ConfigError(key, str(run_dir), reason)
+
+
+def _target_paths(node: Any, path: str = "") -> dict[str, str]:
+    """`{"data._target_": "nnlab.data...", ...}`: every `_target_` in a plain config tree."""
+    found: dict[str, str] = {}
+    if not isinstance(node, dict | list):
+        return found
+    for name, value in node.items() if isinstance(node, dict) else enumerate(node):
+        key = f"{path}.{name}" if path else str(name)
+        if name == "_target_":
+            found[key] = str(value)
+        else:
+            found |= _target_paths(value, key)
+    return found
 
 
 def _targets(node: Any) -> set[str]:
