@@ -20,7 +20,7 @@ from conftest import (
     trained,
 )
 
-from nnlab.errors import Diverged, Interrupted
+from nnlab.errors import DiskFull, Diverged, Interrupted
 from nnlab.tasks.image_classifier import ImageClassifierTask
 from nnlab.tasks.rings import RingsTask
 
@@ -310,3 +310,27 @@ def test_a_run_stopped_after_its_last_step_resumes_to_the_same_complete_metrics(
     assert {"train/loss", "train/acc"} <= set(read_metrics(run_dir))
     straight_dir = only_run(cli, tmp_path / "straight", *overrides)
     assert_same_completed_metrics(run_dir, straight_dir, rel=1e-6, abs=1e-7)
+
+
+def test_a_checkpoint_the_disk_cannot_hold_leaves_the_last_one_whole(config, tmp_path, monkeypatch):
+    from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+    saves: list[str] = []
+    real_save = TorchCheckpointIO.save_checkpoint
+
+    def full_at_the_second_last_ckpt(self, checkpoint, path, storage_options=None):
+        saves.append(Path(path).name)
+        if saves.count("last.ckpt.partial") == 2:  # half written, then the disk is full
+            Path(path).write_bytes(b"PK\x03\x04 half")
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        real_save(self, checkpoint, path, storage_options)
+
+    monkeypatch.setattr(TorchCheckpointIO, "save_checkpoint", full_at_the_second_last_ckpt)
+    cfg = config("experiment=rings", "trainer.max_steps=1000", "logger=none")  # saves at 500, 1000
+    with pytest.raises(DiskFull) as stopped:
+        trained(cfg)
+    run_dir = Path(cfg.paths.output_dir)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    assert str(stopped.value).startswith(f"disk full: no space left to write {last};")
+    assert torch.load(last, weights_only=True)["global_step"] == 500  # the earlier one, whole
+    assert not list(run_dir.rglob("*.partial"))

@@ -147,6 +147,8 @@ def build_run(cfg: DictConfig, starts_processes: bool = False, resumes: Path | N
         trainer_settings = OmegaConf.to_container(cfg.trainer, resolve=True)
         callbacks.append(nnlab_callbacks.progress_bar(trainer_settings))
     _check_accelerator(cfg.trainer)
+    if not cfg.trainer.get("plugins"):  # a config's own plugins are as the user wrote them
+        settings["plugins"] = [nnlab_callbacks.WholeCheckpoints()]
     trainer = build(cfg, "trainer", logger=loggers or False, callbacks=callbacks, **settings)
     compat.skip_empty_hooks(trainer.callbacks)
     launches = (

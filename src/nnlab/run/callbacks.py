@@ -21,6 +21,7 @@ from lightning.pytorch.callbacks import (
     ProgressBar,
     RichProgressBar,
 )
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.model_helpers import is_overridden
 from rich.console import Console
@@ -30,6 +31,7 @@ from torchmetrics import Metric
 from nnlab import compat
 from nnlab.errors import ConfigError, Diverged, Interrupted
 from nnlab.run.loaders import not_resumable
+from nnlab.run.record import write_atomically
 from nnlab.run.resume import read
 
 log = logging.getLogger("nnlab")
@@ -351,6 +353,18 @@ class LastCheckpoint(ModelCheckpoint):
         every = trainer.check_val_every_n_epoch
         if every and every > 1 and (trainer.current_epoch + 1) % every:
             trainer.save_checkpoint(Path(self.dirpath) / "last.ckpt")
+
+
+class WholeCheckpoints(TorchCheckpointIO):
+    """Every checkpoint written whole or not at all: to a temporary name beside it, then renamed
+    over the old one. Lightning's own writer opens the file for writing first, so a full disk
+    left `last.ckpt` empty and the run's progress lost with it."""
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None
+    ) -> None:
+        save = super().save_checkpoint
+        write_atomically(Path(path), lambda partial: save(checkpoint, partial, storage_options))
 
 
 def progress_bar(trainer_settings: dict[str, Any]) -> ProgressBar:

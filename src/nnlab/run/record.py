@@ -152,8 +152,9 @@ def write_atomically(path: Path, write: Callable[[Path], object]) -> None:
         os.replace(partial, path)
     except BaseException as error:
         partial.unlink(missing_ok=True)
-        if isinstance(error, OSError) and error.errno in DISK_FULL and not error.filename:
-            raise OSError(error.errno, error.strerror, str(path)) from error
+        named = str(error.filename or partial) if isinstance(error, OSError) else ""
+        if isinstance(error, OSError) and error.errno in DISK_FULL and named == str(partial):
+            raise OSError(error.errno, error.strerror, str(path)) from error  # not its partial
         raise
 
 
