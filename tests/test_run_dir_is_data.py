@@ -1,11 +1,15 @@
 """A run dir is data: code planted in its saved config or its overrides (a `_target_` node) is
 refused by every reader (nnlab-eval, load_run, a resume) and runs nothing. The payload opens a
-file for writing: the control shows that it does when the saved config is built directly."""
+file for writing: the control shows that it does when the saved config is built directly.
+And a run dir is one process's at a time (run.lock)."""
 
 from __future__ import annotations
 
 import json
 import shutil
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import hydra.utils
@@ -74,3 +78,29 @@ def test_a_target_planted_in_the_saved_overrides_is_refused_by_every_reader(fini
             read()
         assert "code" in str(refused.value) and "run dir" in str(refused.value), name
         assert not marker.exists(), name
+
+
+def test_a_run_dir_in_use_by_a_live_process_is_refused_and_a_dead_holders_lock_taken_over(
+    finished, tmp_path
+):
+    run_dir = unfinished_copy(finished, tmp_path)
+    lock, before = run_dir / "run.lock", (run_dir / "metrics.json").read_text()
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        lock.write_text(f"{holder.pid} {socket.gethostname()}\n")
+        for name, read in readers(run_dir, tmp_path).items():
+            if name == "load_run":
+                continue  # it reads the files once, writing nothing
+            with pytest.raises(ConfigError) as refused:
+                read()
+            assert f"in use by process {holder.pid} on {socket.gethostname()}: wait for it" in str(
+                refused.value
+            ), name
+        assert (run_dir / "metrics.json").read_text() == before  # untouched
+    finally:
+        holder.kill()
+        holder.wait()
+
+    # Its holder is dead (a kill -9 leaves the lock behind): the resume takes it over.
+    resumed = train([f"ckpt_path={run_dir}", f"paths.log_dir={tmp_path / 'logs'}"])
+    assert resumed.metrics["status"] == "completed" and not lock.exists()

@@ -73,8 +73,9 @@ def train(cfg: DictConfig, starts_processes: bool = False) -> Run:
     processes by running this process's command again (a single nnlab-train run)."""
     run_dir = Path(cfg.paths.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)  # Hydra makes it; the compose API does not
+    key = "ckpt_path" if cfg.get("ckpt_path") else "paths.output_dir"
     try:
-        with recording(run_dir, cfg, cfg.task_name) as record:
+        with layout.locked(run_dir, key), recording(run_dir, cfg, cfg.task_name) as record:
             stopped_by = is_multirun() and signals.stopped_by(Path(HydraConfig.get().sweep.dir))
             if stopped_by:  # a signal stopped the sweep before this job started
                 raise NotRun(stopped_by.name)

@@ -40,17 +40,21 @@ def evaluate(
     eval_dir = run_dir / "evals" / layout.run_stamp()
     cfg = saved_config(run_dir, overrides or [], eval_dir)
     checkpoint = checkpoint_of(run_dir, ckpt)
-    eval_dir.mkdir(parents=True)
-    with recording(eval_dir, cfg, f"eval of {run_dir.name}", f"; tested {checkpoint}") as record:
-        record.run = build_run(cfg)
-        if not has_stage(record.run, "test_step", "test_dataloader") and not hasattr(
-            record.run.task, "analyse"
-        ):
-            task = type(record.run.task).__name__
-            reason = f"{task} has no test_step (or its data no test_dataloader): nothing to test"
-            raise ConfigError("run_dir", str(run_dir), reason)
-        load_weights(record.run.task, checkpoint, "ckpt")
-        record.metrics.update(test_and_analyse(record.run, eval_dir))
+    title, note = f"eval of {run_dir.name}", f"; tested {checkpoint}"
+    with layout.locked(run_dir, "run_dir"):
+        eval_dir.mkdir(parents=True)
+        with recording(eval_dir, cfg, title, note) as record:
+            record.run = build_run(cfg)
+            if not has_stage(record.run, "test_step", "test_dataloader") and not hasattr(
+                record.run.task, "analyse"
+            ):
+                task = type(record.run.task).__name__
+                reason = (
+                    f"{task} has no test_step (or its data no test_dataloader): nothing to test"
+                )
+                raise ConfigError("run_dir", str(run_dir), reason)
+            load_weights(record.run.task, checkpoint, "ckpt")
+            record.metrics.update(test_and_analyse(record.run, eval_dir))
     return record.metrics
 
 

@@ -5,6 +5,7 @@
       .hydra/resumed/<stamp>/                  the same, for each resume of the run
       checkpoints/last.ckpt, best.ckpt         where training stopped; the best validation
       metrics.json, train.log, figures/, evals/  results, log, figures, nnlab-eval's results
+      run.lock                                 while a process trains or evaluates the run
     <sweep dir>/sweep_stopped                  a signal stopped the sweep: no job starts after
 
 Hydra places each run through the resolvers registered here (conf/hydra/default.yaml): a new
@@ -19,6 +20,9 @@ import errno
 import json
 import os
 import secrets
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
@@ -28,11 +32,12 @@ from omegaconf import OmegaConf
 from nnlab.checks import NO_VALUE
 from nnlab.errors import ConfigError
 
-HYDRA_DIR, CHECKPOINTS, METRICS, SWEEP_STOPPED = (
+HYDRA_DIR, CHECKPOINTS, METRICS, SWEEP_STOPPED, LOCK = (
     ".hydra",
     "checkpoints",
     "metrics.json",
     "sweep_stopped",
+    "run.lock",
 )
 
 
@@ -58,6 +63,51 @@ def saved_overrides(run_dir: Path | str) -> list[str]:
     """The overrides of the command that started the run (.hydra/overrides.yaml), as text."""
     saved = yaml.safe_load((Path(run_dir) / HYDRA_DIR / "overrides.yaml").read_text()) or []
     return [str(override) for override in saved]
+
+
+@contextmanager
+def locked(run_dir: Path | str, key: str) -> Iterator[None]:
+    """One process at a time in a run dir: `run.lock` holds the holder's process id and host,
+    taken atomically and removed at the end. A second comer is refused (ConfigError under
+    `key`), naming the holder; a lock whose holder on this host is dead (a kill -9) is taken
+    over. The other processes of a DDP or SLURM job (rank > 0) share their rank 0's lock."""
+    if any(int(os.environ.get(name, "0") or 0) > 0 for name in RANKS):
+        yield
+        return
+    lock, me = Path(run_dir) / LOCK, f"{os.getpid()} {socket.gethostname()}"
+    for _ in range(2):
+        try:
+            with open(lock, "x") as file:  # fails if it exists: one process wins
+                file.write(me + "\n")
+            break
+        except FileExistsError:
+            pid, _, host = lock.read_text(errors="replace").strip().partition(" ")
+            if host == socket.gethostname() and pid.isdigit() and not _alive(int(pid)):
+                lock.unlink(missing_ok=True)  # its holder died: take it over
+                continue
+            reason = (
+                f"in use by process {pid} on {host}: wait for it to end (or, if it is gone, "
+                f"remove {lock})"
+            )
+            raise ConfigError(key, str(run_dir), reason) from None
+    try:
+        yield
+    finally:
+        if lock.is_file() and lock.read_text().strip() == me:
+            lock.unlink()
+
+
+RANKS = ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID")  # set in a job's other processes
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def run_stamp() -> str:
