@@ -334,3 +334,29 @@ def test_a_checkpoint_the_disk_cannot_hold_leaves_the_last_one_whole(config, tmp
     assert str(stopped.value).startswith(f"disk full: no space left to write {last};")
     assert torch.load(last, weights_only=True)["global_step"] == 500  # the earlier one, whole
     assert not list(run_dir.rglob("*.partial"))
+
+
+def test_a_signal_while_testing_records_interrupted_and_the_resume_finishes_the_test(
+    cli, tmp_path, monkeypatch
+):
+    real_test_step = RingsTask.test_step
+
+    def test_step_with_sigterm(self, *args):
+        os.kill(os.getpid(), signal.SIGTERM)
+        return real_test_step(self, *args)
+
+    overrides = ["experiment=rings", "trainer.max_steps=500", "logger=none"]
+    with monkeypatch.context() as patch:
+        patch.setattr(RingsTask, "test_step", test_step_with_sigterm)
+        stopped = cli(*overrides)
+    assert stopped.returncode == 128 + signal.SIGTERM
+    assert "nnlab: interrupted by SIGTERM at step 500; saved " in stopped.stderr
+    (run_dir,) = run_dirs(tmp_path / "logs")
+    metrics = read_metrics(run_dir)
+    assert metrics["status"] == "interrupted" and "test/acc" not in metrics
+    assert {"train/loss", "val/acc"} <= set(metrics)
+
+    assert cli("experiment=rings", "ckpt_path=last").returncode == 0
+    resumed = read_metrics(run_dir)
+    assert resumed["status"] == "completed" and "test/acc" in resumed
+    assert resumed["train/loss"] == metrics["train/loss"]  # the train metrics kept

@@ -33,9 +33,9 @@ from nnlab.errors import ConfigError, Diverged, Interrupted
 from nnlab.run.loaders import not_resumable
 from nnlab.run.record import write_atomically
 from nnlab.run.resume import read
+from nnlab.sweep.signals import STOP_SIGNALS
 
 log = logging.getLogger("nnlab")
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 NOT_METRICS = ("step", "epoch")  # Lightning's x-axis values, logged beside the metrics
 
 

@@ -36,6 +36,31 @@ from nnlab.run import layout
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 
+@contextmanager
+def interrupting(trainer: Any, checkpoint: Path) -> Iterator[None]:
+    """While a run validates its final weights, tests and analyses (after training, whose own
+    stop is nnlab.run.callbacks.GracefulStop), a signal ends it as Interrupted at once: the
+    run records `interrupted`, and `ckpt_path=last` finishes what is missing. In a sweep's job
+    the signals stay blocked there, and the sweep stops after it."""
+    from nnlab.errors import Interrupted
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        # Saved again: the one saved at the last validation predates the epoch's train values.
+        trainer.save_checkpoint(checkpoint, weights_only=False)
+        raise Interrupted(signum, trainer.global_step, checkpoint)
+
+    previous = {signum: signal.signal(signum, interrupt) for signum in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
 def mark_stopped(sweep_dir: Path, signum: int) -> None:
     """Leave the mark that stops the sweep's jobs that have not started."""
     mark = Path(sweep_dir) / layout.SWEEP_STOPPED
