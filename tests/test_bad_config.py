@@ -160,6 +160,14 @@ def test_values_the_run_cannot_honour_are_refused_with_what_to_do(cli, overrides
         (["task_name=../../escaped"], "task_name='../../escaped': expected a plain folder name"),
         (["experiment=../model/mlp"], "experiment='../model/mlp': name an option of experiment/"),
         (["experiment=null"], "experiment='null': Hydra drops a config group with ~experiment"),
+        (
+            ["task_name=${oc.env:NNLAB_UNSET_X}"],
+            "hydra.run.dir: Environment variable 'NNLAB_UNSET_X'",
+        ),
+        (["threads=100000"], "threads=100000: expected at most"),
+        (["+trainer.gradient_clip_val=nan"], "trainer.gradient_clip_val=nan: expected a finite"),
+        (["+trainer.limit_train_batches=0"], "trainer.limit_train_batches=0: 0 batches trains"),
+        (["trainer._target_=builtins.print"], "trainer._target_='builtins.print': expected light"),
         (  # data= and task= under the default experiment would train under its name and budget
             ["data=wave"],
             "experiment='rings': the default experiment sets its own name, budget and model over "

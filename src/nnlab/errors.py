@@ -149,18 +149,22 @@ def stopped(error: BaseException) -> RunStopped | None:
         MissingConfigException,
         OverrideParseException,
     )
-    from omegaconf.errors import MissingMandatoryValue
+    from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 
     refusals = (
         ConfigCompositionException,
         MissingConfigException,
         OverrideParseException,
         MissingMandatoryValue,
+        InterpolationResolutionError,  # ${oc.env:UNSET}, while Hydra places the run
     )
     seen: BaseException | None = error
-    while seen is not None:
+    while seen is not None:  # nnlab's own, first: one raised inside a resolver is wrapped
         if isinstance(seen, RunStopped):
             return seen
+        seen = seen.__cause__ or seen.__context__
+    seen = error
+    while seen is not None:
         if isinstance(seen, DataNotFound):
             return BadInput(str(seen))
         if isinstance(seen, BadValue):
@@ -176,7 +180,12 @@ def stopped(error: BaseException) -> RunStopped | None:
 def composition_error(error: Exception) -> ConfigError:
     """Hydra's refusal to compose, as the override it refused and what exists instead."""
     from hydra.errors import MissingConfigException, OverrideParseException
-    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, MissingMandatoryValue
+    from omegaconf.errors import (
+        ConfigAttributeError,
+        ConfigKeyError,
+        InterpolationResolutionError,
+        MissingMandatoryValue,
+    )
 
     if isinstance(error, OverrideParseException):
         from nnlab.overrides import parse_error
@@ -190,6 +199,12 @@ def composition_error(error: Exception) -> ConfigError:
         options = error.options or sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
         available = ", ".join(options) or "none"
         return ConfigError(group or "config", option, f"no such option; available: {available}")
+    if isinstance(error, InterpolationResolutionError):
+        cause: BaseException | None = error  # the resolver's own error, under OmegaConf's
+        while isinstance(cause, InterpolationResolutionError):
+            cause = cause.__cause__ or cause.__context__
+        text = cause.args[0] if isinstance(cause, KeyError) and cause.args else str(error.msg)
+        return ConfigError(str(error.full_key or "config"), NO_VALUE, str(text).splitlines()[0])
     cause = error if isinstance(error, MissingMandatoryValue) else error.__cause__
     if isinstance(cause, MissingMandatoryValue):  # a required value no config set (task_name)
         key = str(cause.full_key or "config")

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import hydra
+import hydra.utils
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
@@ -148,6 +149,10 @@ def build_run(cfg: DictConfig, starts_processes: bool = False, resumes: Path | N
         trainer_settings = OmegaConf.to_container(cfg.trainer, resolve=True)
         callbacks.append(nnlab_callbacks.progress_bar(trainer_settings))
     _check_accelerator(cfg.trainer)
+    trainer_class = hydra.utils.get_object(str(cfg.trainer.get("_target_")))
+    if not (isinstance(trainer_class, type) and issubclass(trainer_class, L.Trainer)):
+        expected = "expected lightning.pytorch.Trainer or a subclass of it"
+        raise ConfigError("trainer._target_", cfg.trainer.get("_target_"), expected)
     if not cfg.trainer.get("plugins"):  # a config's own plugins are as the user wrote them
         settings["plugins"] = [nnlab_callbacks.WholeCheckpoints()]
     trainer = build(cfg, "trainer", logger=loggers or False, callbacks=callbacks, **settings)

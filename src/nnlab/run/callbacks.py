@@ -292,7 +292,12 @@ class MonitorChoice(Callback):
                 reason = "the module does not validate: there is no validation loss to follow"
                 raise ConfigError("callbacks.early_stopping.monitor", "auto", reason)
             callback.save_top_k = 0
-        log.info("No best.ckpt: the module does not validate (last.ckpt holds the final weights)")
+        why = (
+            "validation is off"
+            if trainer.limit_val_batches == 0
+            else "the module does not validate"
+        )
+        log.info("No best.ckpt: %s (last.ckpt holds the final weights)", why)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.chosen is not None or not self._waiting(trainer):

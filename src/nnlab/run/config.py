@@ -7,6 +7,7 @@ width, an optimizer's arguments) is checked by its constructor, once the imports
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from pathlib import Path
@@ -59,8 +60,10 @@ def check_config(cfg: DictConfig) -> None:
         isinstance(tags, ListConfig) and all(isinstance(t, str | int | float) for t in tags)
     ):
         raise ConfigError("tags", tags, "expected a list of words, e.g. tags=[baseline,small]")
-    if cfg.get("threads") is not None:
-        check_int("threads", cfg.threads, minimum=1)
+    if cfg.get("threads") is not None:  # torch would try to start them all (a MemoryError)
+        most = 4 * (os.cpu_count() or 1)
+        if check_int("threads", cfg.threads, minimum=1) > most:
+            raise ConfigError("threads", cfg.threads, f"expected at most {most}, 4 per core")
     if cfg.get("seed") is not None and check_int("seed", cfg.seed, minimum=0) > MAX_SEED:
         raise ConfigError("seed", cfg.seed, f"expected an integer <= {MAX_SEED}")
     _check_trainer(cfg.trainer)
@@ -152,6 +155,11 @@ def _check_trainer(trainer: DictConfig) -> None:
     for key, minimum in TRAINER_INTEGERS.items():
         if trainer.get(key) is not None:
             check_int(f"trainer.{key}", trainer[key], minimum=minimum)
+    for key, value in trainer.items():
+        if isinstance(value, float) and not math.isfinite(value):  # gradient_clip_val=nan
+            raise ConfigError(f"trainer.{key}", value, "expected a finite number")
+    if trainer.get("limit_train_batches") == 0:
+        raise ConfigError("trainer.limit_train_batches", 0, "0 batches trains nothing")
     if trainer.get("max_epochs") == 0:
         raise ConfigError("trainer.max_epochs", 0, "0 epochs trains nothing; expected -1 or >= 1")
     epochs_unlimited = trainer.get("max_epochs") in (None, -1) and not trainer.get("fast_dev_run")
