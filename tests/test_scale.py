@@ -72,6 +72,6 @@ def test_ddp_inside_a_parallel_sweep_is_refused_with_what_to_use(cli):
     result = cli(
         "hydra/launcher=parallel", "trainer=ddp_cpu", "model.hidden_nodes=1,2", multirun=True
     )
-    assert result.returncode == 1  # the jobs fail, so the sweep does (Hydra's status)
+    assert result.returncode == 2  # refused before any job starts
     assert "bad config trainer.devices=2: DDP starts its own processes" in result.stderr
     assert "hydra/launcher=slurm" in result.stderr

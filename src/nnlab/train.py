@@ -42,6 +42,10 @@ layout.register_resolvers()
 # absolute config_path as it is.
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "conf"
 JOBS_AT_ONCE = "NNLAB_JOBS_AT_ONCE"  # set by nnlab's sweepers for the jobs they run in parallel
+DDP_IN_A_SWEEP = (
+    "DDP starts its own processes by running the command again, which only a single "
+    "nnlab-train run can: in a sweep use hydra/launcher=slurm (SLURM starts them)"
+)
 
 
 @dataclass
@@ -162,12 +166,7 @@ def build_run(cfg: DictConfig, starts_processes: bool = False, resumes: Path | N
         and not trainer.strategy.cluster_environment.creates_processes_externally
     )
     if launches and not starts_processes:  # Lightning starts them by running the command again
-        raise ConfigError(
-            "trainer.devices",
-            cfg.trainer.get("devices"),
-            "DDP starts its own processes by running the command again, which only a single "
-            "nnlab-train run can: in a sweep use hydra/launcher=slurm (SLURM starts them)",
-        )
+        raise ConfigError("trainer.devices", cfg.trainer.get("devices"), DDP_IN_A_SWEEP)
     run = Run(cfg, Path(cfg.paths.output_dir), datamodule, task, trainer)
     _describe(run, threads)
     return run

@@ -48,6 +48,7 @@ class GridSweeper(Sweeper):
                     "ckpt_path", self.config.ckpt_path, "resume runs one at a time, without -m"
                 )
             )
+        refuse_ddp_without_slurm(self.config)
         workers = signals.local_workers(self.config)
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
         overrides = parser.parse_overrides(
@@ -63,6 +64,17 @@ class GridSweeper(Sweeper):
                 statuses = [job_status(result.hydra_cfg) for result in results]
         statuses += ["not run"] * (len(jobs) - len(statuses))
         signals.finish(sweep_dir, statuses, watch.signum)
+
+
+def refuse_ddp_without_slurm(config: DictConfig) -> None:
+    """Several devices for every job, launched here: each job would be refused as it starts
+    (nnlab.train.build_run), after the workers' seconds of imports; refused before instead."""
+    from nnlab.train import DDP_IN_A_SWEEP
+
+    devices = (config.get("trainer") or {}).get("devices")
+    slurm = "SlurmLauncher" in str(config.hydra.launcher.get("_target_", ""))
+    if isinstance(devices, int) and not isinstance(devices, bool) and devices > 1 and not slurm:
+        stop(ConfigError("trainer.devices", devices, DDP_IN_A_SWEEP))
 
 
 def grid(overrides: list[Any]) -> list[list[str]]:

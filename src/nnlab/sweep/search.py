@@ -39,7 +39,7 @@ from nnlab.checks import NO_VALUE, BadValue, check_choice, check_int
 from nnlab.errors import ConfigError, stop, stopped
 from nnlab.overrides import as_value, parse
 from nnlab.sweep import signals
-from nnlab.sweep.grid import job_status, start_sweep
+from nnlab.sweep.grid import job_status, refuse_ddp_without_slurm, start_sweep
 from nnlab.sweep.space import Space, described, search_space
 
 log = logging.getLogger("nnlab")
@@ -92,6 +92,7 @@ class OptunaSweeper(Sweeper):
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
         warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
         self.retry = RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES)
+        refuse_ddp_without_slurm(self.config)
         workers = signals.local_workers(self.config)
         try:
             self._check_settings()
