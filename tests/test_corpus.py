@@ -189,6 +189,9 @@ def test_nnlab_eval_of_a_module_without_a_test_step_says_there_is_nothing_to_tes
     trained = run("gan", tmp_path, "trainer.max_epochs=1")
     with pytest.raises(ConfigError, match=r"GAN has no test_step .*: nothing to test"):
         evaluate(trained.run_dir, "last", [SEARCHPATH])
+    assert not (trained.run_dir / "evals").exists() or not any(
+        (trained.run_dir / "evals").iterdir()
+    )
 
 
 def test_a_stream_resumed_mid_epoch_says_in_one_line_that_the_resume_is_not_exact(tmp_path, capsys):

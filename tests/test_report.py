@@ -95,3 +95,16 @@ def test_the_default_metric_is_the_validation_metric_a_module_logs(tmp_path):
         "val_loss",
         "task.hidden",
     )
+
+
+def test_a_sweep_over_per_layer_widths_is_tabulated_and_plotted(tmp_path):
+    for name, widths, accuracy in (("a", "[4,4]", 0.9), ("b", "[3,2]", 0.8)):
+        (tmp_path / name / ".hydra").mkdir(parents=True)
+        overrides = f"- model.hidden_nodes={widths}\n"
+        (tmp_path / name / ".hydra" / "overrides.yaml").write_text(overrides)
+        metrics = {"status": "completed", "val/acc": accuracy}
+        (tmp_path / name / "metrics.json").write_text(json.dumps(metrics))
+    report_main([str(tmp_path)])
+    rows = list(csv.DictReader((tmp_path / "report.csv").open()))
+    assert [row["model.hidden_nodes"] for row in rows] == ["[4, 4]", "[3, 2]"]
+    assert (tmp_path / "report.png").read_bytes().startswith(b"\x89PNG")

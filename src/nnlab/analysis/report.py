@@ -241,8 +241,8 @@ def plot(runs: list[RunRecord], metric: str, x: str, lines: str | None, path: Pa
     groups: dict[Any, dict[Any, list[float]]] = defaultdict(lambda: defaultdict(list))
     for run in runs:
         if run.completed and metric in run.metrics and math.isfinite(run.metrics[metric]):
-            label = run.overrides.get(lines) if lines else None
-            groups[label][run.overrides.get(x)].append(run.metrics[metric])
+            label = _plain(run.overrides.get(lines)) if lines else None
+            groups[label][_plain(run.overrides.get(x))].append(run.metrics[metric])
     figure = Figure(figsize=(7, 4.5))
     ax = figure.add_subplot()
     for label in sorted(groups, key=str):
@@ -263,6 +263,11 @@ def plot(runs: list[RunRecord], metric: str, x: str, lines: str | None, path: Pa
         ax.legend(framealpha=0.8)
     FigureCanvasAgg(figure).print_png(str(path))
     return path
+
+
+def _plain(value: Any) -> Any:
+    """A swept value as a plot's key: a list (per-layer widths, [4,4]) as its text."""
+    return value if isinstance(value, int | float | str | bool) or value is None else str(value)
 
 
 def _sort_key(value: Any) -> tuple[int, Any]:

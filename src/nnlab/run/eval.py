@@ -15,7 +15,10 @@ overwritten.
 
 from __future__ import annotations
 
+import shutil
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -41,21 +44,33 @@ def evaluate(
     cfg = saved_config(run_dir, overrides or [], eval_dir)
     checkpoint = checkpoint_of(run_dir, ckpt)
     title, note = f"eval of {run_dir.name}", f"; tested {checkpoint}"
-    with layout.locked(run_dir, "run_dir"):
-        eval_dir.mkdir(parents=True)
-        with recording(eval_dir, cfg, title, note) as record:
-            record.run = build_run(cfg)
-            if not has_stage(record.run, "test_step", "test_dataloader") and not hasattr(
-                record.run.task, "analyse"
-            ):
-                task = type(record.run.task).__name__
-                reason = (
-                    f"{task} has no test_step (or its data no test_dataloader): nothing to test"
-                )
-                raise ConfigError("run_dir", str(run_dir), reason)
-            load_weights(record.run.task, checkpoint, "ckpt")
-            record.metrics.update(test_and_analyse(record.run, eval_dir))
+    with (
+        layout.locked(run_dir, "run_dir"),
+        _removed_if_refused(eval_dir),
+        recording(eval_dir, cfg, title, note) as record,
+    ):
+        record.run = build_run(cfg)
+        if not has_stage(record.run, "test_step", "test_dataloader") and not hasattr(
+            record.run.task, "analyse"
+        ):
+            task = type(record.run.task).__name__
+            reason = f"{task} has no test_step (or its data no test_dataloader): nothing to test"
+            raise ConfigError("run_dir", str(run_dir), reason)
+        load_weights(record.run.task, checkpoint, "ckpt")
+        record.metrics.update(test_and_analyse(record.run, eval_dir))
     return record.metrics
+
+
+@contextmanager
+def _removed_if_refused(eval_dir: Path) -> Iterator[None]:
+    """The eval's dir, made; removed again if the eval is refused as bad input (it tested
+    nothing), kept with its metrics.json's `failed: ...` for anything else."""
+    eval_dir.mkdir(parents=True)
+    try:
+        yield
+    except ConfigError:
+        shutil.rmtree(eval_dir, ignore_errors=True)
+        raise
 
 
 def saved_config(run_dir: Path, overrides: list[str], output_dir: Path) -> DictConfig:
