@@ -66,3 +66,30 @@ def test_a_truncated_predictions_file_is_bad_input_exit_2(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("nnlab-compare: ") and "does not read as saved predictions" in err
     assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("predicted", "expected"),
+    [
+        (np.array([[1], [2]]), "expected index, target, predicted as integers, one per image"),
+        (np.array([], dtype=int), "expected index, target, predicted as integers, one per image"),
+        (None, "holds no predictions: the run tested no images"),
+    ],
+)
+def test_predictions_of_the_wrong_shape_or_none_are_bad_input(
+    tmp_path, capsys, predicted, expected
+):
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        empty = predicted is None
+        index = np.array([], dtype=int) if empty else np.array([0, 1])
+        arrays = {
+            "index": index,
+            "target": index + 1,
+            "predicted": index + 1 if empty else predicted,
+        }
+        np.savez(tmp_path / name / "test_predictions.npz", **arrays)
+    with pytest.raises(SystemExit) as stop:
+        compare_main([str(tmp_path / "a"), str(tmp_path / "b")])
+    assert stop.value.code == 2
+    assert expected in capsys.readouterr().err

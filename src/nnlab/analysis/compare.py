@@ -120,9 +120,19 @@ def load(run_dir: Path) -> dict[str, np.ndarray]:
         raise BadInput(f"{path} does not exist (only image classifiers save predictions)")
     try:  # allow_pickle stays False: a file of arrays, never of objects
         with np.load(path) as saved:
-            return {key: saved[key] for key in ("index", "target", "predicted")}
+            arrays = {key: saved[key] for key in ("index", "target", "predicted")}
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
         raise BadInput(f"{path} does not read as saved predictions ({error})") from None
+    shapes = {array.shape for array in arrays.values()}
+    integers = all(np.issubdtype(array.dtype, np.integer) for array in arrays.values())
+    if len(shapes) != 1 or len(next(iter(shapes))) != 1 or not integers:
+        found = ", ".join(f"{k} {a.dtype}{list(a.shape)}" for k, a in arrays.items())
+        raise BadInput(
+            f"{path}: expected index, target, predicted as integers, one per image ({found})"
+        )
+    if not len(arrays["index"]):
+        raise BadInput(f"{path} holds no predictions: the run tested no images")
+    return arrays
 
 
 def report(result: Comparison, name_a: str, name_b: str) -> str:
