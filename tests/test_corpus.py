@@ -6,6 +6,7 @@ weights-only."""
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import pytest
@@ -46,42 +47,51 @@ def curve(run_dir: Path, tag: str) -> list[tuple[int, float]]:
     return points
 
 
-# Under DDP (one process here), Lightning gives the loader a DistributedSampler of its own.
-RESUMED = [(name, []) for name in MODULES] + [
-    ("underscore", ["trainer=ddp_cpu", "trainer.devices=1"])
+# Under DDP (one process here), Lightning gives the loader a DistributedSampler of its own. At
+# an epoch's last step the stop waits for its validation, and the resume starts after it.
+RESUMED = [
+    *((name, [], step) for name, step in MODULES.items()),
+    ("underscore", ["trainer=ddp_cpu", "trainer.devices=1"], MODULES["underscore"]),
+    ("underscore", [], 13),
 ]
+IDS = ["lht", "underscore", "gan", "dict", "no_val", "epoch_end", "ddp", "at an epoch's end"]
 
 
-@pytest.mark.parametrize(
-    ("name", "strategy"), RESUMED, ids=[n + " ddp" * bool(s) for n, s in RESUMED]
-)
+@pytest.mark.parametrize(("name", "strategy", "step"), RESUMED, ids=IDS)
 def test_a_module_stopped_mid_epoch_resumes_to_the_uninterrupted_runs_metrics(
-    name, strategy, tmp_path, capsys
+    name, strategy, step, tmp_path, capsys
 ):
     whole = run(name, tmp_path / "whole", *strategy)
     stop = [
         *strategy,
         "+callbacks.stop._target_=corpus.stop.SigtermAt",
-        f"+callbacks.stop.step={MODULES[name]}",
+        f"+callbacks.stop.step={step}",
     ]
     with pytest.raises(Interrupted):
         run(name, tmp_path / "stopped", *stop)
     (run_dir,) = (tmp_path / "stopped" / f"corpus_{name}" / "runs").iterdir()
     saved = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
-    assert saved["global_step"] == MODULES[name]
+    assert saved["global_step"] == step
 
     capsys.readouterr()
-    resumed = run(name, tmp_path / "stopped", *stop, "ckpt_path=last")
+    with warnings.catch_warnings(record=True) as warned:
+        warnings.simplefilter("always")
+        resumed = run(name, tmp_path / "stopped", *stop, "ckpt_path=last")
     assert resumed.run_dir == run_dir
     told = capsys.readouterr()
-    assert "could not find the monitored key" not in told.out + told.err
-    assert "not resumable" not in told.out + told.err  # the loader is, now
+    said = told.out + told.err + "".join(str(w.message) for w in warned)
+    assert "could not find the monitored key" not in said
+    assert "not resumable" not in said  # the loader is, now
     expected, got = read_metrics(whole.run_dir), read_metrics(run_dir)
     assert got.pop("status") == expected.pop("status") == "completed"
     assert got == pytest.approx(expected, rel=1e-5, abs=1e-7)
     if name == "lht":  # torchmetrics' running sums resume too: each epoch's mean, once
         assert curve(run_dir, "train/loss") == curve(whole.run_dir, "train/loss")
         assert [step for step, _ in curve(run_dir, "train/loss")] == [14, 29, 44]
+    for kept in ("best", "last") if (whole.run_dir / "checkpoints" / "best.ckpt").exists() else ():
+        ours = torch.load(run_dir / "checkpoints" / f"{kept}.ckpt", weights_only=True)
+        theirs = torch.load(whole.run_dir / "checkpoints" / f"{kept}.ckpt", weights_only=True)
+        assert ours["global_step"] == theirs["global_step"], kept  # the same epoch is best
     final = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     uninterrupted = torch.load(whole.run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     for key, tensor in uninterrupted["state_dict"].items():

@@ -236,6 +236,12 @@ class ResumeState(Callback):
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         compat.load_pending_loader_states(trainer)
+        if trainer.ckpt_path:  # resumed: the values current at the checkpoint are current again
+            # A stop at an epoch's validation resumes after it, where ModelCheckpoint judges the
+            # epoch by its monitored value: without it, that epoch was never a best candidate.
+            current = trainer.callback_metrics
+            for name, value in self.logged.items():
+                current.setdefault(name, torch.tensor(value))
         done = trainer.fit_loop.epoch_loop.batch_progress.current.completed
         if trainer.fit_loop.restarting and 0 < done < trainer.num_training_batches:
             for name in not_resumable(trainer):
