@@ -104,3 +104,26 @@ def test_a_run_dir_in_use_by_a_live_process_is_refused_and_a_dead_holders_lock_t
     # Its holder is dead (a kill -9 leaves the lock behind): the resume takes it over.
     resumed = train([f"ckpt_path={run_dir}", f"paths.log_dir={tmp_path / 'logs'}"])
     assert resumed.metrics["status"] == "completed" and not lock.exists()
+
+
+@pytest.mark.parametrize("linked", ["figures", "evals", "train.log"])
+def test_a_run_dir_linking_out_is_refused_and_nothing_is_written_where_it_points(
+    finished, tmp_path, linked
+):
+    run_dir, outside = unfinished_copy(finished, tmp_path), tmp_path / "outside"
+    outside.mkdir()
+    target = outside / linked
+    shutil.rmtree(run_dir / linked, ignore_errors=True)
+    (run_dir / linked).unlink(missing_ok=True)
+    if linked == "train.log":
+        target.write_text("")
+    else:
+        target.mkdir()
+    (run_dir / linked).symlink_to(target)
+    for name, read in readers(run_dir, tmp_path).items():
+        if name == "load_run":
+            continue  # it writes nothing
+        with pytest.raises(ConfigError, match="is a symbolic link: nnlab writes nothing outside"):
+            read()
+    assert [p.stat().st_size for p in outside.rglob("*") if p.is_file()] in ([], [0])
+    assert not [p for p in outside.rglob("*") if p.is_dir() and p != target]

@@ -40,6 +40,7 @@ def evaluate(
     from nnlab.train import build_run
 
     run_dir = Path(run_dir)
+    layout.check_no_links(run_dir, "run_dir", str(run_dir))
     eval_dir = run_dir / "evals" / layout.run_stamp()
     cfg = saved_config(run_dir, overrides or [], eval_dir)
     checkpoint = checkpoint_of(run_dir, ckpt)

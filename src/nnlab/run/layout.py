@@ -185,11 +185,25 @@ def resumed_run(value: str, runs: Path) -> Path:
         found = path if path.is_dir() else path.parent.parent
     if not is_run_dir(found):
         raise ConfigError("ckpt_path", value, f"{found} is not an nnlab run dir (no .hydra/)")
+    check_no_links(found, "ckpt_path", value)
     if read_metrics(found).get("status") == "completed":
         raise ConfigError(
             "ckpt_path", value, f"{found} completed; a finished run is never overwritten"
         )
     return found
+
+
+WRITTEN_INTO = (HYDRA_DIR, CHECKPOINTS, "figures", "evals", "train.log")  # by name, again
+
+
+def check_no_links(run_dir: Path, key: str, value: str) -> None:
+    """A run dir nnlab writes into again (a resume, nnlab-eval) holds no symbolic link where it
+    writes: a linked train.log, figures/ or evals/ would send the writes wherever it points.
+    (Files written whole are renamed over a link, never through it.)"""
+    for path in (Path(run_dir), *(Path(run_dir) / name for name in WRITTEN_INTO)):
+        if path.is_symlink():
+            reason = f"{path} is a symbolic link: nnlab writes nothing outside the run dir"
+            raise ConfigError(key, value, reason)
 
 
 def resumed_checkpoint(ckpt_path: str, run: Path) -> Path:
