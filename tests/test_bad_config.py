@@ -160,6 +160,9 @@ def test_values_the_run_cannot_honour_are_refused_with_what_to_do(cli, overrides
         (["task_name=../../escaped"], "task_name='../../escaped': expected a plain folder name"),
         (["experiment=../model/mlp"], "experiment='../model/mlp': name an option of experiment/"),
         (["experiment=null"], "experiment='null': Hydra drops a config group with ~experiment"),
+        (["hydra.run.dir=/tmp/elsewhere"], "hydra.run.dir='/tmp/elsewhere': nnlab places every"),
+        (["paths.output_dir=/tmp/elsewhere"], "paths.output_dir='/tmp/elsewhere': a run's files"),
+        (["hydra.output_subdir=../../.."], "hydra.output_subdir='../../..': nnlab places every"),
         (
             ["task_name=${oc.env:NNLAB_UNSET_X}"],
             "hydra.run.dir: Environment variable 'NNLAB_UNSET_X'",

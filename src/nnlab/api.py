@@ -30,7 +30,7 @@ from omegaconf import DictConfig
 from nnlab import compat
 from nnlab.errors import ConfigError, raised_as_known
 from nnlab.run import layout
-from nnlab.run.config import refuse_null_groups
+from nnlab.run.config import refuse_before_compose
 from nnlab.train import CONFIG_DIR, Run
 from nnlab.train import train as train_config
 
@@ -52,7 +52,7 @@ def train(overrides: Sequence[str] = ()) -> Run:
         initialize_config_dir(str(CONFIG_DIR), version_base="1.3", job_name="train"),
         raised_as_known(),
     ):
-        refuse_null_groups(overrides, CONFIG_DIR)
+        refuse_before_compose(overrides, CONFIG_DIR)
         cfg = compose("train", overrides, return_hydra_config=True)
         cfg.hydra.mode = RunMode.RUN
         callbacks = compat.hydra_callbacks(cfg)

@@ -28,7 +28,7 @@ from nnlab import compat
 from nnlab.errors import ConfigError, Interrupted, NotRun, RunStopped, exits, stop, stopped
 from nnlab.overrides import command_overrides
 from nnlab.run import layout, resume
-from nnlab.run.config import check_config, refuse_null_groups
+from nnlab.run.config import check_config, refuse_before_compose
 from nnlab.run.console import DETAILS, quiet_console, quiet_libraries
 from nnlab.run.record import Record, has_stage, recording, test_and_analyse
 from nnlab.sweep import signals
@@ -318,7 +318,7 @@ def main() -> None:
     if not (CONFIG_DIR / "train.yaml").is_file():
         sys.exit(f"nnlab: no configs at {CONFIG_DIR}; install nnlab with `pip install -e <repo>`")
     with exits():
-        refuse_null_groups(sys.argv[1:], CONFIG_DIR)
+        refuse_before_compose(sys.argv[1:], CONFIG_DIR)
         _job()
 
 

@@ -20,7 +20,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 from nnlab.checks import check_int
 from nnlab.errors import ConfigError
 from nnlab.overrides import command_overrides, key_of, values
-from nnlab.run.layout import unwritable
+from nnlab.run.layout import is_other_rank, unwritable
 
 # The top-level keys of conf/train.yaml: anything else is a typo (+seeds=0,1,2 would sweep nothing).
 TOP_LEVEL_KEYS = (
@@ -49,6 +49,14 @@ def check_config(cfg: DictConfig) -> None:
     not use them. Raises ConfigError naming the key."""
     check_choices()
     _drop_unused_groups(cfg)
+    placed = None
+    if HydraConfig.initialized():
+        placed = OmegaConf.select(HydraConfig.get(), "runtime.output_dir", throw_on_missing=False)
+    if placed:  # in Hydra's job (not the compose API): one run, one dir, under paths.log_dir
+        placed = Path(placed).resolve()
+        if Path(str(cfg.paths.output_dir)).resolve() != placed:
+            reason = f"a run's files go to the dir Hydra made for it ({placed}): leave it unset"
+            raise ConfigError("paths.output_dir", cfg.paths.output_dir, reason)
     for key in cfg:
         if key not in TOP_LEVEL_KEYS:
             allowed = ", ".join(TOP_LEVEL_KEYS)
@@ -103,16 +111,26 @@ def check_choices() -> None:
         raise ConfigError("hparams_search", search, "a search runs its trials as a sweep: add -m")
 
 
-def refuse_null_groups(overrides: list[str], config_dir: Path) -> None:
-    """`experiment=null`, typed: Hydra 1.3 refuses a group's option of null with a traceback
-    (a defaults list may say null; a command drops the group with ~experiment)."""
+# Where Hydra writes a run before nnlab's code runs: set on the command line, they would place
+# its files outside paths.log_dir, unchecked. (hydra.sweep.dir stays open: nnlab-reproduce
+# places its sweeps with it.)
+PLACED_BY_NNLAB = ("hydra.run.dir", "hydra.output_subdir")
+
+
+def refuse_before_compose(overrides: list[str], config_dir: Path) -> None:
+    """What the command line must not say, refused before Hydra acts on it: `experiment=null`
+    (Hydra 1.3 refuses a group's null option with a traceback; ~experiment drops the group),
+    and the dirs Hydra writes to before any check of nnlab's can run."""
     from nnlab.overrides import parse
 
     for override in overrides:
-        key, equals, value = override.partition("=")
-        if override.startswith("-") or not equals or not (config_dir / key).is_dir():
+        key, equals, value = override.lstrip("+~").partition("=")
+        if override.startswith("-") or not equals:
             continue
-        if parse([override])[0].value() is None:
+        if key in PLACED_BY_NNLAB and not is_other_rank():  # Lightning places DDP's others
+            reason = "nnlab places every run under paths.log_dir/<task_name>: set those instead"
+            raise ConfigError(key, value, reason)
+        if (config_dir / key).is_dir() and parse([override])[0].value() is None:
             reason = f"Hydra drops a config group with ~{key}: write ~{key} to compose without one"
             raise ConfigError(key, value, reason)
 

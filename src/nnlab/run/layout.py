@@ -71,7 +71,7 @@ def locked(run_dir: Path | str, key: str) -> Iterator[None]:
     taken atomically and removed at the end. A second comer is refused (ConfigError under
     `key`), naming the holder; a lock whose holder on this host is dead (a kill -9) is taken
     over. The other processes of a DDP or SLURM job (rank > 0) share their rank 0's lock."""
-    if any(int(os.environ.get(name, "0") or 0) > 0 for name in RANKS):
+    if is_other_rank():
         yield
         return
     lock, me = Path(run_dir) / LOCK, f"{os.getpid()} {socket.gethostname()}"
@@ -98,6 +98,12 @@ def locked(run_dir: Path | str, key: str) -> Iterator[None]:
 
 
 RANKS = ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID")  # set in a job's other processes
+
+
+def is_other_rank() -> bool:
+    """Whether this process is one of a DDP or SLURM job's others (rank > 0), which Lightning
+    starts by running the command again, placed in rank 0's run dir."""
+    return any(int(os.environ.get(name, "0") or 0) > 0 for name in RANKS)
 
 
 def _alive(pid: int) -> bool:
