@@ -222,7 +222,7 @@ def test_a_bad_claim_file_stops_with_one_line_and_status_2(tmp_path):
 
 
 def test_every_claim_file_loads_and_the_image_claims_run_on_fashion_mnist_without_mnist():
-    claims = [load_claim(path) for path in claim_files(CONFIG_DIR / "claim")]
+    claims = [load_claim(path) for path in claim_files(CONFIG_DIR.parent / "claims")]
     assert len(claims) >= 9 and all(claim.budget.seeds >= 5 for claim in claims)
     sweeps = plan(claims, Mode("budget", "fashion_mnist", download=False))
     shared = [sweep for sweep in sweeps if len(sweep.claims) > 1]
@@ -266,7 +266,7 @@ def test_the_quick_reproduction_writes_a_complete_report(tmp_path):
     result = reproduce(tmp_path, "--quick", f"paths.data_dir={tmp_path / 'data'}")
 
     assert result.returncode == 0, result.stderr
-    names = [path.stem for path in claim_files(CONFIG_DIR / "claim")]
+    names = [path.stem for path in claim_files(CONFIG_DIR.parent / "claims")]
     rows = findings(tmp_path)
     assert sorted(rows) == sorted(names)
     for name, row in rows.items():
@@ -275,7 +275,7 @@ def test_the_quick_reproduction_writes_a_complete_report(tmp_path):
         assert row["verdict"] in VERDICTS, row
         assert row["verdict"] != "not measured", row
         assert (tmp_path / "out" / row["figure"]).read_bytes().startswith(b"\x89PNG")
-    claims = {name: load_claim(CONFIG_DIR / "claim" / f"{name}.yaml") for name in names}
+    claims = {name: load_claim(CONFIG_DIR.parent / "claims" / f"{name}.yaml") for name in names}
     for name, claim in claims.items():
         assert rows[name]["data"] == ("Fashion-MNIST" if claim.data else rows[name]["data"])
         if claim.fixed:

@@ -1,4 +1,4 @@
-"""The claim files, `conf/claim/<name>.yaml`: one claim of the notebook each, read and checked.
+"""The claim files, `claims/<name>.yaml`: one claim of the notebook each, read and checked.
 
 A claim names what the notebook said, the sweep that measures it (an experiment, its swept
 overrides and budgets; the seeds are added), and the rule that judges it. The schema is the

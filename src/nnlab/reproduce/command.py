@@ -1,6 +1,6 @@
 """`nnlab-reproduce`: run every claim of the notebook as a sweep over seeds, and judge it.
 
-    nnlab-reproduce                      # every claim in conf/claim/, into reproduce/
+    nnlab-reproduce                      # every claim in claims/, into reproduce/
     nnlab-reproduce --quick              # 2 seeds and small budgets: is the report complete?
     nnlab-reproduce trainer=gpu          # on a GPU: the image claims on full MNIST
     nnlab-reproduce --only wave_left_side,series_trend
@@ -41,7 +41,9 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--quick", action="store_true", help="each claim's quick budget")
     parser.add_argument("--out", type=Path, default=Path("reproduce"), help="default: reproduce")
-    parser.add_argument("--claims", type=Path, default=CONFIG_DIR / "claim", help="claim files")
+    parser.add_argument(
+        "--claims", type=Path, default=CONFIG_DIR.parent / "claims", help="claim files"
+    )
     parser.add_argument("--only", help="claims to run, by name, comma-separated")
     parser.add_argument("--jobs", type=int, default=2, help="parallel jobs per sweep (2)")
     parser.add_argument("--judge", type=Path, help="judge the runs in this folder; train nothing")
