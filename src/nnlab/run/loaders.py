@@ -160,15 +160,20 @@ def make_training_loaders_resumable(datamodule: Any, task: Any) -> None:
     from lightning.pytorch.utilities.model_helpers import is_overridden
 
     source = datamodule if is_overridden("train_dataloader", datamodule) else task
-    if not is_overridden("train_dataloader", source):
-        return
-    make_loaders = source.train_dataloader
+    if is_overridden("train_dataloader", source):
+        source.train_dataloader = ResumableLoaders(source.train_dataloader)
 
-    @functools.wraps(make_loaders)  # Lightning still sees the source's own method
-    def train_dataloader() -> Any:
-        return resumable(make_loaders())
 
-    source.train_dataloader = train_dataloader
+class ResumableLoaders:
+    """A `train_dataloader` whose loaders are made `resumable`. A class, not a closure, so that
+    a data module sent to other processes (DDP's spawn) still pickles; `__wrapped__` lets
+    Lightning see the source's own method (`is_overridden`)."""
+
+    def __init__(self, make_loaders: Any) -> None:
+        self.__wrapped__ = make_loaders
+
+    def __call__(self) -> Any:
+        return resumable(self.__wrapped__())
 
 
 def not_resumable(trainer: Any) -> list[str]:
