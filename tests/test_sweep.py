@@ -101,6 +101,31 @@ def test_sigterm_stops_the_whole_sweep_and_no_job_starts_after_it(tmp_path):
     assert "6 runs, 0 completed, 6 not." in (jobs[0].parent / "report.md").read_text()
 
 
+@pytest.mark.slow
+def test_a_sweep_killed_by_sigkill_leaves_no_worker_and_its_jobs_saved(tmp_path):
+    # No handler runs on SIGKILL: the workers see their sweep's process gone, and end.
+    logs = tmp_path / "logs"
+    command = [sys.executable, "-m", "nnlab.train", "-m", f"paths.log_dir={logs}"]
+    command += ["experiment=rings", "trainer.max_steps=200000", "hydra.launcher.n_jobs=2"]
+    command += ["model.hidden_nodes=1,2,3,4"]
+    process = subprocess.Popen(command, cwd=tmp_path, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while len(list(logs.glob("rings/multiruns/*/*/checkpoints/last.ckpt"))) < 2:
+        assert process.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    workers = psutil.Process(process.pid).children(recursive=True)
+    process.kill()
+    process.wait()
+    _, alive = psutil.wait_procs(workers, timeout=10)
+    assert not alive  # within 10 s, none trains on or waits for work
+    jobs = run_dirs(logs)
+    statuses = [read_metrics(job)["status"] for job in jobs]
+    assert sorted(statuses)[:2] == ["interrupted", "interrupted"]  # saved, to resume
+    for job, status in zip(jobs, statuses, strict=True):
+        if status != "interrupted":  # a queued job that a worker took: it ends before training
+            assert status.startswith("not run") and not (job / "checkpoints").exists()
+
+
 def test_hydras_sweep_forms_over_config_groups_work(cli, tmp_path):
     # glob() over the experiments (those needing no image data), as in plain Hydra
     result = cli("experiment=glob(*,exclude=[mnist*,fashion*])", "debug=fdr", multirun=True)

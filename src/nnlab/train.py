@@ -84,6 +84,10 @@ def train(cfg: DictConfig, starts_processes: bool = False) -> Run:
             stopped_by = is_multirun() and signals.stopped_by(Path(HydraConfig.get().sweep.dir))
             if stopped_by:  # a signal stopped the sweep before this job started
                 raise NotRun(stopped_by.name)
+            if is_multirun() and signals.sweep_is_gone():  # killed: no signal, no mark
+                raise NotRun("SIGKILL")
+            if is_multirun():
+                signals.end_with_the_sweep()
             checkpoint = None
             if cfg.get("ckpt_path"):
                 record.resuming = True

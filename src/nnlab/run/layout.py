@@ -82,7 +82,7 @@ def locked(run_dir: Path | str, key: str) -> Iterator[None]:
             break
         except FileExistsError:
             pid, _, host = lock.read_text(errors="replace").strip().partition(" ")
-            if host == socket.gethostname() and pid.isdigit() and not _alive(int(pid)):
+            if host == socket.gethostname() and pid.isdigit() and not process_alive(int(pid)):
                 lock.unlink(missing_ok=True)  # its holder died: take it over
                 continue
             reason = (
@@ -106,7 +106,7 @@ def is_other_rank() -> bool:
     return any(int(os.environ.get(name, "0") or 0) > 0 for name in RANKS)
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -10,6 +10,7 @@ done, where a sweep of nnlab's reports every job.
 from __future__ import annotations
 
 import itertools
+import os
 from pathlib import Path
 from typing import Any
 
@@ -116,6 +117,10 @@ def start_sweep(config: DictConfig, overrides: list[Any], jobs_at_once: int) -> 
         )
         if jobs_at_once > 1:
             config.hydra.overrides.hydra.append(f"+hydra.job.env_set.{JOBS_AT_ONCE}={jobs_at_once}")
+        if jobs_at_once > 0:  # worker processes on this machine: they watch this process
+            config.hydra.overrides.hydra.append(
+                f"+hydra.job.env_set.{signals.SWEEP_PID}={os.getpid()}"
+            )
     return sweep_dir
 
 

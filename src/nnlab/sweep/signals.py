@@ -20,9 +20,11 @@ the runs they were saving with them):
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -59,6 +61,36 @@ def interrupting(trainer: Any, checkpoint: Path) -> Iterator[None]:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+SWEEP_PID = "NNLAB_SWEEP_PID"  # set by the sweepers for their jobs: the sweep's own process
+GRACE_S = 5  # for a training job to save last.ckpt once its sweep is gone
+
+
+def sweep_is_gone() -> bool:
+    """Whether this job's sweep process has died (a kill -9: no handler ran, no mark)."""
+    pid = int(os.environ.get(SWEEP_PID, "0") or 0)
+    return bool(pid) and pid != os.getpid() and not layout.process_alive(pid)
+
+
+def end_with_the_sweep() -> None:
+    """In a job run by a worker process: a thread that ends the process when the sweep's own
+    process is gone. After a kill -9 of a sweep, joblib's workers stayed (870 MB each, minutes
+    later) and a queued job still started. The thread sends this process SIGTERM, which a
+    training job turns into a saved, interrupted run (nnlab.run.callbacks.GracefulStop); a
+    process that has not ended GRACE_S seconds later is killed."""
+    pid = int(os.environ.get(SWEEP_PID, "0") or 0)
+    if not pid or pid == os.getpid():  # no sweep, or the jobs run in the sweep's process
+        return
+
+    def watch() -> None:
+        while layout.process_alive(pid):
+            time.sleep(1)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(GRACE_S)
+        os.kill(os.getpid(), signal.SIGKILL)  # its signals were blocked: an idle worker
+
+    threading.Thread(target=watch, name="nnlab-sweep-watch", daemon=True).start()
 
 
 def mark_stopped(sweep_dir: Path, signum: int) -> None:
