@@ -7,7 +7,7 @@ import csv
 import sys
 
 import pytest
-from conftest import read_metrics
+from conftest import read_metrics, trained
 
 from nnlab.analysis.report import main as report_main
 from nnlab.api import train
@@ -103,3 +103,11 @@ def test_trainer_mps_without_mps_says_what_to_use(cli):
     result = cli("experiment=rings", "trainer=mps")
     assert result.returncode == 2
     assert "bad config trainer.accelerator='mps': torch sees no Apple MPS device" in result.stderr
+
+
+def test_a_run_that_max_time_stops_says_so(config, tmp_path):
+    metrics = trained(config("experiment=rings", "+trainer.max_time=00:00:00:01", "logger=none"))
+    status = metrics["status"]
+    assert status.startswith("completed (stopped early at step ")
+    assert status.endswith(": trainer.max_time ran out)")
+    assert 0 < int(status.split("step ")[1].split(":")[0]) < 10_000

@@ -207,10 +207,15 @@ def _fit_validate_and_test(run: Run, record: Record, checkpoint: Path | None) ->
 
 
 def _early_stop_note(trainer: L.Trainer) -> str:
-    """` (stopped early at step N: val/loss did not improve for K checks)`, or ""."""
-    from lightning.pytorch.callbacks import EarlyStopping
+    """` (stopped early at step N: val/loss did not improve for K checks)`, the same for a
+    trainer.max_time that ran out, or ""."""
+    from lightning.pytorch.callbacks import EarlyStopping, Timer
 
     for callback in trainer.callbacks:
+        remaining = callback.time_remaining("train") if isinstance(callback, Timer) else None
+        if remaining is not None and remaining <= 0:
+            step = trainer.global_step
+            return f" (stopped early at step {step}: trainer.max_time ran out)"
         if isinstance(callback, EarlyStopping) and callback.wait_count >= callback.patience > 0:
             checks = f"{callback.wait_count} check{'s' * (callback.wait_count != 1)}"
             step, monitor = trainer.global_step, callback.monitor
