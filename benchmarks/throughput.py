@@ -49,7 +49,7 @@ def main() -> None:
             "data.val_fraction=0",
             f"data.batch_size={args.batch_size}",
             f"trainer.max_epochs={args.epochs}",
-            "+trainer.limit_val_batches=0",
+            "trainer.limit_val_batches=0",
             "callbacks.model_checkpoint.monitor=null",
             "trainer.enable_progress_bar=false",
         ]

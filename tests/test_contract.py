@@ -57,13 +57,13 @@ def test_the_trainers_gradient_clipping_bounds_every_step_on_both_paths(config, 
     assert len(RecordingSGD.norms) == 12 and unclipped > 0.1  # 360 images in batches of 32
 
     RecordingSGD.norms = []
-    clipped = [*RECORDING_SGD, "trainer.max_epochs=1", "+trainer.gradient_clip_val=0.01"]
+    clipped = [*RECORDING_SGD, "trainer.max_epochs=1", "trainer.gradient_clip_val=0.01"]
     run = build_run(image_config(config, tiny_mnist, *clipped))
     run.trainer.fit(run.task, datamodule=run.datamodule)
     assert len(RecordingSGD.norms) == 12 and max(RecordingSGD.norms) <= 0.01 * (1 + 1e-5)
 
     RecordingSGD.norms = []  # the rings, one step per batch: the Trainer clips every step
-    rings = ["experiment=rings", "trainer.max_steps=250", "+trainer.gradient_clip_val=0.01"]
+    rings = ["experiment=rings", "trainer.max_steps=250", "trainer.gradient_clip_val=0.01"]
     one_step = [*rings, "task.steps_per_batch=1", "trainer.val_check_interval=100"]
     run = build_run(config(*one_step, *RECORDING_SGD, "optimizer.lr=1.0", "logger=none"))
     run.trainer.fit(run.task, datamodule=run.datamodule)
@@ -79,7 +79,7 @@ def test_the_trainers_clipping_is_refused_where_the_task_steps_its_optimizer_its
 
 def test_accumulated_gradients_take_one_optimizer_step_per_two_batches(config, tiny_mnist):
     RecordingSGD.norms = []
-    overrides = [*RECORDING_SGD, "trainer.max_epochs=2", "+trainer.accumulate_grad_batches=2"]
+    overrides = [*RECORDING_SGD, "trainer.max_epochs=2", "trainer.accumulate_grad_batches=2"]
     run = build_run(image_config(config, tiny_mnist, *overrides, "logger=none"))
     run.trainer.fit(run.task, datamodule=run.datamodule)
     assert run.trainer.global_step == len(RecordingSGD.norms) == 2 * 6  # 12 batches per epoch

@@ -106,7 +106,7 @@ def test_trainer_mps_without_mps_says_what_to_use(cli):
 
 
 def test_a_run_that_max_time_stops_says_so(config, tmp_path):
-    metrics = trained(config("experiment=rings", "+trainer.max_time=00:00:00:01", "logger=none"))
+    metrics = trained(config("experiment=rings", "trainer.max_time=00:00:00:01", "logger=none"))
     status = metrics["status"]
     assert status.startswith("completed (stopped early at step ")
     assert status.endswith(": trainer.max_time ran out)")

@@ -211,7 +211,9 @@ def composition_error(error: Exception) -> ConfigError:
         return ConfigError(key, NO_VALUE, "no value: the experiment= sets it, or set it yourself")
     if isinstance(cause, ConfigKeyError | ConfigAttributeError) and cause.full_key:
         return _unknown_key(str(cause.full_key), cause.parent_node)
-    return ConfigError("overrides", NO_VALUE, str(error).strip().splitlines()[0])
+    # Hydra's advice sits on its later lines ("Either remove + prefix: ..."): one line, whole.
+    text = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+    return ConfigError("overrides", NO_VALUE, text)
 
 
 def _unknown_key(full_key: str, parent: Any) -> ConfigError:
