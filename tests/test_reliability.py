@@ -360,3 +360,49 @@ def test_a_signal_while_testing_records_interrupted_and_the_resume_finishes_the_
     resumed = read_metrics(run_dir)
     assert resumed["status"] == "completed" and "test/acc" in resumed
     assert resumed["train/loss"] == metrics["train/loss"]  # the train metrics kept
+
+
+def test_a_signal_during_start_up_records_interrupted_and_leaves_no_lock(
+    cli, tmp_path, monkeypatch
+):
+    """Before training (here while the run is built), a signal ended the process where it
+    stood: a run dir without metrics.json, and a stale run.lock. A resumed run started again
+    keeps its last.ckpt and is told to resume again."""
+    import nnlab.train
+
+    real_build = nnlab.train.build_run
+
+    def build_with_sigterm(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        return real_build(*args, **kwargs)
+
+    overrides = ["experiment=rings", "trainer.max_steps=300", "logger=none"]
+    with monkeypatch.context() as patch:
+        patch.setattr(nnlab.train, "build_run", build_with_sigterm)
+        stopped = cli(*overrides)
+    assert stopped.returncode == 128 + signal.SIGTERM
+    assert stopped.stderr.splitlines() == [
+        "nnlab: interrupted by SIGTERM before training started; run the command again"
+    ]
+    (fresh,) = run_dirs(tmp_path / "logs")
+    assert read_metrics(fresh) == {"status": "interrupted"}
+    assert not (fresh / "run.lock").exists()
+
+    def validation_start_with_sigterm(self):
+        if self.global_step == 500:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(RingsTask, "on_validation_start", validation_start_with_sigterm)
+        assert cli(*overrides, "trainer.max_steps=800").returncode == 128 + signal.SIGTERM
+    stopped_run = max(run_dirs(tmp_path / "logs"))
+    with monkeypatch.context() as patch:
+        patch.setattr(nnlab.train, "build_run", build_with_sigterm)
+        again = cli("experiment=rings", f"ckpt_path={stopped_run}")
+    assert again.returncode == 128 + signal.SIGTERM
+    assert again.stderr.splitlines() == [
+        "nnlab: interrupted by SIGTERM. Resume with the same command plus ckpt_path=last"
+    ]
+    assert not (stopped_run / "run.lock").exists()
+    assert cli("experiment=rings", f"ckpt_path={stopped_run}").returncode == 0
+    assert read_metrics(stopped_run)["status"] == "completed"

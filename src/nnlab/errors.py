@@ -88,17 +88,20 @@ class Interrupted(RunStopped):
 
     status = "interrupted"
 
-    def __init__(self, signum: int, step: int, checkpoint: Path | str) -> None:
-        self.signum, self.step, self.checkpoint = signum, step, str(checkpoint)
+    def __init__(self, signum: int, step: int | None, checkpoint: Path | str | None) -> None:
+        """`step` None: the signal came outside training (start-up, the end), and `checkpoint`
+        is the one already there, if any."""
+        self.signum, self.step = signum, step
+        self.checkpoint = None if checkpoint is None else str(checkpoint)
         self.exit_code = 128 + signum  # the shell's convention: 130 for Ctrl-C, 143 for SIGTERM
-        super().__init__(signum, step, str(checkpoint))
+        super().__init__(signum, step, self.checkpoint)
 
     def __str__(self) -> str:
         name = signal.Signals(self.signum).name
-        return (
-            f"interrupted by {name} at step {self.step}; saved {self.checkpoint}. "
-            "Resume with the same command plus ckpt_path=last"
-        )
+        if self.checkpoint is None:
+            return f"interrupted by {name} before training started; run the command again"
+        where = "" if self.step is None else f" at step {self.step}; saved {self.checkpoint}"
+        return f"interrupted by {name}{where}. Resume with the same command plus ckpt_path=last"
 
 
 class DiskFull(RunStopped):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -78,9 +79,16 @@ def train(cfg: DictConfig, starts_processes: bool = False) -> Run:
     processes by running this process's command again (a single nnlab-train run)."""
     run_dir = Path(cfg.paths.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)  # Hydra makes it; the compose API does not
+    last_checkpoint = layout.checkpoint(run_dir, "last")
     key = "ckpt_path" if cfg.get("ckpt_path") else "paths.output_dir"
+    # A sweep's jobs have the sweep's own stop (nnlab.sweep.signals).
+    at_once = nullcontext() if is_multirun() else signals.interrupted_at_once(last_checkpoint)
     try:
-        with layout.locked(run_dir, key), recording(run_dir, cfg, cfg.task_name) as record:
+        with (
+            layout.locked(run_dir, key),
+            recording(run_dir, cfg, cfg.task_name) as record,
+            at_once,
+        ):
             stopped_by = is_multirun() and signals.stopped_by(Path(HydraConfig.get().sweep.dir))
             if stopped_by:  # a signal stopped the sweep before this job started
                 raise NotRun(stopped_by.name)

@@ -63,6 +63,30 @@ def interrupting(trainer: Any, checkpoint: Path) -> Iterator[None]:
             signal.signal(signum, handler)
 
 
+@contextmanager
+def interrupted_at_once(last: Path) -> Iterator[None]:
+    """Around a single run, outside its training (imports, building, a resume's restore, the
+    sanity check, and the end), a signal ends the run at once as Interrupted: it records
+    `interrupted` and releases its lock. Python's default killed the process where it stood,
+    leaving a run dir without metrics.json and a lock on it. `last`: the run's last.ckpt,
+    which a resume takes if it is there."""
+    from nnlab.errors import Interrupted
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise Interrupted(signum, None, last if last.is_file() else None)
+
+    previous = {signum: signal.signal(signum, interrupt) for signum in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
 SWEEP_PID = "NNLAB_SWEEP_PID"  # set by the sweepers for their jobs: the sweep's own process
 GRACE_S = 5  # for a training job to save last.ckpt once its sweep is gone
 
