@@ -148,6 +148,34 @@ def test_help_or_cfg_with_a_bad_override_is_one_line_and_exit_2(tmp_path, flags,
     assert "Traceback" not in result.stderr
 
 
+def test_help_lists_the_groups_of_the_search_path(tmp_path):
+    """Hydra's list of groups reads the search path before the command line's."""
+    from nnlab.train import main
+
+    conf = tmp_path / "my_conf"
+    for group, option in [("experiment", "mine"), ("experiment", "other"), ("data/sub", "x")]:
+        (conf / group).mkdir(parents=True, exist_ok=True)
+        (conf / group / f"{option}.yaml").write_text("# @package _global_\n")
+    result = run_command(main, ["--help", f"hydra.searchpath=[file://{conf}]"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    listed = result.stdout.split("On hydra.searchpath:\n")[1].split("\n\n")[0]
+    assert listed.splitlines() == ["data/sub: x", "experiment: mine, other"]
+    assert "experiment: fashion_cnn, " in result.stdout  # nnlab's own, as before
+    plain = run_command(main, ["--help"], tmp_path)
+    assert "On hydra.searchpath" not in plain.stdout
+
+
+def test_help_into_a_closed_pipe_ends_quietly(tmp_path):
+    """`nnlab-train --help | head`: the reader may go before the help is written (here it
+    never reads), and Python's BrokenPipeError was a traceback."""
+    command = f"{sys.executable} -m nnlab.train --help | true"
+    result = subprocess.run(
+        ["bash", "-o", "pipefail", "-c", command], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert result.stderr == ""
+    assert result.returncode == 141  # 128 + SIGPIPE, as a shell tool ends
+
+
 def test_every_run_composes_its_config_exactly_once(cli, tmp_path, monkeypatch):
     """Counted at Hydra's public ConfigLoader.load_configuration, which the command line and
     the compose API both go through: a resume, a start from weights, the Python API and a

@@ -282,6 +282,9 @@ def exits(program: str = "nnlab") -> Iterator[None]:
     os.environ[FULL_ERROR] = "1"
     try:
         yield
+    except BrokenPipeError:  # `nnlab-train --help | head`: the reader has gone, so stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # as Python's docs advise
+        raise SystemExit(128 + signal.SIGPIPE) from None
     except Exception as error:
         known = stopped(error)
         if known is None:

@@ -201,3 +201,23 @@ def _check_trainer(trainer: DictConfig) -> None:
     if trainer.get("accelerator") == "cpu" and isinstance(devices, int) and devices > cores:
         reason = f"DDP on the CPU runs a process per device, and this machine has {cores} cores"
         raise ConfigError("trainer.devices", devices, reason)
+
+
+def searchpath_groups(searchpath: Any) -> str:
+    """`--help`'s list of the groups on `hydra.searchpath` (your own configs): Hydra's list
+    shows only nnlab's, since it reads the search path before the command line's."""
+    import importlib.resources
+
+    groups: dict[str, set[str]] = {}
+    for entry in searchpath or []:
+        scheme, _, where = str(entry).partition("://")
+        try:
+            root = Path(where) if scheme == "file" else importlib.resources.files(where)
+        except (ModuleNotFoundError, TypeError, ValueError):
+            continue  # a package that does not import: composing says so
+        for config in Path(str(root)).rglob("*.yaml"):
+            group = config.parent.relative_to(Path(str(root))).as_posix()
+            if group != "." and not group.startswith("hydra"):
+                groups.setdefault(group, set()).add(config.stem)
+    listed = "".join(f"{g}: {', '.join(sorted(o))}\n" for g, o in sorted(groups.items()))
+    return f"\nOn hydra.searchpath:\n{listed}" if listed else ""

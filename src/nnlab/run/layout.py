@@ -243,6 +243,9 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver(name, function, use_cache=True, replace=True)
     OmegaConf.register_new_resolver("path_safe", path_safe, replace=True)
     OmegaConf.register_new_resolver("task_option", task_option, replace=True)
+    from nnlab.run.config import searchpath_groups  # for --help (conf/hydra/default.yaml)
+
+    OmegaConf.register_new_resolver("searchpath_groups", searchpath_groups, replace=True)
     # The loggers' configs: a run's name (its dir's), tags as text, an absolute path, and
     # whether W&B runs offline.
     OmegaConf.register_new_resolver("path_name", lambda path: Path(str(path)).name, replace=True)
