@@ -44,3 +44,19 @@ def test_the_tour_notebook_runs_and_reaches_the_notebooks_findings(tmp_path, mon
     accuracy = float(text.split("Fashion-MNIST MLP: test/acc ")[1].split()[0])
     assert accuracy > 0.7  # the notebook's 6,000 training images, two epochs
     assert len(list((tmp_path / "logs").glob("*/runs/*/.hydra"))) == 10  # every call a run dir
+
+
+@pytest.mark.slow
+def test_train_in_a_notebook_draws_its_bar_without_asking_for_ipywidgets(tmp_path):
+    """Rich's live bar in Jupyter needs ipywidgets (not installed here), and warned at every
+    `train()` without them."""
+    code = (
+        "from nnlab.api import train\n"
+        f"run = train(['experiment=rings', 'trainer.max_steps=200', 'paths.log_dir={tmp_path}'])\n"
+        "print(run.metrics['status'])"
+    )
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code)])
+    NotebookClient(notebook, timeout=600).execute()
+    text = outputs_of(notebook)
+    assert "ipywidgets" not in text
+    assert "200/200 steps" in text and "completed" in text  # the bar, drawn as text

@@ -386,7 +386,20 @@ def progress_bar(trainer_settings: dict[str, Any]) -> ProgressBar:
     epoch is one batch (its bar read `Epoch 99/-2 1/1`)."""
     steps = trainer_settings.get("max_steps") or -1
     epochs = trainer_settings.get("max_epochs")
-    return StepProgressBar() if steps > 0 and epochs in (None, -1) else RichProgressBar()
+    console = console_settings()
+    if steps > 0 and epochs in (None, -1):
+        return StepProgressBar(console)
+    return RichProgressBar(console_kwargs=console)
+
+
+def console_settings() -> dict[str, Any]:
+    """Rich draws a live bar in Jupyter with ipywidgets; without them it warned at every run
+    (`install "ipywidgets" for Jupyter support`). There the bar is drawn as text instead."""
+    import importlib.util
+
+    if Console().is_jupyter and importlib.util.find_spec("ipywidgets") is None:
+        return {"force_jupyter": False}
+    return {}
 
 
 class StepProgressBar(ProgressBar):
@@ -394,10 +407,11 @@ class StepProgressBar(ProgressBar):
     values logged for the bar (`prog_bar=True`). Validation and testing have no bar of their
     own: they are short beside training, and the summary reports them."""
 
-    def __init__(self) -> None:
+    def __init__(self, console_settings: dict[str, Any] | None = None) -> None:
         super().__init__()
         self.enabled = True
         self.progress: Progress | None = None
+        self.console_settings = console_settings or {}
 
     def disable(self) -> None:
         self.enabled = False
@@ -415,7 +429,7 @@ class StepProgressBar(ProgressBar):
             TextColumn("{task.fields[speed]}"),
             TimeElapsedColumn(),
             TextColumn("{task.fields[metrics]}"),
-            console=Console(),
+            console=Console(**self.console_settings),
         )
         total, done = trainer.max_steps, trainer.global_step
         self.progress.add_task("", total=total, completed=done, speed="", metrics="")
