@@ -214,3 +214,21 @@ def test_every_run_composes_its_config_exactly_once(cli, tmp_path, monkeypatch):
         composes.clear()
     train([*rings, f"paths.log_dir={tmp_path / 'api'}"])
     assert len(composes) == 1
+
+
+def test_lightnings_warnings_reach_the_console_and_train_log_once_in_every_run(cli, tmp_path):
+    """Python printed them on stderr only, with a source path, and only in a process's first
+    run (a notebook's second train() had none)."""
+    said = (
+        "You passed `Trainer(accelerator='cpu', precision='16-mixed')` but AMP with fp16 is "
+        "not supported on CPU. Using `precision='bf16-mixed'` instead."
+    )
+    overrides = ["experiment=rings", "trainer.max_steps=100", "trainer.precision=16-mixed"]
+    for _ in range(2):  # the second run in this process says it again
+        result = cli(*overrides, "logger=none")
+        assert result.returncode == 0, result.stderr
+        assert result.stderr.splitlines().count(f"warning: {said}") == 1
+        assert "accelerator_connector.py" not in result.stderr  # no source path
+        newest = run_dirs(tmp_path / "logs")[-1]
+        assert (newest / "train.log").read_text().count(said) == 1
+    assert len(run_dirs(tmp_path / "logs")) == 2

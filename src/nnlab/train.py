@@ -30,7 +30,7 @@ from nnlab.errors import ConfigError, Interrupted, NotRun, RunStopped, exits, st
 from nnlab.overrides import command_overrides
 from nnlab.run import layout, resume
 from nnlab.run.config import check_config, refuse_before_compose
-from nnlab.run.console import DETAILS, quiet_console, quiet_libraries
+from nnlab.run.console import DETAILS, quiet_console, quiet_libraries, warnings_logged
 from nnlab.run.record import Record, has_stage, recording, test_and_analyse
 from nnlab.sweep import signals
 
@@ -85,6 +85,7 @@ def train(cfg: DictConfig, starts_processes: bool = False) -> Run:
     at_once = nullcontext() if is_multirun() else signals.interrupted_at_once(last_checkpoint)
     try:
         with (
+            warnings_logged(),
             layout.locked(run_dir, key),
             recording(run_dir, cfg, cfg.task_name) as record,
             at_once,

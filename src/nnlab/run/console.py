@@ -11,10 +11,14 @@ import logging
 import sys
 import threading
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 from nnlab.errors import DISK_FULL
 
 DETAILS = "nnlab.details"  # lines for train.log only: what was built, notices, the model summary
+WARNINGS = "py.warnings"  # Python's warnings, as logging.captureWarnings names them
 
 
 class ConsoleLines(logging.Filter):
@@ -75,9 +79,9 @@ EXPECTED_WARNINGS = (
 
 def quiet_libraries() -> None:
     """Lightning's lines through the root logger only (importing it adds a console handler of
-    its own, which printed each line twice); without its advert for a cloud logger, the
-    warnings nnlab's own setup causes, and threads' tracebacks for a full disk (the run says
-    that the disk is full itself, in one line)."""
+    its own, which printed each line twice); without its advert for a cloud logger, and
+    threads' tracebacks for a full disk (the run says that the disk is full itself, in one
+    line)."""
     for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
         logger = logging.getLogger(name)
         for handler in [h for h in logger.handlers if type(h) is logging.StreamHandler]:
@@ -86,9 +90,24 @@ def quiet_libraries() -> None:
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
         lambda record: not str(record.msg).startswith("💡 Tip")
     )
-    for message in EXPECTED_WARNINGS:
-        warnings.filterwarnings("ignore", message=message)
     threading.excepthook = _thread_errors_but_a_full_disk
+
+
+@contextmanager
+def warnings_logged() -> Iterator[None]:
+    """A run's Python warnings (Lightning's advice among them) as log lines, on the console and
+    in train.log, each once per run; less those nnlab's own setup causes. Python printed them
+    on stderr only, with a source path, and only in a process's first run."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")  # once per place; a new filter list: once per run
+        for message in EXPECTED_WARNINGS:
+            warnings.filterwarnings("ignore", message=message)
+        warnings.showwarning = _log_warning
+        yield
+
+
+def _log_warning(message: Warning | str, category: type[Warning], *_: Any, **__: Any) -> None:
+    logging.getLogger(WARNINGS).warning("%s", str(message).strip())
 
 
 def _thread_errors_but_a_full_disk(args: threading.ExceptHookArgs) -> None:
