@@ -45,7 +45,7 @@ def test_nnlab_eval_refuses_a_hostile_checkpoint_with_exit_2(finished_run, tmp_p
     evil = hostile_checkpoint(tmp_path / "evil.ckpt", marker)
     result = run_command(eval_main, [f"run_dir={finished_run.run_dir}", f"ckpt={evil}"], tmp_path)
     assert result.returncode == 2
-    refused = "refused: it holds Python objects beyond weights (it names getattr"
+    refused = "refused: it holds Python objects beyond weights (it names builtins.getattr, "
     assert f"nnlab-eval: bad config ckpt='{evil}': {refused}" in result.stderr
     assert "Traceback" not in result.stderr and not marker.exists()
 

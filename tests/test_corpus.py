@@ -165,8 +165,10 @@ def test_a_module_whose_hyperparameters_a_weights_only_load_refuses_is_told_at_t
     told = capsys.readouterr().err.splitlines()
     (line,) = [line.removeprefix("warning: ") for line in told if "weights-only" in line]
     assert line.startswith(
-        "KeepsItsNet's save_hyperparameters() keeps corpus.lht_mnist.SimpleDenseNet, which a "
-        "weights-only load refuses: resuming, nnlab-eval and load_run will refuse its checkpoints"
+        "KeepsItsNet's save_hyperparameters() keeps corpus.lht_mnist.SimpleDenseNet, "
+        "torch.nn.modules.activation.ReLU, torch.nn.modules.batchnorm.BatchNorm1d and 2 more, "
+        "which a weights-only load refuses: resuming, nnlab-eval and load_run will refuse its "
+        "checkpoints"
     )
     with pytest.raises(ConfigError, match="refused: it holds Python objects beyond weights"):
         load_run(trained.run_dir, "last", [SEARCHPATH, keeps_its_net[0]])

@@ -17,7 +17,6 @@ import functools
 import io
 import logging
 import pickle
-import re
 from pathlib import Path
 from typing import Any
 
@@ -220,9 +219,9 @@ def read(path: Path | str, key: str, mapped: bool = False) -> dict[str, Any]:
             if not mapped or "mmap" not in str(error):
                 raise
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        named = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
-        what = f"it names {named[1]}, " if named else ""
+    except pickle.UnpicklingError:
+        refused = _unsafe_globals(path)
+        what = f"it names {named(refused)}, " if refused else ""
         raise ConfigError(
             key,
             str(path),
@@ -237,6 +236,23 @@ def read(path: Path | str, key: str, mapped: bool = False) -> dict[str, Any]:
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
         raise ConfigError(key, str(path), "not a Lightning checkpoint (no state_dict)")
     return checkpoint
+
+
+def named(names: list[str], shown: int = 3) -> str:
+    """`a, b, c and 4 more`: the first few of `names`, sorted, once each."""
+    names = sorted(set(names))
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
+
+
+def _unsafe_globals(path: Path) -> list[str]:
+    """What a checkpoint names that torch's weights-only loader refuses (its zip format)."""
+    import torch
+
+    try:
+        return torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    except Exception:  # the legacy format, or not a checkpoint
+        return []
 
 
 def weights_file(value: str, key: str, default: str = "best") -> Path:
@@ -339,13 +355,11 @@ def keep_checkpoints_loadable(*objects: Any) -> None:
             elif isinstance(value, Container):
                 hparams[name] = OmegaConf.to_container(value, resolve=True)
         buffer = io.BytesIO()
-        try:
-            torch.save(dict(hparams), buffer)
-            buffer.seek(0)
-            torch.load(buffer, weights_only=True)
-        except Exception as error:
-            named = re.search(r"GLOBAL (\S+)", str(error))
-            what = named[1] if named else type(error).__name__
+        torch.save(dict(hparams), buffer)
+        buffer.seek(0)
+        refused = torch.serialization.get_unsafe_globals_in_checkpoint(buffer)  # not allowed
+        if refused:
+            what = named(refused)
             log.warning(
                 "%s's save_hyperparameters() keeps %s, which a weights-only load refuses: "
                 "resuming, nnlab-eval and load_run will refuse its checkpoints (pass it as "
