@@ -25,10 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from nnlab.errors import BadInput, ConfigError, exits
 from nnlab.overrides import values
+from nnlab.run import layout
 
 SEED_KEYS = ("seed",)
 # The default metric: nnlab's names, then the underscore names most modules log.
@@ -105,8 +104,8 @@ def read_runs(folder: Path) -> list[RunRecord]:
     for hydra_dir in sorted(folder.rglob(".hydra"), key=_natural_order):
         run_dir = hydra_dir.parent
         try:  # a run dir's files are data, and may be truncated or hand-edited
-            overrides = values(yaml.safe_load((hydra_dir / "overrides.yaml").read_text()) or [])
-        except (OSError, ValueError, TypeError, yaml.YAMLError, ConfigError):
+            overrides = values(layout.saved_overrides(run_dir, "dir"))
+        except ConfigError:
             overrides = {}
         metrics_file = run_dir / "metrics.json"
         if not metrics_file.is_file():

@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import yaml
 from omegaconf import OmegaConf
@@ -59,10 +60,26 @@ def read_metrics(run_dir: Path | str) -> dict:
     return metrics if isinstance(metrics, dict) else {}
 
 
-def saved_overrides(run_dir: Path | str) -> list[str]:
-    """The overrides of the command that started the run (.hydra/overrides.yaml), as text."""
-    saved = yaml.safe_load((Path(run_dir) / HYDRA_DIR / "overrides.yaml").read_text()) or []
-    return [str(override) for override in saved]
+def saved_file(run_dir: Path | str, name: str, key: str) -> Any:
+    """A YAML file of the run's .hydra/, read as data (safe_load builds no object a tag names);
+    one that does not read is refused under `key`, naming the file."""
+    path = Path(run_dir) / HYDRA_DIR / name
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+        reason = f"its {HYDRA_DIR}/{name} does not read ({type(error).__name__})"
+        raise ConfigError(key, str(run_dir), reason) from None
+
+
+def saved_overrides(run_dir: Path | str, key: str) -> list[str]:
+    """The overrides of the command that started the run (.hydra/overrides.yaml)."""
+    saved = saved_file(run_dir, "overrides.yaml", key)
+    if saved is None:
+        return []
+    if not isinstance(saved, list) or not all(isinstance(o, str) for o in saved):
+        reason = f"its {HYDRA_DIR}/overrides.yaml is not a list of overrides"
+        raise ConfigError(key, str(run_dir), reason)
+    return saved
 
 
 @contextmanager
@@ -199,17 +216,22 @@ def resumed_run(value: str, runs: Path) -> Path:
     return found
 
 
-WRITTEN_INTO = (HYDRA_DIR, CHECKPOINTS, "figures", "evals", "train.log")  # by name, again
+WRITTEN_INTO = {HYDRA_DIR: "dir", CHECKPOINTS: "dir", "figures": "dir", "evals": "dir"}
+WRITTEN_INTO |= {"train.log": "file", METRICS: "file"}  # what a resume or an eval writes again
 
 
 def check_no_links(run_dir: Path, key: str, value: str) -> None:
     """A run dir nnlab writes into again (a resume, nnlab-eval) holds no symbolic link where it
     writes: a linked train.log, figures/ or evals/ would send the writes wherever it points.
-    (Files written whole are renamed over a link, never through it.)"""
+    (Files written whole are renamed over a link, never through it.) Nor a folder where a
+    file goes, or a file where a folder goes: the run would fail when it writes them."""
     for path in (Path(run_dir), *(Path(run_dir) / name for name in WRITTEN_INTO)):
         if path.is_symlink():
             reason = f"{path} is a symbolic link: nnlab writes nothing outside the run dir"
             raise ConfigError(key, value, reason)
+        kind = WRITTEN_INTO.get(path.name)
+        if (kind == "file" and path.is_dir()) or (kind == "dir" and path.is_file()):
+            raise ConfigError(key, value, f"{path} is not a {kind}: a run dir's is")
 
 
 def resumed_checkpoint(ckpt_path: str, run: Path) -> Path:

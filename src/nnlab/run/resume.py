@@ -38,7 +38,7 @@ def replay(cfg: DictConfig, run_dir: Path) -> None:
     """Set in `cfg` what the run's own command set and this command does not."""
     this = {key_of(o) for o in command_overrides()}
     choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
-    for override in parse(layout.saved_overrides(run_dir), "ckpt_path"):
+    for override in parse(layout.saved_overrides(run_dir, "ckpt_path"), "ckpt_path"):
         key, value = key_of(override.input_line), value_of(override)
         if key in this or key.startswith(NOT_REPLAYED):
             continue
@@ -69,7 +69,8 @@ def _replay_option(cfg: DictConfig, run_dir: Path, group: str, option: str, chos
     if group not in cfg or "/" in group:  # a global option (experiment=, debug=): not one node
         reason = f"the run was started with {group}={option}: add it to resume the run"
         raise ConfigError(group, chosen, reason)
-    node = OmegaConf.load(run_dir / layout.HYDRA_DIR / "config.yaml").get(group)
+    saved = layout.saved_file(run_dir, "config.yaml", "ckpt_path")
+    node = OmegaConf.create(saved.get(group) if isinstance(saved, dict) else None)
     allowed = set()
     for source in HydraConfig.get().runtime.config_sources:
         if source.schema == "file":
@@ -95,14 +96,13 @@ def recomposed(run_dir: Path, typed: list[str]) -> DictConfig:
     from nnlab.errors import raised_as_known
     from nnlab.train import CONFIG_DIR
 
-    hydra_dir = run_dir / layout.HYDRA_DIR
+    overrides = layout.saved_overrides(run_dir, "run_dir")
+    saved = layout.saved_file(run_dir, "config.yaml", "run_dir")
+    hydra = layout.saved_file(run_dir, "hydra.yaml", "run_dir")
     try:
-        overrides = layout.saved_overrides(run_dir)
-        saved = yaml.safe_load((hydra_dir / "config.yaml").read_text())
-        hydra = yaml.safe_load((hydra_dir / "hydra.yaml").read_text())
         its_searchpath = [o for o in hydra["hydra"]["overrides"]["hydra"] if "searchpath" in o]
-    except (OSError, ValueError, TypeError, KeyError, yaml.YAMLError) as error:
-        reason = f"its .hydra/ files do not read ({type(error).__name__})"
+    except (TypeError, KeyError) as error:
+        reason = f"its .hydra/hydra.yaml is not Hydra's ({type(error).__name__})"
         raise ConfigError("run_dir", str(run_dir), reason) from None
     if its_searchpath and not any(key_of(o) == "hydra.searchpath" for o in typed):
         reason = f"the run composed with {its_searchpath[-1]}: type it too (nnlab follows no "
@@ -131,11 +131,7 @@ def check_same_code(
     run, or planted, and is refused rather than read further."""
     config = run_dir / layout.HYDRA_DIR / "config.yaml"
     if saved is None and config.exists():  # without one, a resume has nothing to compare
-        try:
-            saved = yaml.safe_load(config.read_text())
-        except (OSError, ValueError, yaml.YAMLError) as error:
-            reason = f"its .hydra/config.yaml does not read ({type(error).__name__})"
-            raise ConfigError(key, str(run_dir), reason) from None
+        saved = layout.saved_file(run_dir, "config.yaml", key)
     composed = _target_paths(OmegaConf.to_container(cfg))
     chosen = {key_of(o).partition(".")[0] for o in command_overrides()}  # this command's doing
     for path, target in sorted(_target_paths(saved).items()):
@@ -188,7 +184,7 @@ def refusal(cfg: DictConfig, reason: str) -> ConfigError:
     command changed from the run's own (the likely cause), else under ckpt_path."""
     left = "the run is left as it was: resume it with its own settings, or start a new run from "
     left += "its weights with init_from="
-    original = values(layout.saved_overrides(Path(cfg.paths.output_dir)))
+    original = values(layout.saved_overrides(Path(cfg.paths.output_dir), "ckpt_path"))
     changed = {
         key: value
         for key, value in values(command_overrides()).items()
