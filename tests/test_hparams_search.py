@@ -111,6 +111,39 @@ def sigterm_during_first_trial(tmp_path: Path, command: list[str]) -> None:
     assert "nnlab: search rings_optuna interrupted by SIGTERM; the same command continues" in stderr
 
 
+def test_a_full_disk_where_hydra_writes_a_trial_stops_the_search_with_4(cli, tmp_path, monkeypatch):
+    """Hydra writes a trial's .hydra/ files before it runs: a full disk there stops the
+    launcher. The search ends as a signal ends it, its trials queued again, with exit 4."""
+    import errno
+
+    from hydra.core.plugins import Plugins
+
+    real_instantiate = Plugins.instantiate_launcher
+
+    def launcher_on_a_full_disk(self, *args, **kwargs):
+        launcher = real_instantiate(self, *args, **kwargs)
+
+        def launch(jobs, initial_job_idx):
+            raise OSError(errno.ENOSPC, "No space left on device", "x/.hydra/config.yaml")
+
+        launcher.launch = launch
+        return launcher
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Plugins, "instantiate_launcher", launcher_on_a_full_disk)
+        stopped = search(cli, 2)
+    assert stopped.returncode == 4, stopped.stderr
+    assert stopped.stderr.splitlines()[-1] == (
+        "nnlab: search rings_optuna stopped by a full disk: free some space; the same command "
+        "continues it, and its unfinished trials run again"
+    )
+    assert [t.state for t in load_study(tmp_path).trials] == [TrialState.FAIL] * 2 + [
+        TrialState.WAITING
+    ] * 2
+    assert search(cli, 2).returncode == 0  # space again: the queued trials run
+    assert [t.state for t in load_study(tmp_path).trials][2:] == [TrialState.COMPLETE] * 2
+
+
 @pytest.mark.slow
 def test_sigterm_stops_a_search_with_143_and_its_unfinished_trial_runs_again(cli, tmp_path):
     # The basic launcher: the trial runs in the search's own process, and the signal reaches

@@ -66,6 +66,63 @@ def test_a_bad_job_fails_alone_and_the_sweep_reports_it(cli, tmp_path):
     assert statuses[0].startswith("failed: bad config model.hidden_nodes=0")
 
 
+@pytest.mark.parametrize("where", ["in a job", "in Hydra's launcher"])
+def test_a_full_disk_ends_the_sweep_with_exit_4_and_its_summary(cli, tmp_path, monkeypatch, where):
+    """A job that fills the disk fails alone (exit 4 for a single run); where Hydra writes a
+    job's .hydra/ files, before the job runs, the launcher itself stops. Either way the sweep
+    ends with its one line, naming the full disk, and exit 4 (it was three tracebacks)."""
+    import errno
+
+    from hydra.core.plugins import Plugins
+
+    from nnlab.tasks.rings import RingsTask
+
+    full = OSError(errno.ENOSPC, "No space left on device", "figures/x.png")
+    if where == "in a job":
+
+        def analyse_on_a_full_disk(self, datamodule):
+            if self.network.widths == [3]:
+                raise full
+            return real_analyse(self, datamodule)
+
+        real_analyse = RingsTask.analyse
+        monkeypatch.setattr(RingsTask, "analyse", analyse_on_a_full_disk)
+    else:
+        real_instantiate = Plugins.instantiate_launcher
+
+        def launcher_on_a_full_disk(self, *args, **kwargs):
+            launcher = real_instantiate(self, *args, **kwargs)
+            real_launch = launcher.launch
+
+            def launch(jobs, initial_job_idx):
+                real_launch(jobs[:1], initial_job_idx)  # the first job; then the disk is full
+                raise full
+
+            launcher.launch = launch
+            return launcher
+
+        monkeypatch.setattr(Plugins, "instantiate_launcher", launcher_on_a_full_disk)
+    result = cli(
+        "experiment=rings",
+        "trainer.max_steps=100",
+        "logger=none",
+        "model.hidden_nodes=2,3",
+        multirun=True,
+    )
+    assert result.returncode == 4, result.stderr
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("nnlab: sweep")]
+    assert (
+        line.startswith("nnlab: sweep ") and ": 1 completed, 1 failed (first: failed: disk" in line
+    )
+    assert "Free some space, then run the failed jobs again. nnlab-report " in line
+    assert "Traceback" not in result.stderr
+    statuses = sorted(
+        read_metrics(job).get("status", "none") for job in run_dirs(tmp_path / "logs")
+    )
+    assert statuses[0] == "completed"
+    assert len(statuses) == (2 if where == "in a job" else 1)  # Hydra's stop: no dir for job 2
+
+
 @pytest.mark.slow
 def test_sigterm_stops_the_whole_sweep_and_no_job_starts_after_it(tmp_path):
     # 6 long jobs on 2 workers: the signal comes while the first two train.

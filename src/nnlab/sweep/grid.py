@@ -21,7 +21,7 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, read_write
 
-from nnlab.errors import ConfigError, stop
+from nnlab.errors import DISK_FULL, ConfigError, stop
 from nnlab.run import layout
 from nnlab.sweep import signals
 
@@ -61,8 +61,15 @@ class GridSweeper(Sweeper):
         with signals.signals_stop_the_sweep(sweep_dir, forward_to_workers=workers > 0) as watch:
             if watch.signum is None and signals.stopped_by(sweep_dir) is None:
                 self.validate_batch_is_legal(jobs)
-                results = self.launcher.launch(jobs, initial_job_idx=0)
-                statuses = [job_status(result.hydra_cfg) for result in results]
+                try:
+                    results = self.launcher.launch(jobs, initial_job_idx=0)
+                    statuses = [job_status(result.hydra_cfg) for result in results]
+                except OSError as error:
+                    if error.errno not in DISK_FULL:
+                        raise
+                    # Hydra writes a job's .hydra/ files before the job runs: there, a full
+                    # disk stops the launcher (joblib's stops its workers), not the one job.
+                    statuses = statuses_on_disk(sweep_dir, len(jobs), DISK_FULL_BEFORE)
         statuses += ["not run"] * (len(jobs) - len(statuses))
         signals.finish(sweep_dir, statuses, watch.signum)
 
@@ -122,6 +129,18 @@ def start_sweep(config: DictConfig, overrides: list[Any], jobs_at_once: int) -> 
                 f"+hydra.job.env_set.{signals.SWEEP_PID}={os.getpid()}"
             )
     return sweep_dir
+
+
+DISK_FULL_BEFORE = "failed: disk full before the job wrote its metrics.json"
+
+
+def statuses_on_disk(sweep_dir: Path, jobs: int, missing: str) -> list[str]:
+    """Each job's status as its metrics.json in <sweep_dir>/<number>_... says, else `missing`."""
+    statuses = []
+    for number in range(jobs):
+        found = [layout.read_metrics(d).get("status") for d in sweep_dir.glob(f"{number}_*")]
+        statuses.append(str(next((s for s in found if s), missing)))
+    return statuses
 
 
 def job_status(hydra_cfg: DictConfig) -> str:

@@ -19,7 +19,7 @@ import threading
 import time
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -36,7 +36,7 @@ from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
 from nnlab.checks import NO_VALUE, BadValue, check_choice, check_int
-from nnlab.errors import ConfigError, stop, stopped
+from nnlab.errors import DISK_FULL, ConfigError, stop, stopped
 from nnlab.overrides import as_value, parse
 from nnlab.sweep import signals
 from nnlab.sweep.grid import job_status, refuse_ddp_without_slurm, start_sweep
@@ -120,10 +120,16 @@ class OptunaSweeper(Sweeper):
                 signals.signals_stop_the_sweep(self.sweep_dir, forward) as watch,
                 self._heartbeats(study, trials),
             ):
-                results = self.launcher.launch(jobs, initial_job_idx=first_job)
+                try:
+                    results = self.launcher.launch(jobs, initial_job_idx=first_job)
+                except OSError as error:  # Hydra writes a trial's .hydra/ before it runs
+                    if error.errno not in DISK_FULL:
+                        raise
+                    self._stop(study, trials, "stopped by a full disk: free some space;", 4)
             self._tell(study, trials, results, space)
             if watch.signum is not None:  # its unfinished trials are queued to run again
-                self._stop(study, trials, watch.signum)
+                name = signal.Signals(watch.signum).name
+                self._stop(study, trials, f"interrupted by {name};", 128 + watch.signum)
         self._save_results(study)
         if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
             sys.exit(
@@ -309,23 +315,26 @@ class OptunaSweeper(Sweeper):
                 return ConfigError("hydra.sweeper.metric", self.metric, available)
         return None
 
-    def _stop(self, study: optuna.Study, trials: list[optuna.Trial], signum: int) -> NoReturn:
-        """End an interrupted search as a run ends: one line, exit 128 + the signal's number.
-        Its trials that did not finish are closed as failed and queued again, as
-        Optuna's RetryHeartbeatStaleTrialCallback queues a dead process's: the next search
-        runs them first."""
+    def _stop(
+        self, study: optuna.Study, trials: list[optuna.Trial], why: str, exit_code: int
+    ) -> NoReturn:
+        """End an interrupted search as a run ends: one line, and exit 128 + the signal's
+        number (4 for a full disk). Its trials that did not finish are closed as failed and
+        queued again, as Optuna's RetryHeartbeatStaleTrialCallback queues a dead process's:
+        the next search runs them first."""
         unfinished = {t.number for t in trials}
         for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             if frozen.number in unfinished:
                 study.tell(frozen.number, state=TrialState.FAIL)
                 self.retry(study, study.get_trials(deepcopy=False)[frozen.number])
-        self._save_results(study)
+        with suppress(OSError):  # a full disk may not hold them either
+            self._save_results(study)
         print(
-            f"nnlab: search {self.study_name} interrupted by {signal.Signals(signum).name};"
-            " the same command continues it, and its unfinished trials run again",
+            f"nnlab: search {self.study_name} {why} the same command continues it, and its "
+            "unfinished trials run again",
             file=sys.stderr,
         )
-        raise SystemExit(128 + signum)
+        raise SystemExit(exit_code)
 
     def _save_results(self, study: optuna.Study) -> None:
         def count(trials: list[FrozenTrial], state: TrialState) -> int:

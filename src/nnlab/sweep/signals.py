@@ -228,7 +228,8 @@ def outcome(statuses: Sequence[str]) -> Counter:
 
 def finish(sweep_dir: Path, statuses: Sequence[str], signum: int | None) -> None:
     """Print how the sweep ended, on one line, and exit as it should: 0 when every job
-    completed, 1 when one failed (Hydra's status), 128 + the signal's number when stopped."""
+    completed, 1 when one failed (Hydra's status), 4 when the disk filled up, 128 + the
+    signal's number when stopped."""
     counts = outcome(statuses)
     parts = [f"{counts[k]} {k}" for k in ("completed", "interrupted", "failed", "not run")]
     ended = ", ".join(part for part in parts if not part.startswith("0 ")) or "no jobs"
@@ -242,10 +243,12 @@ def finish(sweep_dir: Path, statuses: Sequence[str], signum: int | None) -> None
         )
         raise SystemExit(128 + signum)
     if counts["failed"] or counts["interrupted"] or counts["not run"]:
-        first = next(s for s in statuses if not s.startswith("completed"))
+        full = [s for s in statuses if s.startswith("failed: disk full")]
+        first = (full or [s for s in statuses if not s.startswith("completed")])[0]
+        free = "Free some space, then run the failed jobs again. " if full else ""
         print(
-            f"nnlab: sweep {sweep_dir}: {ended} (first: {first}). {report} lists every job",
+            f"nnlab: sweep {sweep_dir}: {ended} (first: {first}). {free}{report} lists every job",
             file=sys.stderr,
         )
-        raise SystemExit(1)
+        raise SystemExit(4 if full else 1)  # 4: a full disk, as a single run exits
     print(f"Sweep {sweep_dir}: {ended}. {report} tabulates it")
