@@ -106,3 +106,34 @@ def test_a_mapped_read_gives_the_checkpoint_and_takes_the_legacy_format_too(tmp_
     (tmp_path / "cut.ckpt").write_bytes((tmp_path / "zip.ckpt").read_bytes()[:200])
     with pytest.raises(ConfigError, match="truncated or corrupt"):
         resume.read(tmp_path / "cut.ckpt", "ckpt_path", mapped=True)
+
+
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        (
+            {"state_dict": {"network.hidden.0.weight": "abc"}, "global_step": 1},
+            "its state_dict holds 'network.hidden.0.weight', not a tensor",
+        ),
+        ({"state_dict": {}, "global_step": "abc"}, "its global_step is 'abc'"),
+        (b"\x80\x04garbage that is no checkpoint", "not a readable checkpoint: truncated or"),
+    ],
+)
+def test_a_checkpoint_of_the_wrong_kinds_is_refused_by_every_reader(
+    finished_run, tmp_path, content, says
+):
+    crafted = tmp_path / "crafted.ckpt"
+    if isinstance(content, bytes):
+        crafted.write_bytes(content)
+    else:
+        real = torch.load(finished_run.run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+        torch.save(real | content, crafted)
+    result = run_command(
+        eval_main, [f"run_dir={finished_run.run_dir}", f"ckpt={crafted}"], tmp_path
+    )
+    assert result.returncode == 2, result.stderr
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"nnlab-eval: bad config ckpt='{crafted}': ") and says in line
+    logs = f"paths.log_dir={tmp_path / 'logs'}"
+    with pytest.raises(ConfigError, match=says.replace("(", r"\(")):
+        train(["experiment=rings", logs, f"init_from={crafted}"])

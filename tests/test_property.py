@@ -169,6 +169,7 @@ FILE_CONTENTS = st.one_of(
     st.sampled_from(
         [
             {"state_dict": {"network.x": "abc"}, "global_step": 1},
+            {"state_dict": {"network.hidden.0.weight": "abc"}, "global_step": 1},
             {"state_dict": {}, "global_step": "ten"},
             {"state_dict": [1, 2]},
             {"global_step": 3},

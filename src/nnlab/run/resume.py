@@ -215,14 +215,16 @@ def read(path: Path | str, key: str, mapped: bool = False) -> dict[str, Any]:
             if not mapped or "mmap" not in str(error):
                 raise
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
+    except pickle.UnpicklingError as error:
         refused = _unsafe_globals(path)
-        what = f"it names {named(refused)}, " if refused else ""
+        if not refused:  # not torch's file, or not whole
+            reason = f"not a readable checkpoint: truncated or corrupt ({type(error).__name__})"
+            raise ConfigError(key, str(path), reason) from None
         raise ConfigError(
             key,
             str(path),
-            f"refused: it holds Python objects beyond weights ({what}which loading could run); "
-            "nnlab reads checkpoints weights-only",
+            f"refused: it holds Python objects beyond weights (it names {named(refused)}, "
+            "which loading could run); nnlab reads checkpoints weights-only",
         ) from None
     except Exception as error:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
@@ -231,6 +233,14 @@ def read(path: Path | str, key: str, mapped: bool = False) -> dict[str, Any]:
         ) from None
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
         raise ConfigError(key, str(path), "not a Lightning checkpoint (no state_dict)")
+    odd = [name for name, value in checkpoint["state_dict"].items() if not torch.is_tensor(value)]
+    if odd:
+        reason = f"not a Lightning checkpoint: its state_dict holds {odd[0]!r}, not a tensor"
+        raise ConfigError(key, str(path), reason)
+    step = checkpoint.get("global_step", 0)
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        reason = f"not a Lightning checkpoint: its global_step is {step!r}"
+        raise ConfigError(key, str(path), reason)
     return checkpoint
 
 
