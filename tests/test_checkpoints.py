@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -137,3 +138,21 @@ def test_a_checkpoint_of_the_wrong_kinds_is_refused_by_every_reader(
     logs = f"paths.log_dir={tmp_path / 'logs'}"
     with pytest.raises(ConfigError, match=says.replace("(", r"\(")):
         train(["experiment=rings", logs, f"init_from={crafted}"])
+
+
+def test_a_run_with_validation_off_keeps_its_last_checkpoint_and_evaluates(tmp_path):
+    """It said "last.ckpt holds the final weights" and wrote none: nnlab-eval then failed."""
+    from nnlab.train import main
+
+    overrides = ["experiment=rings", "trainer.max_steps=200", "trainer.limit_val_batches=0"]
+    result = run_command(main, [*overrides, "logger=none", f"paths.log_dir={tmp_path}"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "No best.ckpt: validation is off (last.ckpt holds the final weights)" in result.stderr
+    (run_dir,) = [p.parent for p in tmp_path.glob("rings/runs/*/.hydra")]
+    saved = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert saved["global_step"] == 200
+    evaluated = run_command(eval_main, [f"run_dir={run_dir}"], tmp_path)
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert read_metrics(run_dir)["test/acc"] == pytest.approx(
+        json.loads(next((run_dir / "evals").glob("*/metrics.json")).read_text())["test/acc"]
+    )

@@ -343,7 +343,7 @@ class MonitorChoice(Callback):
 
 class LastCheckpoint(ModelCheckpoint):
     """Writes `last.ckpt` at every validation, and at the end of each epoch that validation
-    skips, whatever the monitored value does.
+    skips (every epoch when validation is off), whatever the monitored value does.
 
     Lightning 2.6's `save_last` rewrites last.ckpt only when the monitored value improves, so
     after the last improvement it went stale: resuming lost steps and `nnlab-eval ckpt=last`
@@ -362,7 +362,8 @@ class LastCheckpoint(ModelCheckpoint):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_epoch_end(trainer, pl_module)
         every = trainer.check_val_every_n_epoch
-        if every and every > 1 and (trainer.current_epoch + 1) % every:
+        skipped = every and every > 1 and (trainer.current_epoch + 1) % every
+        if skipped or not sum(trainer.num_val_batches):  # or no validation at all
             trainer.save_checkpoint(Path(self.dirpath) / "last.ckpt")
 
 
