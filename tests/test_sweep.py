@@ -11,7 +11,7 @@ import time
 import psutil
 import pytest
 import yaml
-from conftest import read_metrics, run_dirs
+from conftest import read_metrics, run_command, run_dirs
 
 from nnlab.analysis.report import main as report_main
 
@@ -121,6 +121,39 @@ def test_a_full_disk_ends_the_sweep_with_exit_4_and_its_summary(cli, tmp_path, m
     )
     assert statuses[0] == "completed"
     assert len(statuses) == (2 if where == "in a job" else 1)  # Hydra's stop: no dir for job 2
+
+
+def test_a_stopped_sweep_prints_a_resume_command_that_works_as_pasted(cli, tmp_path, monkeypatch):
+    """`ckpt_path=<its dir>` failed as written: a job's dir name holds '=', which Hydra's
+    grammar takes only in quotes."""
+    import shlex
+
+    from nnlab.tasks.rings import RingsTask
+    from nnlab.train import main
+
+    def validation_start_with_sigterm(self):
+        if self.global_step == 500:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    overrides = ["experiment=rings", "trainer.max_steps=800", "logger=none"]
+    with monkeypatch.context() as patch:
+        patch.setattr(RingsTask, "on_validation_start", validation_start_with_sigterm)
+        stopped = cli(*overrides, "model.hidden_nodes=2,3", multirun=True)
+    assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr
+    lines = stopped.stderr.splitlines()
+    summary = next(i for i, line in enumerate(lines) if line.startswith("nnlab: sweep stopped"))
+    assert lines[summary].endswith(
+        "1 interrupted, 1 not run. "
+        f"nnlab-report {run_dirs(tmp_path / 'logs')[0].parent} lists them; "
+        "resume each interrupted job with its command below"
+    )
+    (command,) = lines[summary + 1 :]
+    assert command.startswith("  nnlab-train ") and "=2" in command
+    arguments = shlex.split(command)[1:]  # as a shell reads it
+    resumed = run_command(main, arguments, tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    job = next(j for j in run_dirs(tmp_path / "logs") if j.name.endswith("hidden_nodes=2"))
+    assert read_metrics(job)["status"] == "completed"
 
 
 @pytest.mark.slow

@@ -211,6 +211,23 @@ def _terminate_workers() -> None:
             child.send_signal(signal.SIGTERM)
 
 
+def resume_commands(sweep_dir: Path) -> list[str]:
+    """For each interrupted job of the sweep, the command that resumes it, to paste as printed:
+    its overrides, and `ckpt_path=` its dir, quoted for Hydra (a job's dir name holds `=`) and
+    for the shell."""
+    import shlex
+
+    commands = []
+    for job in sorted(Path(sweep_dir).glob("*/metrics.json")):
+        if layout.read_metrics(job.parent).get("status") != "interrupted":
+            continue
+        with suppress(ConfigError):  # its files do not read: nnlab-report says so
+            overrides = layout.saved_overrides(job.parent, "ckpt_path")
+            resume = shlex.quote(f"ckpt_path='{job.parent}'")
+            commands.append(" ".join(["nnlab-train", *map(shlex.quote, overrides), resume]))
+    return commands
+
+
 def outcome(statuses: Sequence[str]) -> Counter:
     """How many jobs ended which way: completed, interrupted, not run, failed."""
     kinds: Counter = Counter()
@@ -236,11 +253,13 @@ def finish(sweep_dir: Path, statuses: Sequence[str], signum: int | None) -> None
     report = f"nnlab-report {sweep_dir}"
     if signum is not None:
         name = signal.Signals(signum).name
+        resumes = resume_commands(sweep_dir)
+        advice = "; resume each interrupted job with its command below" if resumes else ""
         print(
-            f"nnlab: sweep stopped by {name}: {ended}. {report} lists them; resume an "
-            "interrupted job with the same overrides plus ckpt_path=<its dir>",
-            file=sys.stderr,
+            f"nnlab: sweep stopped by {name}: {ended}. {report} lists them{advice}", file=sys.stderr
         )
+        for command in resumes:
+            print(f"  {command}", file=sys.stderr)
         raise SystemExit(128 + signum)
     if counts["failed"] or counts["interrupted"] or counts["not run"]:
         full = [s for s in statuses if s.startswith("failed: disk full")]
