@@ -182,6 +182,8 @@ def test_values_the_run_cannot_honour_are_refused_with_what_to_do(cli, overrides
             ["-m", "hydra/launcher=parallel", "hydra.launcher.n_jobs=0"],
             "hydra.launcher.n_jobs=0: expected a number of parallel",
         ),
+        (["-m", "hydra.sweep.dir=/tmp/escaped"], "hydra.sweep.dir='/tmp/escaped': a sweep's dir"),
+        (["-m", "hydra.sweep.dir=''"], "hydra.sweep.dir='': a sweep's dir lies inside paths.log"),
     ],
 )
 def test_values_that_would_fail_late_or_elsewhere_are_refused_first(

@@ -79,8 +79,11 @@ def plan(claims: list[Claim], mode: Mode) -> list[Sweep]:
 def command(sweep: Sweep, sweep_dir: Path, jobs: int) -> list[str]:
     """`python -m nnlab.train -m ...`: the sweep as nnlab-train runs it, into `sweep_dir`."""
     launcher = [f"hydra.launcher.n_jobs={jobs}", "threads=1"]  # one torch thread per job
-    where = f"hydra.sweep.dir={as_value(str(sweep_dir))}"
-    return [sys.executable, "-m", "nnlab.train", "-m", *sweep.overrides, *launcher, where]
+    where = [  # a sweep's dir lies inside paths.log_dir
+        f"paths.log_dir={as_value(str(sweep_dir.parent))}",
+        f"hydra.sweep.dir={as_value(str(sweep_dir))}",
+    ]
+    return [sys.executable, "-m", "nnlab.train", "-m", *sweep.overrides, *launcher, *where]
 
 
 def run(sweep: Sweep, sweep_dir: Path, jobs: int) -> tuple[int, float, Path]:

@@ -108,6 +108,10 @@ def start_sweep(config: DictConfig, overrides: list[Any], jobs_at_once: int) -> 
     from nnlab.train import JOBS_AT_ONCE
 
     sweep_dir = Path(str(config.hydra.sweep.dir))
+    log_dir = Path(str(config.paths.log_dir)).resolve()
+    if not sweep_dir.resolve().is_relative_to(log_dir):  # nothing written outside it
+        reason = f"a sweep's dir lies inside paths.log_dir ({log_dir}): set that instead"
+        stop(ConfigError("hydra.sweep.dir", str(config.hydra.sweep.dir), reason))
     try:
         sweep_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
