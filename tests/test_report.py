@@ -80,6 +80,29 @@ def test_run_dirs_whose_files_do_not_read_are_listed_as_such(tmp_path, capsys):
     assert rows["cut"]["status"] == "metrics.json does not read as JSON"
     assert rows["good"]["val/acc"] == "0.9" and rows["edited"]["val/acc"] == "0.8"
     assert rows["edited"]["model.hidden_nodes"] == ""
+    assert "edited: cannot parse it: no viable alternative" in capsys.readouterr().err
+
+
+def test_run_dir_files_that_never_end_or_nest_deep_end_the_report_cleanly(tmp_path, capsys):
+    """A FIFO hung the report, /dev/zero filled the memory, and JSON nested 100,000 deep was
+    a RecursionError."""
+    import os
+
+    for name in ("fifo", "zero", "deep", "good"):
+        (tmp_path / name / ".hydra").mkdir(parents=True)
+        (tmp_path / name / ".hydra" / "overrides.yaml").write_text("- seed=1\n")
+        (tmp_path / name / "metrics.json").write_text('{"status": "completed", "val/acc": 1}')
+    (tmp_path / "fifo" / ".hydra" / "overrides.yaml").unlink()
+    os.mkfifo(tmp_path / "fifo" / ".hydra" / "overrides.yaml")
+    (tmp_path / "zero" / ".hydra" / "overrides.yaml").unlink()
+    (tmp_path / "zero" / ".hydra" / "overrides.yaml").symlink_to("/dev/zero")
+    (tmp_path / "deep" / "metrics.json").write_text("[" * 100_000)
+    report_main([str(tmp_path)])
+    rows = {row["run"]: row for row in csv.DictReader((tmp_path / "report.csv").open())}
+    assert rows["deep"]["status"] == "metrics.json does not read as JSON"
+    assert rows["good"]["status"] == rows["fifo"]["status"] == rows["zero"]["status"] == "completed"
+    said = capsys.readouterr().err
+    assert "fifo: its .hydra/overrides.yaml does not read (FileNotFoundError)" in said
 
 
 def test_the_default_metric_is_the_validation_metric_a_module_logs(tmp_path):

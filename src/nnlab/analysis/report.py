@@ -105,15 +105,19 @@ def read_runs(folder: Path) -> list[RunRecord]:
         run_dir = hydra_dir.parent
         try:  # a run dir's files are data, and may be truncated or hand-edited
             overrides = values(layout.saved_overrides(run_dir, "dir"))
-        except ConfigError:
+        except ConfigError as error:
+            print(
+                f"nnlab-report: {run_dir}: {error.expected}; its settings stay blank",
+                file=sys.stderr,
+            )
             overrides = {}
         metrics_file = run_dir / "metrics.json"
         if not metrics_file.is_file():
             runs.append(RunRecord(run_dir, overrides, "no metrics.json: killed, or still running"))
             continue
         try:
-            payload = json.loads(metrics_file.read_text())
-        except (OSError, ValueError):
+            payload = json.loads(layout.read_small(metrics_file))
+        except (OSError, ValueError, RecursionError):
             payload = None
         if not isinstance(payload, dict):
             runs.append(RunRecord(run_dir, overrides, "metrics.json does not read as JSON"))

@@ -51,11 +51,25 @@ def is_run_dir(path: Path | str) -> bool:
     return (Path(path) / HYDRA_DIR).is_dir()
 
 
+SMALL_FILE = 16 * 2**20  # a run's config, overrides or metrics.json: kilobytes, not this
+
+
+def read_small(path: Path) -> str:
+    """A small file of a run dir, read as untrusted data: a regular file (a FIFO would block
+    the reader forever, /dev/zero never end) of at most SMALL_FILE bytes, in UTF-8. OSError
+    or ValueError otherwise."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is not a regular file")
+    if path.stat().st_size > SMALL_FILE:
+        raise ValueError(f"{path} is over {SMALL_FILE // 2**20} MB")
+    return path.read_text(encoding="utf-8")
+
+
 def read_metrics(run_dir: Path | str) -> dict:
     """metrics.json as a dict; {} when there is none or it cannot be read."""
     try:
-        metrics = json.loads((Path(run_dir) / METRICS).read_text())
-    except (OSError, ValueError):
+        metrics = json.loads(read_small(Path(run_dir) / METRICS))
+    except (OSError, ValueError, RecursionError):  # RecursionError: [[[[... nested deep
         return {}
     return metrics if isinstance(metrics, dict) else {}
 
@@ -65,8 +79,8 @@ def saved_file(run_dir: Path | str, name: str, key: str) -> Any:
     one that does not read is refused under `key`, naming the file."""
     path = Path(run_dir) / HYDRA_DIR / name
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+        return yaml.safe_load(read_small(path))
+    except (OSError, ValueError, RecursionError, yaml.YAMLError) as error:
         reason = f"its {HYDRA_DIR}/{name} does not read ({type(error).__name__})"
         raise ConfigError(key, str(run_dir), reason) from None
 
