@@ -56,10 +56,31 @@ def test_runs_on_different_test_images_are_refused():
     assert "tested on different images (2 and 2, 1 shared)" in str(stop.value)
 
 
-def test_a_truncated_predictions_file_is_bad_input_exit_2(tmp_path, capsys):
+def write_npy_under_npz_name(path):
+    with path.open("wb") as file:
+        np.save(file, np.arange(5))
+
+
+def write_zip_of_text(path):
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as archive:
+        for key in ("index", "target", "predicted"):
+            archive.writestr(key, "not an array")
+
+
+@pytest.mark.parametrize(
+    "write",
+    [
+        lambda path: path.write_bytes(b"PK\x03\x04 cut short"),
+        write_npy_under_npz_name,  # a TypeError traceback
+        write_zip_of_text,  # an AttributeError traceback
+    ],
+)
+def test_a_predictions_file_that_is_no_npz_of_arrays_is_bad_input_exit_2(tmp_path, capsys, write):
     for name in ("a", "b"):
         (tmp_path / name).mkdir()
-        (tmp_path / name / "test_predictions.npz").write_bytes(b"PK\x03\x04 cut short")
+        write(tmp_path / name / "test_predictions.npz")
     with pytest.raises(SystemExit) as stop:
         compare_main([str(tmp_path / "a"), str(tmp_path / "b")])
     assert stop.value.code == 2

@@ -119,10 +119,15 @@ def load(run_dir: Path) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise BadInput(f"{path} does not exist (only image classifiers save predictions)")
     try:  # allow_pickle stays False: a file of arrays, never of objects
-        with np.load(path) as saved:
+        saved = np.load(path)
+        if not isinstance(saved, np.lib.npyio.NpzFile):  # one .npy array under the name
+            raise ValueError("one array, not an .npz of index, target and predicted")
+        with saved:
             arrays = {key: saved[key] for key in ("index", "target", "predicted")}
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
         raise BadInput(f"{path} does not read as saved predictions ({error})") from None
+    if not all(isinstance(array, np.ndarray) for array in arrays.values()):
+        raise BadInput(f"{path} does not read as saved predictions (members that are no arrays)")
     shapes = {array.shape for array in arrays.values()}
     integers = all(np.issubdtype(array.dtype, np.integer) for array in arrays.values())
     if len(shapes) != 1 or len(next(iter(shapes))) != 1 or not integers:
