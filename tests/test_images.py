@@ -203,6 +203,40 @@ def test_a_damaged_idx_file_stops_the_command_naming_it(cli, tmp_path, tiny_mnis
     assert "train-images-idx3-ubyte" in result.stderr and "Traceback" not in result.stderr
 
 
+def small_images(raw: Path) -> None:  # as many as tiny_mnist's labels
+    write_idx(raw, np.zeros((400 if raw.name.startswith("train") else 200, 14, 14), np.uint8))
+
+
+def labels_out_of_range(raw: Path) -> None:
+    write_idx(raw, np.arange(400 if raw.name.startswith("train") else 200) % 20)
+
+
+@pytest.mark.parametrize(
+    ("file", "spoil", "says"),
+    [  # each failed with a traceback; those of the test split only after the whole training
+        ("train-images-idx3-ubyte", small_images, "holds 14x14 images; MNIST's are 28x28"),
+        ("t10k-images-idx3-ubyte", small_images, "holds 14x14 images; MNIST's are 28x28"),
+        ("t10k-labels-idx1-ubyte", labels_out_of_range, "holds labels 0..19; MNIST has 10 classes"),
+        ("train-labels-idx1-ubyte", lambda raw: raw.mkdir(), "is not a file: remove it"),
+    ],
+)
+def test_data_files_of_the_wrong_shape_or_labels_are_refused_before_training(
+    cli, tmp_path, tiny_mnist, file, spoil, says
+):
+    raw = tmp_path / "data" / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for source in (tiny_mnist / "MNIST" / "raw").iterdir():
+        (raw / source.name).write_bytes(source.read_bytes())
+    (raw / file).unlink()
+    spoil(raw / file)
+    overrides = ["experiment=mnist_mlp", f"paths.data_dir={tmp_path / 'data'}"]
+    result = cli(*overrides, "data.download=false", "trainer.max_epochs=1")
+    assert result.returncode == 2, result.stderr
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("nnlab")]
+    assert line.startswith("nnlab: bad config paths.data_dir=") and says in line
+    assert not list(tmp_path.rglob("last.ckpt"))  # refused before training
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(
     not DEBIAN_FASHION.is_dir(), reason="Debian's dataset-fashion-mnist is not installed"

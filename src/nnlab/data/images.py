@@ -138,6 +138,10 @@ class ImageDataModule(InMemoryDataModule):
             return
         if self.data_dir.exists() and not self.data_dir.is_dir():
             raise BadValue("data_dir", str(self.data_dir), "a file, not a folder")
+        for name in IDX_FILES:  # unpacking or downloading would write into it
+            if (self.raw_folder / name).exists() and not (self.raw_folder / name).is_file():
+                reason = f"{self.raw_folder / name} is not a file: remove it to fetch the data"
+                raise BadValue("data_dir", str(self.data_dir), reason)
         if self.info.debian is not None and all(
             (self.info.debian / f"{name}.gz").is_file() for name in IDX_FILES
         ):
@@ -219,6 +223,17 @@ class ImageDataModule(InMemoryDataModule):
                 str(self.data_dir),
                 f"{images_file.name} holds {tuple(images.shape)} images for {len(labels)} labels",
             )
+        # Checked for every split before training: an image of another size failed at the first
+        # step, and a test label out of range only after the whole training.
+        if tuple(images.shape[1:]) != (28, 28):
+            size = "x".join(map(str, images.shape[1:]))
+            reason = f"{images_file.name} holds {size} images; {self.info.title}'s are 28x28"
+            raise BadValue("data_dir", str(self.data_dir), reason)
+        classes = len(self.info.classes)
+        if len(labels) and not 0 <= int(labels.min()) <= int(labels.max()) < classes:
+            found = f"{int(labels.min())}..{int(labels.max())}"
+            reason = f"{labels_file.name} holds labels {found}; {self.info.title} has {classes}"
+            raise BadValue("data_dir", str(self.data_dir), reason + f" classes, 0..{classes - 1}")
         return Split(images, labels, torch.arange(len(labels)))
 
     def _not_found(self, download_error: str | None) -> DataNotFound:
