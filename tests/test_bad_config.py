@@ -32,6 +32,10 @@ from conftest import read_metrics, run_dirs
         ("model.hidden_layers=42378759", "model.hidden_layers=42378759: expected at most 10,000"),
         ("task.network={a: 1}", "task.network: expected a torch.nn.Module or its config"),
         ("model.hidden_nodes=2000000000", "model: the network would have 8,000,000,001 param"),
+        (  # it took 13 GB and minutes at step 0, deaf to SIGTERM inside its one huge step
+            "data.train_per_class=1000000000",
+            "data.train_per_class=1000000000: 2,000,002,000 points, drawn and trained on in one",
+        ),
         (
             "trainer.accumulate_grad_batches=0",
             "trainer.accumulate_grad_batches=0: expected an integer >= 1",

@@ -115,3 +115,24 @@ def check_range(name: str, value: Any) -> tuple[float, float]:
     if not low < high:
         raise BadValue(name, value, "expected low < high")
     return low, high
+
+
+def free_memory() -> int | None:
+    """Bytes of memory free now; None where the system does not say (not POSIX)."""
+    import os
+
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_fits_in_memory(name: str, value: Any, needed: int, what: str) -> None:
+    """Refuse a size whose arrays would not fit in the memory free now, before any is made:
+    the operating system would otherwise kill the run with no message, or it would swap for
+    minutes, deaf to signals inside one huge step. `what` says what takes the memory."""
+    free = free_memory()
+    if free is not None and needed > free:
+        gib = 2**30
+        reason = f"{what} would take about {needed / gib:,.1f} GiB; {free / gib:,.1f} GiB is free"
+        raise BadValue(name, value, reason)

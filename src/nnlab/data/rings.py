@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from nnlab.checks import BadValue, check_int, check_range
+from nnlab.checks import BadValue, check_fits_in_memory, check_int, check_range
 from nnlab.data.in_memory import SPLITS, Batch, InMemoryDataModule, as_tensor
 
 
@@ -34,6 +34,11 @@ class RingsDataModule(InMemoryDataModule):
             "val": check_int("val_per_class", val_per_class, minimum=1),
             "test": check_int("test_per_class", test_per_class, minimum=1),
         }
+        points = 2 * sum(self.per_class.values())
+        # Drawn in float64 with their temporaries (about 100 bytes a point), then trained on
+        # in one full batch, whose activations and gradients take as much again.
+        what = f"{points:,} points, drawn and trained on in one batch"
+        check_fits_in_memory("train_per_class", train_per_class, 256 * points, what)
         self.inner_radius = check_range("inner_radius", inner_radius)
         self.outer_radius = check_range("outer_radius", outer_radius)
         if self.inner_radius[0] < 0:

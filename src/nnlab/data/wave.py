@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from nnlab.checks import BadValue, check_bool, check_float
+from nnlab.checks import BadValue, check_bool, check_fits_in_memory, check_float
 from nnlab.data.in_memory import Batch, InMemoryDataModule, as_tensor
 
 
@@ -34,8 +34,11 @@ class WaveDataModule(InMemoryDataModule):
         self.step = check_float("step", step, above=0)
         if not self.x_min < self.x_max:
             raise BadValue("x_max", x_max, f"expected a number > x_min ({x_min})")
-        if (self.x_max - self.x_min) / self.step < 4:
+        points = (self.x_max - self.x_min) / self.step
+        if points < 4:
             raise BadValue("step", step, "expected at least 4 grid points between x_min and x_max")
+        what = f"{points:,.0f} grid points, trained on in one batch"
+        check_fits_in_memory("step", step, round(512 * points), what)  # as the rings, wider
         self.frequency = check_float("frequency", frequency)
         self.decay = check_float("decay", decay, above=0)
         self.flip = check_bool("flip", flip)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import importlib
 import inspect
 import logging
-import os
 import re
 from collections.abc import Mapping
 from difflib import get_close_matches
@@ -25,7 +24,7 @@ from hydra.errors import InstantiationException
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from nnlab.checks import NO_VALUE, BadValue
+from nnlab.checks import NO_VALUE, BadValue, free_memory
 from nnlab.errors import ConfigError
 from nnlab.run.console import DETAILS
 
@@ -260,11 +259,8 @@ def check_network_fits(cfg: DictConfig) -> None:
         return
     parameters = sum(p.numel() for p in probe.parameters())
     needed = 16 * parameters  # 4 bytes each: weights, gradients and two optimizer moments
-    try:
-        free = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
-    except (ValueError, OSError):  # not a POSIX system: nothing to compare with
-        return
-    if needed > free:
+    free = free_memory()
+    if free is not None and needed > free:
         raise ConfigError(
             "model",
             NO_VALUE,
