@@ -221,6 +221,44 @@ def test_a_bad_claim_file_stops_with_one_line_and_status_2(tmp_path):
     assert result.stderr.startswith("nnlab-reproduce: bad config claim typo: seeds=")
 
 
+@pytest.mark.parametrize(
+    ("plan", "says"),
+    [  # "/" walked the whole file system; the others were tracebacks
+        ('{"claims": {"rings_claim": "/"}}', "names '/' for rings_claim: a sweep is a folder"),
+        ('{"claims": {"rings_claim": "../.."}}', "names '../..' for rings_claim: a sweep is a"),
+        ('{"claims": {"rings_claim": 5}}', "names 5 for rings_claim"),
+        ("[1, 2]", "is not nnlab-reproduce's plan"),
+        ('{"claims": []}', "is not nnlab-reproduce's plan"),
+        ('{"commands": {"s": 5}}', "gives s no list of overrides"),
+        ("{not json", "does not read"),
+        (b"\xff\xfe", "does not read"),
+    ],
+)
+def test_a_runs_dir_whose_plan_is_not_one_is_refused_in_one_line(tmp_path, plan, says):
+    claims = tmp_path / "claims"
+    write_claim(claims, "rings_claim", RINGS, rule={**RINGS["rule"], "expect": {"all": "above"}})
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    path = runs / "plan.json"
+    path.write_bytes(plan) if isinstance(plan, bytes) else path.write_text(plan)
+    result = reproduce(tmp_path, "--claims", str(claims), "--judge", str(runs))
+    assert result.returncode == 2, result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"nnlab-reproduce: bad config --judge='{runs}': its plan.json ")
+    assert says in line
+
+
+@pytest.mark.parametrize("text", ["rule: [unclosed\n", "!!python/object/apply:os.system [ls]\n"])
+def test_a_claim_file_that_is_no_yaml_is_refused_in_one_line(tmp_path, text):
+    claims = tmp_path / "claims"
+    claims.mkdir()
+    (claims / "broken.yaml").write_text(text)
+    result = reproduce(tmp_path, "--claims", str(claims), "--judge", str(tmp_path))
+    assert result.returncode == 2, result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("nnlab-reproduce: bad config claim broken=")
+
+
 def test_every_claim_file_loads_and_the_image_claims_run_on_fashion_mnist_without_mnist():
     claims = [load_claim(path) for path in claim_files(CONFIG_DIR.parent / "claims")]
     assert len(claims) >= 9 and all(claim.budget.seeds >= 5 for claim in claims)

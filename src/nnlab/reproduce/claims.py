@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
 from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -107,8 +108,9 @@ def load_claim(path: Path) -> Claim:
         key = str(error.full_key or "") if hasattr(error, "full_key") else ""
         reason = str(error).strip().splitlines()[0]
         raise ConfigError(f"claim {name}" + (f": {key}" if key else ""), path, reason) from None
-    except (OSError, ValueError) as error:  # unreadable, or not YAML
-        raise ConfigError(f"claim {name}", str(path), str(error).splitlines()[0]) from None
+    except (OSError, ValueError, yaml.YAMLError) as error:  # unreadable, or not YAML
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise ConfigError(f"claim {name}", str(path), reason) from None
     claim.name = name
     _check(claim)
     return claim

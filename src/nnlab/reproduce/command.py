@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> None:
         claims = [load_claim(path) for path in claim_files(args.claims, _names(args.only))]
         if args.judge is None:
             train_claims(claims, choose_mode(args), runs_dir, args.jobs)
-    written = judge_claims(claims, runs_dir, args.out)
+        written = judge_claims(claims, runs_dir, args.out)
     print(f"Wrote {written}, findings.csv and figures/ ({len(claims)} claims)")
 
 
@@ -148,8 +148,8 @@ def judge_claims(claims: list[Claim], runs_dir: Path, out: Path) -> Path:
     from nnlab.reproduce import findings
     from nnlab.reproduce.judge import judge
 
-    saved = json.loads((runs_dir / PLAN).read_text()) if (runs_dir / PLAN).is_file() else {}
-    sweep_of = {claim.name: saved.get("claims", {}).get(claim.name, claim.name) for claim in claims}
+    saved = read_plan(runs_dir)
+    sweep_of = {claim.name: saved["claims"].get(claim.name, claim.name) for claim in claims}
     results = []
     for claim in claims:
         sweep_dir = runs_dir / sweep_of[claim.name]
@@ -162,10 +162,42 @@ def judge_claims(claims: list[Claim], runs_dir: Path, out: Path) -> Path:
         results.append(finding)
     out.mkdir(parents=True, exist_ok=True)
     runs_of = {name: str(runs_dir / sweep) for name, sweep in sweep_of.items()}
-    commands = {name: saved.get("commands", {}).get(sweep) for name, sweep in sweep_of.items()}
+    commands = {name: saved["commands"].get(sweep) for name, sweep in sweep_of.items()}
     header = _header(saved, runs_dir)
     known = {name: overrides for name, overrides in commands.items() if overrides}
     return findings.write(results, out, runs_of, header, known, saved.get("budget", "budget"))
+
+
+def read_plan(runs_dir: Path) -> dict:
+    """The runs dir's plan.json (which sweep measured which claim, and how), read as untrusted
+    data: a plan that is not one, or that names a sweep outside the runs dir (`/` walked the
+    whole file system), is refused in one line."""
+    from nnlab.run.layout import read_small
+
+    path = runs_dir / PLAN
+    if not path.exists():
+        return {"claims": {}, "commands": {}}
+    try:
+        saved = json.loads(read_small(path))
+    except (OSError, ValueError, RecursionError) as error:
+        raise ConfigError("--judge", str(runs_dir), f"its {PLAN} does not read ({error})") from None
+    claims = saved.get("claims", {}) if isinstance(saved, dict) else None
+    commands = saved.get("commands", {}) if isinstance(saved, dict) else None
+    if not isinstance(claims, dict) or not isinstance(commands, dict):
+        raise ConfigError("--judge", str(runs_dir), f"its {PLAN} is not nnlab-reproduce's plan")
+    for name, sweep in claims.items():
+        if not isinstance(sweep, str) or Path(sweep).name != sweep or sweep in ("", ".", ".."):
+            reason = f"its {PLAN} names {sweep!r} for {name}: a sweep is a folder of the runs dir"
+            raise ConfigError("--judge", str(runs_dir), reason)
+    for sweep, overrides in commands.items():
+        if not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides):
+            reason = f"its {PLAN} gives {sweep} no list of overrides"
+            raise ConfigError("--judge", str(runs_dir), reason)
+    budget, wall = saved.get("budget"), saved.get("wall_s")
+    kept = {"budget": budget} if isinstance(budget, str) else {}
+    if isinstance(wall, int | float) and not isinstance(wall, bool):
+        kept["wall_s"] = wall
+    return kept | {"claims": claims, "commands": commands}
 
 
 def _last_line(log: Path) -> str:
