@@ -156,3 +156,21 @@ def test_a_run_with_validation_off_keeps_its_last_checkpoint_and_evaluates(tmp_p
     assert read_metrics(run_dir)["test/acc"] == pytest.approx(
         json.loads(next((run_dir / "evals").glob("*/metrics.json")).read_text())["test/acc"]
     )
+
+
+def test_a_resume_from_weights_that_are_not_finite_is_refused(finished_run, tmp_path):
+    """Resumed at its last step, it trained no more, and ended "completed" with NaN metrics."""
+    import shutil
+
+    copy = tmp_path / "logs" / "rings" / "runs" / finished_run.run_dir.name
+    shutil.copytree(finished_run.run_dir, copy)
+    (copy / "metrics.json").write_text('{"status": "interrupted"}')
+    last = copy / "checkpoints" / "last.ckpt"
+    saved = torch.load(last, weights_only=True)
+    saved["state_dict"]["network.output.bias"] = torch.full_like(
+        saved["state_dict"]["network.output.bias"], float("nan")
+    )
+    torch.save(saved, last)
+    with pytest.raises(ConfigError, match="its network.output.bias holds NaN or inf"):
+        train(["experiment=rings", f"ckpt_path={copy}"])
+    assert read_metrics(copy)["status"] == "interrupted"  # left as it was

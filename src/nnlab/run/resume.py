@@ -172,10 +172,16 @@ def _text(value: Any) -> str:
 def check_resumable(task: Any, cfg: DictConfig, checkpoint: Path) -> int:
     """The step of `checkpoint`, once its weights are found to fit `task`, the module this
     command built; else ConfigError naming the setting this command changed."""
+    import torch
+
     saved = read(checkpoint, "ckpt_path", mapped=True)
     difference = weights_difference(_weights_of(saved, task), weights(task))
     if difference:
         raise refusal(cfg, difference)
+    for name, tensor in _weights_of(saved, task).items():  # a run resumed at its last step
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():  # trains no more
+            reason = f"its {name} holds NaN or inf: nothing to resume from (the run diverged)"
+            raise ConfigError("ckpt_path", str(checkpoint), reason)
     return int(saved.get("global_step", 0))
 
 
