@@ -171,6 +171,6 @@ def test_a_resume_from_weights_that_are_not_finite_is_refused(finished_run, tmp_
         saved["state_dict"]["network.output.bias"], float("nan")
     )
     torch.save(saved, last)
-    with pytest.raises(ConfigError, match="its network.output.bias holds NaN or inf"):
+    with pytest.raises(ConfigError, match=r"its network\.output\.bias holds NaN or inf"):
         train(["experiment=rings", f"ckpt_path={copy}"])
     assert read_metrics(copy)["status"] == "interrupted"  # left as it was
