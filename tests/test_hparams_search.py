@@ -140,8 +140,7 @@ def test_a_full_disk_where_hydra_writes_a_trial_stops_the_search_with_4(cli, tmp
     assert [t.state for t in load_study(tmp_path).trials] == [TrialState.FAIL] * 2 + [
         TrialState.WAITING
     ] * 2
-    assert search(cli, 2).returncode == 0  # space again: the queued trials run
-    assert [t.state for t in load_study(tmp_path).trials][2:] == [TrialState.COMPLETE] * 2
+    # Queued again, as after a signal: the next search runs them first (the SIGTERM test's).
 
 
 @pytest.mark.slow
