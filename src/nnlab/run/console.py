@@ -79,9 +79,9 @@ EXPECTED_WARNINGS = (
 
 def quiet_libraries() -> None:
     """Lightning's lines through the root logger only (importing it adds a console handler of
-    its own, which printed each line twice); without its advert for a cloud logger, and
-    threads' tracebacks for a full disk (the run says that the disk is full itself, in one
-    line)."""
+    its own, which printed each line twice); without its advert for a cloud logger, the
+    warnings nnlab's own setup causes, and threads' tracebacks for a full disk (the run says
+    that the disk is full itself, in one line)."""
     for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
         logger = logging.getLogger(name)
         for handler in [h for h in logger.handlers if type(h) is logging.StreamHandler]:
@@ -90,6 +90,8 @@ def quiet_libraries() -> None:
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
         lambda record: not str(record.msg).startswith("💡 Tip")
     )
+    for message in EXPECTED_WARNINGS:  # also where a caller builds a run itself (benchmarks)
+        warnings.filterwarnings("ignore", message=message)
     threading.excepthook = _thread_errors_but_a_full_disk
 
 
