@@ -32,7 +32,7 @@ from nnlab import compat
 from nnlab.errors import ConfigError, Diverged, Interrupted
 from nnlab.run.loaders import not_resumable
 from nnlab.run.record import write_atomically
-from nnlab.run.resume import read
+from nnlab.run.resume import read, save_hparams_as_data
 from nnlab.sweep.signals import STOP_SIGNALS
 
 log = logging.getLogger("nnlab")
@@ -260,6 +260,7 @@ class ResumeState(Callback):
 
     def on_save_checkpoint(self, trainer: L.Trainer, _: Any, checkpoint: dict) -> None:
         checkpoint[self.KEY] = self.metrics(trainer)
+        save_hparams_as_data(checkpoint)  # loadable weights-only in any interpreter
 
     def on_load_checkpoint(self, trainer: L.Trainer, _: Any, checkpoint: dict) -> None:
         self.logged = dict(checkpoint.get(self.KEY, {}))

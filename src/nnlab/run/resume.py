@@ -326,10 +326,11 @@ def weights_difference(saved: dict[str, Any], own: dict[str, Any]) -> str | None
 
 
 def allow_partials(cfg: DictConfig) -> None:
-    """Let torch's weights-only loader rebuild what `save_hyperparameters` keeps of the run's
-    `_partial_: true` nodes (lightning-hydra-template's optimizer and scheduler): a
-    functools.partial of a callable this run's own config names, and nothing else. Rebuilding
-    one calls nothing; the module's own code calls it, when it trains."""
+    """Let torch's weights-only loader, in this process, rebuild a functools.partial of a
+    callable that the run's own `_partial_: true` nodes name, and nothing else: nnlab's
+    checkpoints keep them as configs (`as_saved`), but not one written before that, or by a
+    ModelCheckpoint with save_weights_only (Lightning skips the callbacks' hooks there).
+    Rebuilding one calls nothing; the module's own code calls it, when it trains."""
     import hydra.utils
     import torch
 
@@ -349,33 +350,59 @@ def _partial_nodes(node: Any) -> list[dict]:
     return [n for value in node for n in _partial_nodes(value)] if isinstance(node, list) else []
 
 
-def keep_checkpoints_loadable(*objects: Any) -> None:
-    """Hydra hands a `_partial_` node over as its own subclass of functools.partial, which a
-    checkpoint would name as a private class of Hydra's that no weights-only load accepts: in
-    the hyperparameters Lightning saves, each becomes the plain functools.partial it stands for
-    (called, it does the same). Anything else there that a weights-only load refuses is said,
-    in one line, now, rather than when a resume needs the checkpoint. Config nodes Hydra
-    passed as they are (a list given to a data module) become plain lists and dicts."""
-    import torch
+def as_saved(value: Any) -> Any:
+    """A hyperparameter as nnlab's checkpoints keep it: plain data, which a weights-only load
+    reads in any interpreter. A functools.partial (lightning-hydra-template's optimizer and
+    scheduler, which Hydra hands over as a subclass of its own) becomes its config, a
+    `_target_` node that `hydra.utils.instantiate` turns back into the same partial; config
+    nodes become plain lists and dicts."""
     from omegaconf import Container
+
+    if isinstance(value, functools.partial):
+        func = value.func
+        node: dict[str, Any] = {"_target_": f"{func.__module__}.{func.__qualname__}"}
+        node["_partial_"] = True
+        if value.args:
+            node["_args_"] = [as_saved(arg) for arg in value.args]
+        return node | {key: as_saved(arg) for key, arg in value.keywords.items()}
+    if isinstance(value, Container):
+        return OmegaConf.to_container(value, resolve=True)
+    if isinstance(value, dict):
+        return {key: as_saved(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(as_saved(item) for item in value)
+    return value
+
+
+def save_hparams_as_data(checkpoint: dict[str, Any]) -> None:
+    """The module's and the data module's hyperparameters in `checkpoint`, as `as_saved` keeps
+    them (a callback's on_save_checkpoint: the objects themselves are left as they are)."""
+    import lightning as L
+
+    for key in (
+        L.LightningModule.CHECKPOINT_HYPER_PARAMS_KEY,
+        L.LightningDataModule.CHECKPOINT_HYPER_PARAMS_KEY,
+    ):
+        if isinstance(checkpoint.get(key), dict):
+            checkpoint[key] = {name: as_saved(value) for name, value in checkpoint[key].items()}
+
+
+def keep_checkpoints_loadable(*objects: Any) -> None:
+    """Anything in the hyperparameters that a weights-only load refuses even as nnlab saves
+    them (`as_saved`) is said, in one line, now, rather than when a resume needs the checkpoint."""
+    import torch
 
     for obj in objects:
         hparams = getattr(obj, "hparams", None) or {}
-        for name, value in list(hparams.items()):
-            if isinstance(value, functools.partial) and type(value) is not functools.partial:
-                hparams[name] = functools.partial(value.func, *value.args, **value.keywords)
-            elif isinstance(value, Container):
-                hparams[name] = OmegaConf.to_container(value, resolve=True)
         buffer = io.BytesIO()
-        torch.save(dict(hparams), buffer)
+        torch.save({name: as_saved(value) for name, value in hparams.items()}, buffer)
         buffer.seek(0)
         refused = torch.serialization.get_unsafe_globals_in_checkpoint(buffer)  # not allowed
         if refused:
-            what = named(refused)
             log.warning(
                 "%s's save_hyperparameters() keeps %s, which a weights-only load refuses: "
                 "resuming, nnlab-eval and load_run will refuse its checkpoints (pass it as "
                 "config, or add it to save_hyperparameters(ignore=[...]))",
                 type(obj).__name__,
-                what,
+                named(refused),
             )
