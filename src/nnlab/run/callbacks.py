@@ -269,11 +269,11 @@ class ResumeState(Callback):
 class MonitorChoice(Callback):
     """Gives every ModelCheckpoint and EarlyStopping configured with `monitor: auto` the
     validation loss the module logs: `val/loss`, else `val_loss`, else the first logged key
-    that starts with "val" and holds "loss". Chosen at the first validation after a training
-    step (Lightning keeps nothing its sanity check logs), kept in the checkpoint, and so the
-    same after a resume. A module that logs no validation loss stops there, before any
-    checkpoint, with one line naming what it logs; a module that does not validate keeps no
-    best.ckpt, and says so.
+    that starts with "val" and holds "loss". Chosen at Lightning's sanity check, before
+    training (else, for a module that logs nothing there, at the first validation), kept in
+    the checkpoint, and so the same after a resume. A module that logs no validation loss
+    stops there, before any checkpoint, with one line naming what it logs; a module that does
+    not validate keeps no best.ckpt, and says so.
     """
 
     def __init__(self, resumes: Path | None = None) -> None:
@@ -313,7 +313,7 @@ class MonitorChoice(Callback):
         losses = [n for n in logged if n.startswith("val") and "loss" in n]
         preferred = [n for n in ("val/loss", "val_loss") if n in logged]
         if not (preferred or losses):
-            if trainer.sanity_checking:  # its values never reach callback_metrics
+            if trainer.sanity_checking and not logged:  # it logs nothing there (nnlab's tasks)
                 return
             named = next((n for n in logged if n.startswith("val")), "val_acc")
             scores = ("acc", "f1", "auc", "score", "precision", "recall")
