@@ -248,6 +248,15 @@ def test_a_runs_dir_whose_plan_is_not_one_is_refused_in_one_line(tmp_path, plan,
     assert says in line
 
 
+def test_judging_a_folder_that_is_not_there_is_refused(tmp_path):
+    result = reproduce(tmp_path, "--judge", str(tmp_path / "nope"))
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"nnlab-reproduce: bad config --judge='{tmp_path / 'nope'}': no such folder of runs"
+    )
+    assert not (tmp_path / "out").exists()  # no findings of nothing measured
+
+
 @pytest.mark.parametrize("text", ["rule: [unclosed\n", "!!python/object/apply:os.system [ls]\n"])
 def test_a_claim_file_that_is_no_yaml_is_refused_in_one_line(tmp_path, text):
     claims = tmp_path / "claims"

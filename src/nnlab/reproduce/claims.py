@@ -107,7 +107,9 @@ def load_claim(path: Path) -> Claim:
     except OmegaConfBaseException as error:
         key = str(error.full_key or "") if hasattr(error, "full_key") else ""
         reason = str(error).strip().splitlines()[0]
-        raise ConfigError(f"claim {name}" + (f": {key}" if key else ""), path, reason) from None
+        raise ConfigError(
+            f"claim {name}" + (f": {key}" if key else ""), str(path), reason
+        ) from None
     except (OSError, ValueError, yaml.YAMLError) as error:  # unreadable, or not YAML
         reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
         raise ConfigError(f"claim {name}", str(path), reason) from None

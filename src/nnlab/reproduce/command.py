@@ -94,6 +94,8 @@ def main(argv: list[str] | None = None) -> None:
     args = arguments(argv)
     runs_dir = args.judge or args.out / "runs"
     with exits(PROGRAM):
+        if args.judge is not None and not args.judge.is_dir():  # else: every claim "not measured"
+            raise ConfigError("--judge", str(args.judge), "no such folder of runs")
         claims = [load_claim(path) for path in claim_files(args.claims, _names(args.only))]
         if args.judge is None:
             train_claims(claims, choose_mode(args), runs_dir, args.jobs)
