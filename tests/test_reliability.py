@@ -406,3 +406,22 @@ def test_a_signal_during_start_up_records_interrupted_and_leaves_no_lock(
     assert not (stopped_run / "run.lock").exists()
     assert cli("experiment=rings", f"ckpt_path={stopped_run}").returncode == 0
     assert read_metrics(stopped_run)["status"] == "completed"
+
+
+def test_a_run_whose_dir_is_removed_while_it_runs_ends_in_one_line(cli, tmp_path, monkeypatch):
+    """Each of its writers failed its own way: three chained tracebacks."""
+    import shutil
+
+    def validation_start_removing_the_run_dir(self):
+        if self.global_step == 500:
+            shutil.rmtree(self.trainer.default_root_dir)
+
+    monkeypatch.setattr(RingsTask, "on_validation_start", validation_start_removing_the_run_dir)
+    result = cli("experiment=rings", "trainer.max_steps=1000")
+    assert result.returncode == 1
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("nnlab")]
+    assert line.startswith("nnlab: the run dir ") and line.endswith(
+        "was removed while the run ran; nothing of it is kept"
+    )
+    assert "Traceback" not in result.stderr
+    assert not run_dirs(tmp_path / "logs")

@@ -125,6 +125,17 @@ class DiskFull(RunStopped):
         return f"failed: disk full while writing {self.where}"
 
 
+class RunDirGone(RunStopped):
+    """The run's own dir was removed while the run ran: nothing of it can be written, or kept."""
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+        super().__init__(where)
+
+    def __str__(self) -> str:
+        return f"the run dir {self.where} was removed while the run ran; nothing of it is kept"
+
+
 class NotRun(RunStopped):
     """A sweep's job that starts after a signal stopped the sweep: it ends before any work."""
 

@@ -26,7 +26,16 @@ from omegaconf import DictConfig, OmegaConf
 
 import nnlab
 from nnlab import compat
-from nnlab.errors import ConfigError, Interrupted, NotRun, RunStopped, exits, stop, stopped
+from nnlab.errors import (
+    ConfigError,
+    Interrupted,
+    NotRun,
+    RunDirGone,
+    RunStopped,
+    exits,
+    stop,
+    stopped,
+)
 from nnlab.overrides import command_overrides
 from nnlab.run import layout, resume
 from nnlab.run.config import check_config, refuse_before_compose
@@ -112,6 +121,10 @@ def train(cfg: DictConfig, starts_processes: bool = False) -> Run:
                 resume.load_weights(run.task, start, "init_from")
                 log.info("Starting from the weights of %s", start)
             _fit_validate_and_test(run, record, checkpoint)
+    except Exception:
+        if not run_dir.is_dir():  # removed under the run: each writer failed its own way
+            raise RunDirGone(str(run_dir)) from None
+        raise
     finally:
         distributed = sys.modules.get("torch.distributed")  # only if a run got that far
         if distributed is not None and distributed.is_available() and distributed.is_initialized():

@@ -8,11 +8,13 @@ these filters and handlers in place (conf/hydra/default.yaml).
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import threading
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from nnlab.errors import DISK_FULL
@@ -92,7 +94,7 @@ def quiet_libraries() -> None:
     )
     for message in EXPECTED_WARNINGS:  # also where a caller builds a run itself (benchmarks)
         warnings.filterwarnings("ignore", message=message)
-    threading.excepthook = _thread_errors_but_a_full_disk
+    threading.excepthook = _thread_errors_but_a_full_disk_or_a_gone_dir
 
 
 @contextmanager
@@ -112,7 +114,11 @@ def _log_warning(message: Warning | str, category: type[Warning], *_: Any, **__:
     logging.getLogger(WARNINGS).warning("%s", str(message).strip())
 
 
-def _thread_errors_but_a_full_disk(args: threading.ExceptHookArgs) -> None:
-    if isinstance(args.exc_value, OSError) and args.exc_value.errno in DISK_FULL:
+def _thread_errors_but_a_full_disk_or_a_gone_dir(args: threading.ExceptHookArgs) -> None:
+    error = args.exc_value
+    if isinstance(error, OSError) and error.errno in DISK_FULL:
         return  # TensorBoard's writer thread, on a full disk
+    gone = isinstance(error, FileNotFoundError) and error.filename is not None
+    if gone and not Path(os.fsdecode(error.filename)).parent.exists():
+        return  # its run dir was removed: the run says so itself, in one line
     threading.__excepthook__(args)

@@ -77,7 +77,8 @@ def recording(out_dir: Path, cfg: DictConfig, title: str, note: str = "") -> Ite
         raise
     finally:
         try:
-            _finish(record, cfg, status, note, out_dir, title, started, earlier_events)
+            if out_dir.is_dir():  # else removed while the run ran: nothing to write into
+                _finish(record, cfg, status, note, out_dir, title, started, earlier_events)
         except OSError as error:
             if error.errno not in DISK_FULL:
                 raise
