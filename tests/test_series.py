@@ -136,3 +136,10 @@ def test_series_configs_that_cannot_work_are_refused(cli):
     result = cli("experiment=series_rnn", "model.cell=gruu")
     assert result.returncode == 2
     assert "model.cell='gruu': expected one of: scratch, rnn, lstm, gru, seq2seq" in result.stderr
+
+
+def test_a_series_too_long_for_the_memory_is_refused_before_it_is_drawn():
+    from nnlab.checks import BadValue
+
+    with pytest.raises(BadValue, match=r"^length=10000000000: 10,000,000,000 windows of 31 "):
+        SeriesDataModule(length=10**10)

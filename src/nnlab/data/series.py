@@ -13,7 +13,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from nnlab.checks import BadValue, check_bool, check_choice, check_float, check_int
+from nnlab.checks import (
+    BadValue,
+    check_bool,
+    check_choice,
+    check_fits_in_memory,
+    check_float,
+    check_int,
+)
 from nnlab.data.in_memory import InMemoryDataModule
 
 GENERATORS = ("linear", "quadratic", "sine", "random_walk")
@@ -82,6 +89,10 @@ class SeriesDataModule(InMemoryDataModule):
         self.lag = check_int("lag", lag, minimum=1)
         self.window = check_int("window", window, minimum=1)
         self.horizon = check_int("horizon", horizon, minimum=1)
+        # Each window a row of its own (float32), drawn first as float64.
+        windows = f"{self.length:,} windows of {self.window + self.horizon} values"
+        needed = self.length * (4 * (self.window + self.horizon) + 64)
+        check_fits_in_memory("length", length, needed, windows)
         self.val_fraction = check_float("val_fraction", val_fraction, above=0)
         self.test_fraction = check_float("test_fraction", test_fraction, above=0)
         if not self.val_fraction + self.test_fraction < 1:
