@@ -14,7 +14,7 @@ import os
 import signal
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -294,7 +294,8 @@ def exits(program: str = "nnlab") -> Iterator[None]:
     try:
         yield
     except BrokenPipeError:  # `nnlab-train --help | head`: the reader has gone, so stop quietly
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # as Python's docs advise
+        with suppress(OSError, ValueError):  # a stdout with no file (a notebook's) has no pipe
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's docs' way
         raise SystemExit(128 + signal.SIGPIPE) from None
     except Exception as error:
         known = stopped(error)
