@@ -114,7 +114,7 @@ def test_a_mapped_read_gives_the_checkpoint_and_takes_the_legacy_format_too(tmp_
     [
         (
             {"state_dict": {"network.hidden.0.weight": "abc"}, "global_step": 1},
-            "its state_dict holds 'network.hidden.0.weight', not a tensor",
+            "the checkpoint's network.hidden.0.weight is str, not a tensor",
         ),
         ({"state_dict": {}, "global_step": "abc"}, "its global_step is 'abc'"),
         (b"\x80\x04garbage that is no checkpoint", "not a readable checkpoint: truncated or"),

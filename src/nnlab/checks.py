@@ -118,12 +118,13 @@ def check_range(name: str, value: Any) -> tuple[float, float]:
 
 
 def free_memory() -> int | None:
-    """Bytes of memory free now; None where the system does not say (not POSIX)."""
-    import os
+    """Bytes of memory available now (the page cache counts as available, as the kernel gives
+    it back); None where the system does not say."""
+    import psutil
 
     try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
+        return int(psutil.virtual_memory().available)
+    except (OSError, RuntimeError, NotImplementedError):
         return None
 
 

@@ -293,10 +293,15 @@ def exits(program: str = "nnlab") -> Iterator[None]:
     os.environ[FULL_ERROR] = "1"
     try:
         yield
-    except BrokenPipeError:  # `nnlab-train --help | head`: the reader has gone, so stop quietly
-        with suppress(OSError, ValueError):  # a stdout with no file (a notebook's) has no pipe
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's docs' way
-        raise SystemExit(128 + signal.SIGPIPE) from None
+    except BrokenPipeError:
+        try:
+            sys.stdout.write("\n")  # is stdout the broken pipe? (else a newline, then the bug)
+            sys.stdout.flush()
+        except BrokenPipeError:  # `nnlab-train --help | head`: stdout's reader has gone
+            with suppress(OSError, ValueError):  # as Python's docs advise
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise SystemExit(128 + getattr(signal, "SIGPIPE", 13)) from None
+        raise  # another pipe than stdout's: a bug, with its traceback
     except Exception as error:
         known = stopped(error)
         if known is None:

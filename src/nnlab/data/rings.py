@@ -38,7 +38,9 @@ class RingsDataModule(InMemoryDataModule):
         # Drawn in float64 with their temporaries (about 100 bytes a point), then trained on
         # in one full batch, whose activations and gradients take as much again.
         what = f"{points:,} points, drawn and trained on in one batch"
-        check_fits_in_memory("train_per_class", train_per_class, 256 * points, what)
+        largest = max(self.per_class, key=self.per_class.__getitem__)  # the key to name
+        size = self.per_class[largest]
+        check_fits_in_memory(f"{largest}_per_class", size, 256 * points, what)
         self.inner_radius = check_range("inner_radius", inner_radius)
         self.outer_radius = check_range("outer_radius", outer_radius)
         if self.inner_radius[0] < 0:

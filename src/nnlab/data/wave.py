@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from nnlab.checks import BadValue, check_bool, check_fits_in_memory, check_float
@@ -35,6 +37,8 @@ class WaveDataModule(InMemoryDataModule):
         if not self.x_min < self.x_max:
             raise BadValue("x_max", x_max, f"expected a number > x_min ({x_min})")
         points = (self.x_max - self.x_min) / self.step
+        if not math.isfinite(points):
+            raise BadValue("step", step, "expected a step that leaves a finite grid")
         if points < 4:
             raise BadValue("step", step, "expected at least 4 grid points between x_min and x_max")
         what = f"{points:,.0f} grid points, trained on in one batch"

@@ -34,6 +34,7 @@ from nnlab.run.loaders import not_resumable
 from nnlab.run.record import write_atomically
 from nnlab.run.resume import read, save_hparams_as_data
 from nnlab.sweep.signals import STOP_SIGNALS
+from nnlab.tasks.base import Task
 
 log = logging.getLogger("nnlab")
 NOT_METRICS = ("step", "epoch")  # Lightning's x-axis values, logged beside the metrics
@@ -313,7 +314,8 @@ class MonitorChoice(Callback):
         losses = [n for n in logged if n.startswith("val") and "loss" in n]
         preferred = [n for n in ("val/loss", "val_loss") if n in logged]
         if not (preferred or losses):
-            if trainer.sanity_checking and not logged:  # it logs nothing there (nnlab's tasks)
+            # nnlab's Task logs its loss only after the sanity check (a subclass may log more)
+            if trainer.sanity_checking and (not logged or isinstance(pl_module, Task)):
                 return
             named = next((n for n in logged if n.startswith("val")), "val_acc")
             scores = ("acc", "f1", "auc", "score", "precision", "recall")

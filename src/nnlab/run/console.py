@@ -8,13 +8,11 @@ these filters and handlers in place (conf/hydra/default.yaml).
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import threading
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 from nnlab.errors import DISK_FULL
@@ -94,7 +92,7 @@ def quiet_libraries() -> None:
     )
     for message in EXPECTED_WARNINGS:  # also where a caller builds a run itself (benchmarks)
         warnings.filterwarnings("ignore", message=message)
-    threading.excepthook = _thread_errors_but_a_full_disk_or_a_gone_dir
+    threading.excepthook = _thread_errors_but_a_full_disk
 
 
 @contextmanager
@@ -102,23 +100,23 @@ def warnings_logged() -> Iterator[None]:
     """A run's Python warnings (Lightning's advice among them) as log lines, on the console and
     in train.log, each once per run; less those nnlab's own setup causes. Python printed them
     on stderr only, with a source path, and only in a process's first run."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("default")  # once per place; a new filter list: once per run
-        for message in EXPECTED_WARNINGS:
-            warnings.filterwarnings("ignore", message=message)
-        warnings.showwarning = _log_warning
+    # Python's own filters stay (what it ignores, the user's -W, the libraries'); adding one
+    # resets each module's "already shown" registry, so a warning shows again in a new run.
+    for message in EXPECTED_WARNINGS:
+        warnings.filterwarnings("ignore", message=message)
+    previous, warnings.showwarning = warnings.showwarning, _log_warning
+    try:
         yield
+    finally:
+        warnings.showwarning = previous
 
 
 def _log_warning(message: Warning | str, category: type[Warning], *_: Any, **__: Any) -> None:
     logging.getLogger(WARNINGS).warning("%s", str(message).strip())
 
 
-def _thread_errors_but_a_full_disk_or_a_gone_dir(args: threading.ExceptHookArgs) -> None:
+def _thread_errors_but_a_full_disk(args: threading.ExceptHookArgs) -> None:
     error = args.exc_value
     if isinstance(error, OSError) and error.errno in DISK_FULL:
         return  # TensorBoard's writer thread, on a full disk
-    gone = isinstance(error, FileNotFoundError) and error.filename is not None
-    if gone and not Path(os.fsdecode(error.filename)).parent.exists():
-        return  # its run dir was removed: the run says so itself, in one line
     threading.__excepthook__(args)

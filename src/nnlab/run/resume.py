@@ -115,11 +115,22 @@ def recomposed(run_dir: Path, typed: list[str]) -> DictConfig:
         ):
             reason = f"its overrides name code ({line}): type it too (nnlab runs no code that a "
             raise ConfigError("run_dir", str(run_dir), reason + "run dir names)")
-    wanted = [o for o in overrides if not key_of(o).startswith(NOT_REPLAYED)]
+    wanted = [_plus_plus(o) for o in overrides if not key_of(o).startswith(NOT_REPLAYED)]
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"), raised_as_known():
         cfg = compose("train", [*wanted, *(o for o in typed if o not in wanted)])
     check_same_code(cfg, run_dir, saved)
     return cfg
+
+
+def _plus_plus(override: str) -> str:
+    """`+trainer.x=1` as `++trainer.x=1`: a run made before trainer/ listed every Trainer
+    argument added them with +, which Hydra now refuses on a listed key."""
+    key = override.partition("=")[0]
+    return (
+        f"+{override}"
+        if key.startswith("+") and not key.startswith("++") and "." in key
+        else override
+    )
 
 
 def check_same_code(
@@ -178,8 +189,9 @@ def check_resumable(task: Any, cfg: DictConfig, checkpoint: Path) -> int:
     difference = weights_difference(_weights_of(saved, task), weights(task))
     if difference:
         raise refusal(cfg, difference)
-    for name, tensor in _weights_of(saved, task).items():  # a run resumed at its last step
-        if tensor.is_floating_point() and not torch.isfinite(tensor).all():  # trains no more
+    for name, _ in task.named_parameters():  # a run resumed at its last step trains no more
+        tensor = saved["state_dict"].get(name)  # (buffers may hold inf on purpose: a mask)
+        if tensor is not None and tensor.is_floating_point() and not torch.isfinite(tensor).all():
             reason = f"its {name} holds NaN or inf: nothing to resume from (the run diverged)"
             raise ConfigError("ckpt_path", str(checkpoint), reason)
     return int(saved.get("global_step", 0))
@@ -239,10 +251,6 @@ def read(path: Path | str, key: str, mapped: bool = False) -> dict[str, Any]:
         ) from None
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
         raise ConfigError(key, str(path), "not a Lightning checkpoint (no state_dict)")
-    odd = [name for name, value in checkpoint["state_dict"].items() if not torch.is_tensor(value)]
-    if odd:
-        reason = f"not a Lightning checkpoint: its state_dict holds {odd[0]!r}, not a tensor"
-        raise ConfigError(key, str(path), reason)
     step = checkpoint.get("global_step", 0)
     if isinstance(step, bool) or not isinstance(step, int) or step < 0:
         reason = f"not a Lightning checkpoint: its global_step is {step!r}"
@@ -313,9 +321,13 @@ def _metric_prefixes(module: Any) -> tuple[str, ...]:
 def weights_difference(saved: dict[str, Any], own: dict[str, Any]) -> str | None:
     """How the checkpoint's tensors `saved` differ from a module's `own` (the first tensor
     missing or shaped otherwise), or None when the weights fit."""
+    import torch
+
     for name, tensor in own.items():
         if name not in saved:
             return f"the checkpoint has no {name}: another network"
+        if not isinstance(saved[name], torch.Tensor):  # a metric's list state may be a list
+            return f"the checkpoint's {name} is {type(saved[name]).__name__}, not a tensor"
         if tuple(getattr(saved[name], "shape", ())) != tuple(tensor.shape):
             return (
                 f"layer {name} is {tuple(saved[name].shape)} in the checkpoint but "
@@ -369,8 +381,10 @@ def as_saved(value: Any) -> Any:
         return OmegaConf.to_container(value, resolve=True)
     if isinstance(value, dict):
         return {key: as_saved(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return type(value)(as_saved(item) for item in value)
+    if isinstance(value, list):
+        return [as_saved(item) for item in value]
+    if isinstance(value, tuple):  # a namedtuple too, as a plain tuple
+        return tuple(as_saved(item) for item in value)
     return value
 
 
@@ -389,11 +403,20 @@ def save_hparams_as_data(checkpoint: dict[str, Any]) -> None:
 
 def keep_checkpoints_loadable(*objects: Any) -> None:
     """Anything in the hyperparameters that a weights-only load refuses even as nnlab saves
-    them (`as_saved`) is said, in one line, now, rather than when a resume needs the checkpoint."""
+    them (`as_saved`) is said, in one line, now, rather than when a resume needs the checkpoint.
+    Hydra's own subclass of functools.partial, which only a save that skips the callbacks'
+    hooks (`save_weights_only`) would keep, becomes the plain partial it stands for, and
+    config nodes plain lists and dicts."""
     import torch
+    from omegaconf import Container
 
     for obj in objects:
         hparams = getattr(obj, "hparams", None) or {}
+        for name, value in list(hparams.items()):  # as the objects, for weights-only saves
+            if isinstance(value, functools.partial) and type(value) is not functools.partial:
+                hparams[name] = functools.partial(value.func, *value.args, **value.keywords)
+            elif isinstance(value, Container):
+                hparams[name] = OmegaConf.to_container(value, resolve=True)
         buffer = io.BytesIO()
         torch.save({name: as_saved(value) for name, value in hparams.items()}, buffer)
         buffer.seek(0)

@@ -108,8 +108,9 @@ def start_sweep(config: DictConfig, overrides: list[Any], jobs_at_once: int) -> 
     from nnlab.train import JOBS_AT_ONCE
 
     sweep_dir = Path(str(config.hydra.sweep.dir))
-    log_dir = Path(str(config.paths.log_dir)).resolve()
-    if not sweep_dir.resolve().is_relative_to(log_dir):  # nothing written outside it
+    log_dir = Path(os.path.abspath(os.path.expanduser(str(config.paths.log_dir))))
+    inside = Path(os.path.abspath(os.path.expanduser(str(sweep_dir)))).is_relative_to(log_dir)
+    if not inside:  # nothing written outside it (`..` counted, links inside it followed)
         reason = f"a sweep's dir lies inside paths.log_dir ({log_dir}): set that instead"
         stop(ConfigError("hydra.sweep.dir", str(config.hydra.sweep.dir), reason))
     try:
@@ -138,12 +139,17 @@ def start_sweep(config: DictConfig, overrides: list[Any], jobs_at_once: int) -> 
 DISK_FULL_BEFORE = "failed: disk full before the job wrote its metrics.json"
 
 
+NOT_STARTED = "not run: the disk filled up before it started"
+
+
 def statuses_on_disk(sweep_dir: Path, jobs: int, missing: str) -> list[str]:
-    """Each job's status as its metrics.json in <sweep_dir>/<number>_... says, else `missing`."""
+    """Each job's status as its metrics.json in <sweep_dir>/<number>_... says, else `missing`
+    (a job dir without one), else NOT_STARTED (no job dir)."""
     statuses = []
     for number in range(jobs):
-        found = [layout.read_metrics(d).get("status") for d in sweep_dir.glob(f"{number}_*")]
-        statuses.append(str(next((s for s in found if s), missing)))
+        dirs = list(sweep_dir.glob(f"{number}_*"))
+        found = [layout.read_metrics(d).get("status") for d in dirs]
+        statuses.append(str(next((s for s in found if s), missing if dirs else NOT_STARTED)))
     return statuses
 
 

@@ -323,10 +323,11 @@ class OptunaSweeper(Sweeper):
         queued again, as Optuna's RetryHeartbeatStaleTrialCallback queues a dead process's:
         the next search runs them first."""
         unfinished = {t.number for t in trials}
-        for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            if frozen.number in unfinished:
-                study.tell(frozen.number, state=TrialState.FAIL)
-                self.retry(study, study.get_trials(deepcopy=False)[frozen.number])
+        with suppress(SQLAlchemyError):  # a storage on the full disk: its heartbeat retries them
+            for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+                if frozen.number in unfinished:
+                    study.tell(frozen.number, state=TrialState.FAIL)
+                    self.retry(study, study.get_trials(deepcopy=False)[frozen.number])
         with suppress(OSError):  # a full disk may not hold them either
             self._save_results(study)
         print(

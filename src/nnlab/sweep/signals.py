@@ -77,14 +77,25 @@ def interrupted_at_once(last: Path) -> Iterator[None]:
         return
 
     def interrupt(signum: int, frame: Any) -> None:
-        raise Interrupted(signum, None, last if last.is_file() else None)
+        raise _Signalled(signum)  # past every `except Exception` on its way, as Ctrl-C goes
 
     previous = {signum: signal.signal(signum, interrupt) for signum in STOP_SIGNALS}
     try:
         yield
+    except _Signalled as signalled:
+        raise Interrupted(signalled.signum, None, last if last.is_file() else None) from None
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+class _Signalled(BaseException):
+    """A stop signal, raised where the run stood: a BaseException, so that no handler of
+    errors on the way (a download's, a build's) takes it for one of its own."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
 
 
 SWEEP_PID = "NNLAB_SWEEP_PID"  # set by the sweepers for their jobs: the sweep's own process
@@ -262,7 +273,11 @@ def finish(sweep_dir: Path, statuses: Sequence[str], signum: int | None) -> None
             print(f"  {command}", file=sys.stderr)
         raise SystemExit(128 + signum)
     if counts["failed"] or counts["interrupted"] or counts["not run"]:
-        full = [s for s in statuses if s.startswith("failed: disk full")]
+        full = [s for s in statuses if s.startswith("failed: disk full")] or [
+            s
+            for s in statuses
+            if "the disk filled up" in s  # nnlab.sweep.grid.NOT_STARTED
+        ]
         first = (full or [s for s in statuses if not s.startswith("completed")])[0]
         free = "Free some space, then run the failed jobs again. " if full else ""
         print(
