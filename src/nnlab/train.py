@@ -39,7 +39,13 @@ from nnlab.errors import (
 from nnlab.overrides import command_overrides
 from nnlab.run import layout, resume
 from nnlab.run.config import check_config, refuse_before_compose
-from nnlab.run.console import DETAILS, quiet_console, quiet_libraries, warnings_logged
+from nnlab.run.console import (
+    DETAILS,
+    quiet_console,
+    quiet_libraries,
+    running_in,
+    warnings_logged,
+)
 from nnlab.run.record import Record, has_stage, recording, test_and_analyse
 from nnlab.sweep import signals
 
@@ -95,6 +101,7 @@ def train(cfg: DictConfig, starts_processes: bool = False) -> Run:
     try:
         with (
             warnings_logged(),
+            running_in(run_dir),
             layout.locked(run_dir, key),
             recording(run_dir, cfg, cfg.task_name) as record,
             at_once,

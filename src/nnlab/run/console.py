@@ -8,11 +8,13 @@ these filters and handlers in place (conf/hydra/default.yaml).
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import threading
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from nnlab.errors import DISK_FULL
@@ -115,8 +117,26 @@ def _log_warning(message: Warning | str, category: type[Warning], *_: Any, **__:
     logging.getLogger(WARNINGS).warning("%s", str(message).strip())
 
 
+RUNNING: set[Path] = set()  # the dirs of the runs this process runs now (nnlab.train.train)
+
+
+@contextmanager
+def running_in(run_dir: Path) -> Iterator[None]:
+    """While a run runs: if its dir is removed, its writer threads' errors are left to the
+    run's own one line (nnlab.errors.RunDirGone)."""
+    RUNNING.add(Path(run_dir).absolute())
+    try:
+        yield
+    finally:
+        RUNNING.discard(Path(run_dir).absolute())
+
+
 def _thread_errors_but_a_full_disk(args: threading.ExceptHookArgs) -> None:
     error = args.exc_value
     if isinstance(error, OSError) and error.errno in DISK_FULL:
         return  # TensorBoard's writer thread, on a full disk
+    if isinstance(error, FileNotFoundError) and error.filename is not None:
+        path = Path(os.fsdecode(error.filename)).absolute()
+        if any(path.is_relative_to(d) and not d.exists() for d in RUNNING):
+            return  # its run's dir was removed: the run says so itself, in one line
     threading.__excepthook__(args)
