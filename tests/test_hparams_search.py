@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +85,42 @@ def test_a_failing_trial_is_recorded_and_the_search_goes_on(cli, tmp_path):
         "completed": 5 - failed,
         "failed": failed,
     }
+
+
+def test_the_sampler_named_draws_the_trials(cli, tmp_path):
+    """`hydra.sweeper.sampler=random`: the first trial's values are those Optuna's
+    RandomSampler draws with the search's seed, over the same space."""
+    from omegaconf import OmegaConf
+
+    from nnlab.train import CONFIG_DIR
+
+    result = search(cli, 2, "hydra.sweeper.sampler=random", "hydra.sweeper.n_jobs=1")
+    assert result.returncode == 0, result.stderr
+    assert results_of_last_sweep(tmp_path)["sampler"] == "RandomSampler"
+    params = OmegaConf.load(CONFIG_DIR / "hparams_search" / "rings_optuna.yaml").hydra.sweeper
+    space, _ = search_space(OmegaConf.to_container(params.params), [])
+    drawn = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0)).ask(space)
+    assert load_study(tmp_path).trials[0].params == drawn.params
+
+
+@pytest.mark.parametrize(
+    ("setting", "says"),
+    [
+        ("hydra.sweeper.sampler=nope", "hydra.sweeper.sampler='nope': expected one of: tpe,"),
+        pytest.param(
+            "hydra.sweeper.sampler=cmaes",
+            "CmaEsSampler needs the cmaes package: pip install",
+            marks=pytest.mark.skipif(bool(find_spec("cmaes")), reason="cmaes is installed"),
+        ),
+        ("+hydra.sweeper.sampler_args.n_startup=3", "TPESampler refused it (TypeError"),
+    ],
+)
+def test_a_sampler_that_cannot_work_is_refused_before_any_trial(cli, tmp_path, setting, says):
+    result = search(cli, 2, setting)
+    assert result.returncode == 2, result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("nnlab: bad config hydra.sweeper.sampler") and says in line
+    assert not list((tmp_path / "logs").rglob("metrics.json"))
 
 
 def test_a_search_whose_trials_all_fail_exits_1(cli, tmp_path):

@@ -32,6 +32,10 @@ class OptunaSweeperConf:
     # for two intervals is failed and queued again by another process on the same study.
     heartbeat_interval: int = 10
     params: Dict[str, Any] = field(default_factory=dict)  # noqa: UP006
+    # Optuna's sampler: tpe, random, qmc, gp, cmaes (needs the cmaes package) or nsga2, and the
+    # arguments of its constructor (the seed is `seed`'s).
+    sampler: str = "tpe"
+    sampler_args: Dict[str, Any] = field(default_factory=dict)  # noqa: UP006
 
 
 class NnlabOptunaSweeper(OptunaSweeper):

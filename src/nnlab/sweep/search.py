@@ -1,6 +1,7 @@
 """Hyperparameter search with Optuna (a maintained release, not the one Hydra's plugin pins).
 
-`hparams_search=rings_optuna` runs it: Optuna's TPE sampler proposes values for the keys in
+`hparams_search=rings_optuna` runs it: Optuna's sampler (TPE, unless `hydra.sweeper.sampler`
+names another) proposes values for the keys in
 `hydra.sweeper.params`, Hydra's launcher runs the trials (`n_jobs` at a time), and the value
 of `metric` in each trial's final metrics (those of its metrics.json) goes back to Optuna.
 The study lives in an SQLite file named after it, outside any timestamped sweep dir, so the
@@ -11,6 +12,7 @@ goes on. The parameters are written in Hydra's sweep syntax (nnlab.search_space)
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import math
 import signal
@@ -50,6 +52,19 @@ MAX_RETRIES = 3  # a trial is run again at most 3 times
 NEW_STUDY = "name a new study (hydra.sweeper.study_name=...)"
 
 
+# hydra.sweeper.sampler: Optuna's samplers by name (a grid is `-m`'s own; CmaEsSampler needs
+# the `cmaes` package, which nnlab does not install).
+SAMPLERS = {
+    "tpe": "TPESampler",
+    "random": "RandomSampler",
+    "qmc": "QMCSampler",
+    "gp": "GPSampler",
+    "cmaes": "CmaEsSampler",
+    "nsga2": "NSGAIISampler",
+}
+SAMPLER_PACKAGES = {"cmaes": ("cmaes",), "gp": ("scipy",), "qmc": ("scipy",)}
+
+
 class OptunaSweeper(Sweeper):
     """Hydra's sweeper interface around an Optuna study: Optuna asks, Hydra's launcher runs."""
 
@@ -69,11 +84,14 @@ class OptunaSweeper(Sweeper):
         seed: int | None,
         params: dict[str, Any],
         heartbeat_interval: int = 10,
+        sampler: str = "tpe",
+        sampler_args: dict[str, Any] | None = None,
     ) -> None:
         self.study_name, self.storage, self.metric = study_name, storage, metric
         self.direction, self.n_trials, self.n_jobs = direction, n_trials, n_jobs
         self.seed, self.params = seed, dict(params)
         self.heartbeat_interval = heartbeat_interval
+        self.sampler, self.sampler_args = sampler, dict(sampler_args or {})
         self.rdb: optuna.storages.RDBStorage | None = None  # None: a study in memory
         self.asked: list[int] = []  # the trials of this sweep
 
@@ -187,8 +205,10 @@ class OptunaSweeper(Sweeper):
         check_int("hydra.sweeper.n_jobs", self.n_jobs, minimum=1)
         check_int("hydra.sweeper.heartbeat_interval", self.heartbeat_interval, minimum=1)
         check_choice("hydra.sweeper.direction", self.direction, ["maximize", "minimize"])
+        check_choice("hydra.sweeper.sampler", self.sampler, SAMPLERS)
         if self.seed is not None:
             check_int("hydra.sweeper.seed", self.seed, minimum=0)
+        self._make_sampler(self.seed)  # its arguments and its package, before any trial
 
     def _open_study(self) -> optuna.Study:
         for attempt in range(STORAGE_ATTEMPTS):
@@ -213,8 +233,22 @@ class OptunaSweeper(Sweeper):
                 raise ConfigError("hydra.sweeper.storage", self.storage, reason) from None
         # A fresh seed for each continuation: the same one would draw the same values again.
         seed = None if self.seed is None else self.seed + len(study.trials)
-        study.sampler = optuna.samplers.TPESampler(seed=seed)
+        study.sampler = self._make_sampler(seed)
         return study
+
+    def _make_sampler(self, seed: int | None) -> optuna.samplers.BaseSampler:
+        """Optuna's sampler `hydra.sweeper.sampler` names, with `sampler_args` and the seed."""
+        make = getattr(optuna.samplers, SAMPLERS[self.sampler])
+        for package in SAMPLER_PACKAGES.get(self.sampler, ()):  # Optuna imports it only later
+            if importlib.util.find_spec(package) is None:
+                reason = f"{make.__name__} needs the {package} package: pip install {package}"
+                raise ConfigError("hydra.sweeper.sampler", self.sampler, reason)
+        try:
+            return make(**self.sampler_args, seed=seed)
+        except (TypeError, ValueError, ImportError) as error:  # Optuna's own checks
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            reason = f"{make.__name__} refused it ({type(error).__name__}: {reason})"
+            raise ConfigError("hydra.sweeper.sampler_args", self.sampler_args, reason) from None
 
     def _storage(self) -> optuna.storages.RDBStorage | None:
         """The study's database, with Optuna's heartbeat: a trial whose process stops beating
@@ -350,6 +384,7 @@ class OptunaSweeper(Sweeper):
             "storage": self._storage_url(),
             "metric": self.metric,
             "direction": self.direction,
+            "sampler": type(study.sampler).__name__,
             "study_trials": {
                 "completed": count(everything, TrialState.COMPLETE),
                 "failed": count(everything, TrialState.FAIL),
