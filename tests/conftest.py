@@ -14,6 +14,7 @@ import traceback
 from collections.abc import Callable
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -69,6 +70,17 @@ def sigterm_after_first_checkpoint(command: list[str], logs: Path, cwd: Path) ->
     (run_dir,) = run_dirs(logs)
     assert read_metrics(run_dir)["status"] == "interrupted"
     return run_dir, stderr
+
+
+def sigterm_at_validation(step: int) -> Callable[[Any], None]:
+    """A rings task's `on_validation_start` that sends this process SIGTERM at `step`: a run
+    stopped at a known place, in this process (patch it onto RingsTask)."""
+
+    def on_validation_start(self: Any) -> None:
+        if self.global_step == step:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return on_validation_start
 
 
 def is_finite_number(value: object) -> bool:

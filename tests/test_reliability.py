@@ -17,6 +17,7 @@ from conftest import (
     read_metrics,
     run_dirs,
     sigterm_after_first_checkpoint,
+    sigterm_at_validation,
     trained,
 )
 
@@ -146,11 +147,7 @@ def test_an_exception_mid_run_is_recorded_with_its_message(config, tmp_path, mon
 
 def test_a_signal_during_validation_stops_the_run_as_interrupted(config, tmp_path, monkeypatch):
     # Lightning validates after the hook that stops a run mid-training; the signal lands there.
-    def validation_start_with_sigterm(self):
-        if self.global_step == 500:
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    monkeypatch.setattr(RingsTask, "on_validation_start", validation_start_with_sigterm)
+    monkeypatch.setattr(RingsTask, "on_validation_start", sigterm_at_validation(500))
     handler = signal.getsignal(signal.SIGTERM)
     with pytest.raises(Interrupted) as stop:
         trained(config("experiment=rings", "trainer.max_steps=1500"))
@@ -213,13 +210,9 @@ def test_an_image_run_stopped_by_a_signal_resumes_to_the_same_batches_and_metric
 def test_a_resume_that_cannot_start_leaves_the_run_interrupted_and_resumable(
     cli, tmp_path, monkeypatch
 ):
-    def validation_start_with_sigterm(self):
-        if self.global_step == 500:
-            os.kill(os.getpid(), signal.SIGTERM)
-
     overrides = ["experiment=rings", "trainer.max_steps=600", "model.hidden_nodes=4"]
     with monkeypatch.context() as patch:
-        patch.setattr(RingsTask, "on_validation_start", validation_start_with_sigterm)
+        patch.setattr(RingsTask, "on_validation_start", sigterm_at_validation(500))
         assert cli(*overrides).returncode == 128 + signal.SIGTERM
     (run_dir,) = run_dirs(tmp_path / "logs")
     files = ("metrics.json", "checkpoints/last.ckpt")
@@ -297,12 +290,8 @@ def test_a_run_stopped_after_its_last_step_resumes_to_the_same_complete_metrics(
     # comes at the last step's validation, before the epoch's train values are logged.
     overrides = ["experiment=rings", "trainer.max_steps=500", "logger=none"]
 
-    def validation_start_with_sigterm(self):
-        if self.global_step == 500:
-            os.kill(os.getpid(), signal.SIGTERM)
-
     with monkeypatch.context() as patch:
-        patch.setattr(RingsTask, "on_validation_start", validation_start_with_sigterm)
+        patch.setattr(RingsTask, "on_validation_start", sigterm_at_validation(500))
         assert cli(*overrides).returncode == 128 + signal.SIGTERM
     (run_dir,) = run_dirs(tmp_path / "logs")
     resumed = cli("experiment=rings", "ckpt_path=last")
@@ -388,12 +377,8 @@ def test_a_signal_during_start_up_records_interrupted_and_leaves_no_lock(
     assert read_metrics(fresh) == {"status": "interrupted"}
     assert not (fresh / "run.lock").exists()
 
-    def validation_start_with_sigterm(self):
-        if self.global_step == 500:
-            os.kill(os.getpid(), signal.SIGTERM)
-
     with monkeypatch.context() as patch:
-        patch.setattr(RingsTask, "on_validation_start", validation_start_with_sigterm)
+        patch.setattr(RingsTask, "on_validation_start", sigterm_at_validation(500))
         assert cli(*overrides, "trainer.max_steps=800").returncode == 128 + signal.SIGTERM
     stopped_run = max(run_dirs(tmp_path / "logs"))
     with monkeypatch.context() as patch:

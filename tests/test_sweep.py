@@ -11,7 +11,7 @@ import time
 import psutil
 import pytest
 import yaml
-from conftest import read_metrics, run_command, run_dirs
+from conftest import read_metrics, run_command, run_dirs, sigterm_at_validation
 
 from nnlab.analysis.report import main as report_main
 
@@ -133,13 +133,9 @@ def test_a_stopped_sweep_prints_a_resume_command_that_works_as_pasted(cli, tmp_p
     from nnlab.tasks.rings import RingsTask
     from nnlab.train import main
 
-    def validation_start_with_sigterm(self):
-        if self.global_step == 500:
-            os.kill(os.getpid(), signal.SIGTERM)
-
     overrides = ["experiment=rings", "trainer.max_steps=800", "logger=none"]
     with monkeypatch.context() as patch:
-        patch.setattr(RingsTask, "on_validation_start", validation_start_with_sigterm)
+        patch.setattr(RingsTask, "on_validation_start", sigterm_at_validation(500))
         stopped = cli(*overrides, "model.hidden_nodes=2,3", multirun=True)
     assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr
     lines = stopped.stderr.splitlines()
