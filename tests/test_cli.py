@@ -112,6 +112,19 @@ print("exit", status, "torch" in sys.modules, "lightning" in sys.modules, file=s
 """
 
 
+def test_a_run_name_is_one_dir_and_never_overwrites_a_finished_run(cli, tmp_path):
+    first = cli("experiment=rings", "trainer.max_steps=100", "paths.run_name=mine")
+    assert first.returncode == 0, first.stderr
+    assert [d.name for d in run_dirs(tmp_path / "logs")] == ["mine"]
+    again = cli("experiment=rings", "trainer.max_steps=100", "paths.run_name=mine")
+    assert again.returncode == 2
+    assert (
+        "bad config paths.run_name='mine': " in again.stderr and "never overwritten" in again.stderr
+    )
+    escape = cli("experiment=rings", "paths.run_name=..")
+    assert escape.returncode == 2 and "bad config paths.run_name='..'" in escape.stderr
+
+
 def test_the_command_line_answers_before_importing_torch_or_lightning(tmp_path):
     # Speed is measured in benchmarks/cli.py; here, what makes it fast: nothing heavy loaded.
     cases = [

@@ -22,7 +22,7 @@ import hydra
 import hydra.utils
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 import nnlab
 from nnlab import compat
@@ -95,6 +95,9 @@ def train(cfg: DictConfig, starts_processes: bool = False) -> Run:
     run_dir = Path(cfg.paths.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)  # Hydra makes it; the compose API does not
     last_checkpoint = layout.checkpoint(run_dir, "last")
+    if is_multirun() and not cfg.get("ckpt_path") and resumes_in_place(run_dir):
+        with open_dict(cfg):
+            cfg.ckpt_path = str(run_dir)
     key = "ckpt_path" if cfg.get("ckpt_path") else "paths.output_dir"
     # A sweep's jobs have the sweep's own stop (nnlab.sweep.signals).
     at_once = nullcontext() if is_multirun() else signals.interrupted_at_once(last_checkpoint)
@@ -142,6 +145,16 @@ def train(cfg: DictConfig, starts_processes: bool = False) -> Run:
     # Values, not interpolations: ${hydra:...} resolves only while Hydra's job runs.
     run.cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
     return run
+
+
+def resumes_in_place(run_dir: Path) -> bool:
+    """Whether a sweep's job finds its dir holding its own unfinished run, which it then
+    resumes: a SLURM job requeued after a pre-emption (nnlab.sweep.signals.requeue_and_exit)
+    or a node's failure. Interrupted, or killed before it could say (no metrics.json), with a
+    last.ckpt; a failed run starts again."""
+    if not layout.checkpoint(run_dir, "last").is_file():
+        return False
+    return layout.read_metrics(run_dir).get("status", "interrupted") == "interrupted"
 
 
 def build_run(cfg: DictConfig, starts_processes: bool = False, resumes: Path | None = None) -> Run:
@@ -347,7 +360,9 @@ def _job(cfg: DictConfig) -> dict[str, float]:
         known = stopped(error)
         if known is not None and not is_multirun():
             stop(known)
-        if isinstance(known, Interrupted):  # a signal stops the whole sweep
+        if isinstance(known, Interrupted) and signals.is_cluster_job(HydraConfig.get().launcher):
+            signals.requeue_and_exit(known.signum)  # it resumes in place: resumes_in_place
+        elif isinstance(known, Interrupted):  # a signal stops the whole (local) sweep
             signals.mark_stopped(Path(HydraConfig.get().sweep.dir), known.signum)
         raise  # a bug; or a sweep's job, which fails alone: the sweep reports it when done
 

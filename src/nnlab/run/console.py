@@ -76,6 +76,9 @@ EXPECTED_WARNINGS = (
     r"The number of training batches \(\d+\) is smaller than the logging interval",
     r"Checkpoint directory .* exists and is not empty",  # resuming in place
     r"You requested to overfit but enabled train dataloader shuffling",  # debug=overfit
+    # a run outside SLURM on a machine that has it (a login node, a local sweep); inside a
+    # SLURM job Lightning reads the job's variables and says nothing
+    r"The `srun` command is available on your system but is not used",
 )
 
 

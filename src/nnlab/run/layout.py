@@ -193,18 +193,35 @@ def unwritable(folder: Path) -> str | None:
     return None
 
 
-def run_dir(log_dir: str, task_name: str, ckpt_path: str | None) -> str:
-    """A new run's dir, or the dir of the run `ckpt_path` resumes (resolver: hydra.run.dir)."""
+def run_dir(
+    log_dir: str, task_name: str, ckpt_path: str | None, run_name: str | None = None
+) -> str:
+    """A new run's dir, or the dir of the run `ckpt_path` resumes (resolver: hydra.run.dir).
+    A new run's is named `run_name` when one is given, which makes it the same on each node
+    of a run over several (trainer.num_nodes), else a new stamp."""
     runs = task_dir(log_dir, task_name) / "runs"
-    return str(runs / run_stamp() if ckpt_path is None else resumed_run(str(ckpt_path), runs))
+    if ckpt_path is not None:
+        return str(resumed_run(str(ckpt_path), runs))
+    if run_name is None:
+        return str(runs / run_stamp())
+    named = runs / path_safe(str(run_name))
+    if str(run_name) in ("", ".", ".."):
+        raise ConfigError("paths.run_name", run_name, "expected a name for the run's dir")
+    if read_metrics(named).get("status") == "completed" and not is_other_rank():
+        reason = f"{named} completed; a finished run is never overwritten"
+        raise ConfigError("paths.run_name", run_name, reason)
+    return str(named)
 
 
 def sweep_dir(log_dir: str, task_name: str) -> str:
     return str(task_dir(log_dir, task_name) / "multiruns" / run_stamp())
 
 
-def hydra_subdir(ckpt_path: str | None) -> str:
-    """Where Hydra saves the command's config: .hydra, or for a resume .hydra/resumed/<stamp>."""
+def hydra_subdir(ckpt_path: str | None) -> str | None:
+    """Where Hydra saves the command's config: .hydra, or for a resume .hydra/resumed/<stamp>;
+    nowhere in the other nodes of a run over several, which share node 0's dir."""
+    if is_other_rank():
+        return None
     return HYDRA_DIR if ckpt_path is None else f"{HYDRA_DIR}/resumed/{run_stamp()}"
 
 

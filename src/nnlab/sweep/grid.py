@@ -9,8 +9,12 @@ done, where a sweep of nnlab's reports every job.
 
 from __future__ import annotations
 
+import io
 import itertools
 import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager, redirect_stderr
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +25,7 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, read_write
 
+from nnlab.checks import NO_VALUE
 from nnlab.errors import DISK_FULL, ConfigError, stop
 from nnlab.run import layout
 from nnlab.sweep import signals
@@ -62,10 +67,14 @@ class GridSweeper(Sweeper):
             if watch.signum is None and signals.stopped_by(sweep_dir) is None:
                 self.validate_batch_is_legal(jobs)
                 try:
-                    results = self.launcher.launch(jobs, initial_job_idx=0)
+                    with one_line_if_refused(self.config.hydra.launcher):
+                        results = self.launcher.launch(jobs, initial_job_idx=0)
                     statuses = [job_status(result.hydra_cfg) for result in results]
-                except OSError as error:
-                    if error.errno not in DISK_FULL:
+                except Exception as error:
+                    refused = refused_by_the_cluster(error, self.config.hydra.launcher)
+                    if refused is not None:
+                        stop(refused)
+                    if not isinstance(error, OSError) or error.errno not in DISK_FULL:
                         raise
                     # Hydra writes a job's .hydra/ files before the job runs: there, a full
                     # disk stops the launcher (joblib's stops its workers), not the one job.
@@ -83,6 +92,42 @@ def refuse_ddp_without_slurm(config: DictConfig) -> None:
     slurm = "SlurmLauncher" in str(config.hydra.launcher.get("_target_", ""))
     if isinstance(devices, int) and not isinstance(devices, bool) and devices > 1 and not slurm:
         stop(ConfigError("trainer.devices", devices, DDP_IN_A_SWEEP))
+
+
+ASKED = ("partition", "nodes", "tasks_per_node", "cpus_per_task", "mem_gb", "gpus_per_node")
+
+
+@contextmanager
+def one_line_if_refused(launcher: DictConfig) -> Iterator[None]:
+    """submitit prints sbatch's refusal before raising it, which nnlab's one line repeats: what
+    submitit's launcher prints to sys.stderr (its jobs run elsewhere) is held, and passed on
+    unless sbatch refused."""
+    if "submitit" not in str(launcher.get("_target_", "")):
+        yield
+        return
+    held = io.StringIO()
+    try:
+        with redirect_stderr(held):
+            yield
+    except Exception as error:
+        if refused_by_the_cluster(error, OmegaConf.create()) is None:
+            sys.stderr.write(held.getvalue())
+        raise
+    sys.stderr.write(held.getvalue())
+
+
+def refused_by_the_cluster(error: Exception, launcher: DictConfig) -> ConfigError | None:
+    """sbatch's refusal of a sweep's jobs, as one line with what they asked for; None for any
+    other error. (scripts/local_slurm.sh sets EnforcePartLimits=ALL, as clusters do, so that a
+    job asking for more CPUs or memory than any node has is refused when submitted: it waited
+    in the queue for ever, silently.)"""
+    submitit_errors = sys.modules.get("submitit.core.utils")  # loaded if submitit submitted
+    if submitit_errors is None or not isinstance(error, submitit_errors.FailedJobError):
+        return None
+    said = [line.strip().removeprefix("sbatch: error: ") for line in str(error).splitlines()]
+    asked = " ".join(f"{k}={launcher[k]}" for k in ASKED if launcher.get(k) is not None)
+    reason = f"SLURM refused the jobs ({'; '.join(filter(None, said))}); they asked for {asked}"
+    return ConfigError("hydra.launcher", NO_VALUE, reason)
 
 
 def grid(overrides: list[Any]) -> list[list[str]]:

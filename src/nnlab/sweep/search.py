@@ -41,7 +41,13 @@ from nnlab.checks import NO_VALUE, BadValue, check_choice, check_int
 from nnlab.errors import DISK_FULL, ConfigError, stop, stopped
 from nnlab.overrides import as_value, parse
 from nnlab.sweep import signals
-from nnlab.sweep.grid import job_status, refuse_ddp_without_slurm, start_sweep
+from nnlab.sweep.grid import (
+    job_status,
+    one_line_if_refused,
+    refuse_ddp_without_slurm,
+    refused_by_the_cluster,
+    start_sweep,
+)
 from nnlab.sweep.space import Space, described, search_space
 
 log = logging.getLogger("nnlab")
@@ -139,10 +145,16 @@ class OptunaSweeper(Sweeper):
                 self._heartbeats(study, trials),
             ):
                 try:
-                    results = self.launcher.launch(jobs, initial_job_idx=first_job)
-                except OSError as error:  # Hydra writes a trial's .hydra/ before it runs
-                    if error.errno not in DISK_FULL:
+                    with one_line_if_refused(self.config.hydra.launcher):
+                        results = self.launcher.launch(jobs, initial_job_idx=first_job)
+                except Exception as error:
+                    refused = refused_by_the_cluster(error, self.config.hydra.launcher)
+                    if refused is not None:  # before any trial ran: they run again
+                        self._put_back(study, trials)
+                        stop(refused)
+                    if not isinstance(error, OSError) or error.errno not in DISK_FULL:
                         raise
+                    # Hydra writes a trial's .hydra/ before it runs
                     self._stop(study, trials, "stopped by a full disk: free some space;", 4)
             self._tell(study, trials, results, space)
             if watch.signum is not None:  # its unfinished trials are queued to run again
@@ -353,15 +365,8 @@ class OptunaSweeper(Sweeper):
         self, study: optuna.Study, trials: list[optuna.Trial], why: str, exit_code: int
     ) -> NoReturn:
         """End an interrupted search as a run ends: one line, and exit 128 + the signal's
-        number (4 for a full disk). Its trials that did not finish are closed as failed and
-        queued again, as Optuna's RetryHeartbeatStaleTrialCallback queues a dead process's:
-        the next search runs them first."""
-        unfinished = {t.number for t in trials}
-        with suppress(SQLAlchemyError):  # a storage on the full disk: its heartbeat retries them
-            for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-                if frozen.number in unfinished:
-                    study.tell(frozen.number, state=TrialState.FAIL)
-                    self.retry(study, study.get_trials(deepcopy=False)[frozen.number])
+        number (4 for a full disk). Its trials that did not finish run again (_put_back)."""
+        self._put_back(study, trials)
         with suppress(OSError):  # a full disk may not hold them either
             self._save_results(study)
         print(
@@ -370,6 +375,17 @@ class OptunaSweeper(Sweeper):
             file=sys.stderr,
         )
         raise SystemExit(exit_code)
+
+    def _put_back(self, study: optuna.Study, trials: list[optuna.Trial]) -> None:
+        """Close the trials that did not finish as failed, each queued again as Optuna's
+        RetryHeartbeatStaleTrialCallback queues a dead process's: the next search runs them
+        first."""
+        unfinished = {t.number for t in trials}
+        with suppress(SQLAlchemyError):  # a storage on the full disk: its heartbeat retries them
+            for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+                if frozen.number in unfinished:
+                    study.tell(frozen.number, state=TrialState.FAIL)
+                    self.retry(study, study.get_trials(deepcopy=False)[frozen.number])
 
     def _save_results(self, study: optuna.Study) -> None:
         def count(trials: list[FrozenTrial], state: TrialState) -> int:

@@ -20,6 +20,7 @@ the runs they were saving with them):
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sys
@@ -126,6 +127,44 @@ def end_with_the_sweep() -> None:
         os.kill(os.getpid(), signal.SIGKILL)  # its signals were blocked: an idle worker
 
     threading.Thread(target=watch, name="nnlab-sweep-watch", daemon=True).start()
+
+
+def is_cluster_job(launcher: Any) -> bool:
+    """Whether this job is a SLURM job of its own, submitted by Hydra's submitit launcher: a
+    signal to it is the cluster's (a pre-emption, a requeue, a time limit, `scancel`), for this
+    job alone, and the sweep's other jobs go on."""
+    return "SLURM_JOB_ID" in os.environ and "submitit" in str(launcher.get("_target_", ""))
+
+
+def requeue_and_exit(signum: int) -> None:
+    """End a SLURM job that a signal interrupted (its last.ckpt saved, its metrics.json
+    `interrupted`) so that it runs again and resumes in place, unless it was cancelled:
+    - requeued by SLURM (`scontrol requeue`, a pre-emption): SLURM counted a restart;
+    - only signalled (`scancel --signal=TERM`, a pre-emption's warning): still RUNNING, and
+      it asks SLURM to requeue it, as submitit does for its own signal;
+    - cancelled (`scancel`) or out of time: returns, and the job ends `interrupted`.
+    A job that runs again leaves without a result, which submitit's launcher would take for
+    the job's end: the launcher waits for the requeued job instead. (SIGTERM in all cases, so
+    the state tells them apart: a cancelled job is COMPLETING, and requeuing it would undo the
+    cancel.)"""
+    import subprocess
+
+    job = os.environ["SLURM_JOB_ID"]
+    try:
+        shown = subprocess.run(
+            ["scontrol", "show", "job", job], capture_output=True, text=True, timeout=60
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return
+    fields = dict(word.split("=", 1) for word in shown.split() if "=" in word)
+    restarts = int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0)
+    if int(fields.get("Restarts", "0") or 0) <= restarts:  # not requeued by SLURM
+        if fields.get("JobState") != "RUNNING":
+            return  # cancelled, or out of time
+        with suppress(OSError, subprocess.SubprocessError):
+            subprocess.run(["scontrol", "requeue", job], capture_output=True, timeout=60)
+    logging.shutdown()  # train.log complete before the process goes
+    raise SystemExit(128 + signum)  # past Hydra's and submitit's `except Exception`
 
 
 def mark_stopped(sweep_dir: Path, signum: int) -> None:
