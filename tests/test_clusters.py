@@ -2,10 +2,10 @@
 PostgreSQL server shared by searches, sweeps and searches on a real one-node SLURM cluster with
 pre-emption, and DDP over two "nodes".
 
-The servers come from scripts/local_postgres.sh (started here, once per test worker) and
-scripts/local_slurm.sh (started once by .ci/run, or by hand, before the tests: it owns
-/etc/slurm). Without them the tests skip, saying why; with NNLAB_REQUIRE_ENGINES=1 (CI) they
-fail instead.
+The servers come from scripts/local_postgres.sh and scripts/local_slurm.sh, started once by
+.ci/run (or by hand) before the tests; without NNLAB_POSTGRES_URL, each test worker starts its
+own PostgreSQL server. Without the engines the tests skip, saying why; with
+NNLAB_REQUIRE_ENGINES=1 (CI) they fail instead.
 """
 
 from __future__ import annotations
@@ -50,7 +50,12 @@ def free_port() -> int:
 
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[str]:
-    """A PostgreSQL server of scripts/local_postgres.sh: its storage URL."""
+    """A PostgreSQL server of scripts/local_postgres.sh: its storage URL. .ci/run starts one
+    for the whole run and passes its URL (NNLAB_POSTGRES_URL); else each test worker starts
+    its own."""
+    if os.environ.get("NNLAB_POSTGRES_URL"):
+        yield os.environ["NNLAB_POSTGRES_URL"]
+        return
     if not glob("/usr/lib/postgresql/*/bin/pg_ctl") and not shutil.which("pg_ctl"):
         unavailable("PostgreSQL is not installed (apt-get install postgresql)")
     pytest.importorskip("psycopg", reason="pip install -e .[postgres]")
