@@ -19,7 +19,7 @@ database=nnlab
 port=${NNLAB_POSTGRES_PORT:-55432}
 url="postgresql+psycopg://nnlab@127.0.0.1:$port/$database"
 
-bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
 if [ -z "$bin" ] && command -v pg_ctl >/dev/null; then bin=$(dirname "$(command -v pg_ctl)"); fi
 if [ -z "$bin" ]; then
   echo "local_postgres.sh: PostgreSQL is not installed (Debian: apt-get install postgresql)" >&2
@@ -30,14 +30,24 @@ as_owner() {  # PostgreSQL's programs as the server's owner
   if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
 }
 
+mark=.nnlab-local-postgres  # the folder is this script's, and only then removed
+remove_own_dir() {
+  if [ -e "$dir" ] && [ ! -e "$dir/$mark" ]; then
+    echo "local_postgres.sh: $dir is not this script's folder; it is left alone" >&2
+    exit 2
+  fi
+  rm -rf "$dir"
+}
+
 case "${1:-}" in
   up)
     if as_owner "$bin/pg_ctl" -D "$dir/data" status >/dev/null 2>&1; then
       echo "$url"
       exit 0
     fi
-    rm -rf "$dir"
+    remove_own_dir
     mkdir -p "$dir"
+    touch "$dir/$mark"
     [ "$(id -u)" -ne 0 ] || chown postgres: "$dir"
     as_owner "$bin/initdb" -D "$dir/data" -U nnlab --auth=trust --no-sync -E UTF8 >"$dir/initdb.log"
     as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
@@ -52,7 +62,7 @@ case "${1:-}" in
     if [ -d "$dir/data" ]; then
       as_owner "$bin/pg_ctl" -D "$dir/data" -m immediate -w stop >/dev/null 2>&1 || true
     fi
-    rm -rf "$dir"
+    remove_own_dir
     ;;
   *)
     echo "usage: scripts/local_postgres.sh up|url|down" >&2

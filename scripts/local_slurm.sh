@@ -42,10 +42,11 @@ wait_for() {  # wait_for SECONDS WHAT COMMAND...: until COMMAND succeeds
   exit 1
 }
 
-stop_pid_file() {  # stop the process a pid file names, and wait until it has gone
-  local file=$1 pid
+stop_pid_file() {  # stop the process a pid file names (if it is still that program)
+  local file=$1 program=$2 pid
   [ -f "$file" ] || return 0
   pid=$(cat "$file")
+  [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$program" ] || return 0
   kill "$pid" 2>/dev/null || true
   for _ in $(seq 100); do
     kill -0 "$pid" 2>/dev/null || return 0
@@ -55,11 +56,22 @@ stop_pid_file() {  # stop the process a pid file names, and wait until it has go
 }
 
 down() {
-  stop_pid_file "$dir/slurmd.pid"
-  stop_pid_file "$dir/slurmctld.pid"
-  stop_pid_file "$dir/slurmdbd.pid"
-  stop_pid_file "$dir/mysql/mysql.pid"
-  stop_pid_file "$dir/munge/munged.pid"
+  if [ -e "$dir" ] && [ ! -e "$dir/.nnlab-local-slurm" ]; then
+    echo "local_slurm.sh: $dir is not this script's folder; it is left alone" >&2
+    exit 2
+  fi
+  if [ -f "$dir/slurmctld.pid" ]; then  # end the jobs first: slurmd's end leaves them running
+    scancel --full --quiet --user="$(id -un)" 2>/dev/null || true
+    for _ in $(seq 100); do
+      [ -z "$(squeue -h -o %i 2>/dev/null)" ] && break
+      sleep 0.1
+    done
+  fi
+  stop_pid_file "$dir/slurmd.pid" slurmd
+  stop_pid_file "$dir/slurmctld.pid" slurmctld
+  stop_pid_file "$dir/slurmdbd.pid" slurmdbd
+  stop_pid_file "$dir/mysql/mysql.pid" mariadbd
+  stop_pid_file "$dir/munge/munged.pid" munged
   for file in "$conf/slurm.conf" "$conf/slurmdbd.conf"; do
     if [ -f "$file" ] && head -n 1 "$file" | grep -qF "$mark"; then rm -f "$file"; fi
   done
@@ -75,11 +87,14 @@ up() {
   done
   down
   mkdir -p "$dir"/{state,spool,mysql,munge} "$conf" /run/munge
+  touch "$dir/.nnlab-local-slurm"
   host=$(hostname -s)
 
   chown munge: /run/munge "$dir/munge"
-  runuser -u munge -- /usr/sbin/munged --pid-file="$dir/munge/munged.pid" \
-    --log-file="$dir/munge/munged.log" --seed-file="$dir/munge/munged.seed"
+  if ! munge -n 2>/dev/null | unmunge >/dev/null 2>&1; then  # else the system's munged runs
+    runuser -u munge -- /usr/sbin/munged --pid-file="$dir/munge/munged.pid" \
+      --log-file="$dir/munge/munged.log" --seed-file="$dir/munge/munged.seed"
+  fi
 
   chown mysql: "$dir/mysql"
   mariadb-install-db --no-defaults --datadir="$dir/mysql" --user=mysql --skip-test-db \

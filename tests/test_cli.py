@@ -112,17 +112,29 @@ print("exit", status, "torch" in sys.modules, "lightning" in sys.modules, file=s
 """
 
 
-def test_a_run_name_is_one_dir_and_never_overwrites_a_finished_run(cli, tmp_path):
+def test_a_run_name_is_one_dir_that_a_new_run_never_reuses(cli, tmp_path):
     first = cli("experiment=rings", "trainer.max_steps=100", "paths.run_name=mine")
     assert first.returncode == 0, first.stderr
-    assert [d.name for d in run_dirs(tmp_path / "logs")] == ["mine"]
+    (run_dir,) = run_dirs(tmp_path / "logs")
+    assert run_dir.name == "mine"
     again = cli("experiment=rings", "trainer.max_steps=100", "paths.run_name=mine")
     assert again.returncode == 2
-    assert (
-        "bad config paths.run_name='mine': " in again.stderr and "never overwritten" in again.stderr
+    said = f"bad config paths.run_name='mine': {run_dir} exists: resume it with ckpt_path="
+    assert said in again.stderr
+    for bad in ("..", "a/b", "x" * 121):
+        refused = cli("experiment=rings", f"paths.run_name={bad}")
+        assert refused.returncode == 2 and "bad config paths.run_name=" in refused.stderr
+    assert run_dirs(tmp_path / "logs") == [run_dir]
+
+
+def test_several_nodes_started_by_hand_need_a_run_name(cli, monkeypatch):
+    monkeypatch.setenv("NODE_RANK", "0")
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    result = cli("experiment=rings", "trainer=ddp_cpu", "trainer.num_nodes=2")
+    assert result.returncode == 2
+    assert "bad config trainer.num_nodes=2: each node started by hand names its run dir" in (
+        result.stderr
     )
-    escape = cli("experiment=rings", "paths.run_name=..")
-    assert escape.returncode == 2 and "bad config paths.run_name='..'" in escape.stderr
 
 
 def test_the_command_line_answers_before_importing_torch_or_lightning(tmp_path):

@@ -21,10 +21,12 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import suppress
 from glob import glob
 from pathlib import Path
 
 import optuna
+import psutil
 import pytest
 from conftest import read_metrics, run_dirs
 from optuna.trial import TrialState
@@ -82,6 +84,19 @@ def slurm() -> None:
     nodes = subprocess.run(["sinfo", "-h", "-N", "-o", "%t"], capture_output=True, text=True)
     if nodes.returncode != 0 or not {"idle", "mix", "alloc"} & set(nodes.stdout.split()):
         unavailable("no SLURM cluster is up: sudo scripts/local_slurm.sh up")
+
+
+@pytest.fixture(autouse=True)
+def nothing_left_running(tmp_path: Path) -> Iterator[None]:
+    """A failed test's processes and SLURM jobs end with it: the node's 2 CPUs are the next
+    test's."""
+    yield
+    for child in psutil.Process().children(recursive=True):
+        with suppress(psutil.Error):
+            child.kill()
+    jobs = {p.parent.name.split("_")[0] for p in tmp_path.rglob(".submitit/*/*_submitted.pkl")}
+    if jobs and shutil.which("scancel"):
+        subprocess.run(["scancel", *sorted(jobs)], capture_output=True)
 
 
 def recipe(name: str) -> list[str]:
@@ -220,11 +235,11 @@ def test_a_job_asking_more_than_any_node_has_is_refused_in_one_line(
     assert slurm_says in line and asks.removeprefix("hydra.launcher.") in line
 
 
-def start_a_slurm_job_and_wait_for_its_checkpoint(
+def start_a_slurm_sweep_and_wait_for_a_checkpoint(
     tmp_path: Path, run: list[str]
 ) -> tuple[subprocess.Popen, Path, str]:
-    """A one-job SLURM sweep of `run`, once its job has saved last.ckpt: the sweep's process,
-    the job's dir and its SLURM job id."""
+    """A SLURM sweep (a job array) of `run`, once its first job has saved last.ckpt: the
+    sweep's process, that job's dir, and its array's id."""
     sweep = subprocess.Popen(
         [*NNLAB_TRAIN, "-m", f"paths.log_dir={tmp_path / 'logs'}", *ONE_CPU, *run],
         cwd=tmp_path,
@@ -233,15 +248,15 @@ def start_a_slurm_job_and_wait_for_its_checkpoint(
         text=True,
     )
     logs, deadline = tmp_path / "logs", time.monotonic() + 180
-    while not list(logs.glob("rings/multiruns/*/*/checkpoints/last.ckpt")):
+    while not list(logs.glob("rings/multiruns/*/0_*/checkpoints/last.ckpt")):
         assert sweep.poll() is None and time.monotonic() < deadline, "no checkpoint"
         time.sleep(0.05)
-    (job_dir,) = run_dirs(logs)
-    (job,) = slurm_arrays(job_dir.parent)
-    return sweep, job_dir, job
+    (job_dir,) = logs.glob("rings/multiruns/*/0_*")
+    (array,) = slurm_arrays(job_dir.parent)
+    return sweep, job_dir, array
 
 
-RUN = ["experiment=rings", "model.hidden_nodes=3", "trainer.max_steps=2000"]
+RUN = ["experiment=rings", "trainer.max_steps=2000"]
 
 
 @pytest.mark.parametrize(
@@ -250,31 +265,35 @@ RUN = ["experiment=rings", "model.hidden_nodes=3", "trainer.max_steps=2000"]
 def test_a_preempted_slurm_job_saves_and_resumes_in_place_to_the_same_metrics(
     slurm, cli, tmp_path, preempt
 ):
-    sweep, job_dir, job = start_a_slurm_job_and_wait_for_its_checkpoint(tmp_path, RUN)
-    subprocess.run([*preempt, job], check=True)
+    sweep, job_dir, array = start_a_slurm_sweep_and_wait_for_a_checkpoint(
+        tmp_path, [*RUN, "model.hidden_nodes=3,4"]
+    )
+    subprocess.run([*preempt, f"{array}_0"], check=True)  # the array's first job only
     output, _ = sweep.communicate(timeout=300)
     assert sweep.returncode == 0, output
-    assert "1 completed" in output  # the sweep waited for the requeued job
+    assert "2 completed" in output  # the sweep waited for the requeued job
 
-    states = sacct_states(job)
-    assert states == ["REQUEUED", "COMPLETED"], states  # stopped once, then ran to its end
+    assert sacct_states(f"{array}_0") == ["REQUEUED", "COMPLETED"]  # stopped once, then ended
+    assert sacct_states(f"{array}_1") == ["COMPLETED"]  # its sibling ran once, untouched
     log = (job_dir / "train.log").read_text()
     assert "rings: interrupted" in log and "Restored all states from the checkpoint" in log
-    uninterrupted = cli(*RUN, "paths.log_dir=" + str(tmp_path / "plain"))
+    uninterrupted = cli(*RUN, "model.hidden_nodes=3", "paths.log_dir=" + str(tmp_path / "plain"))
     assert uninterrupted.returncode == 0, uninterrupted.stderr
     (plain,) = run_dirs(tmp_path / "plain")
     assert read_metrics(job_dir) == read_metrics(plain)  # exact, status "completed" included
 
 
 def test_a_cancelled_slurm_job_ends_interrupted_and_stays_cancelled(slurm, tmp_path):
-    sweep, job_dir, job = start_a_slurm_job_and_wait_for_its_checkpoint(tmp_path, RUN)
-    subprocess.run(["scancel", job], check=True)
+    sweep, job_dir, array = start_a_slurm_sweep_and_wait_for_a_checkpoint(
+        tmp_path, [*RUN, "model.hidden_nodes=3,4"]
+    )
+    subprocess.run(["scancel", f"{array}_0"], check=True)
     output, _ = sweep.communicate(timeout=300)
     assert sweep.returncode == 1, output
-    assert "1 interrupted" in output and "Traceback" not in output
+    assert "1 completed, 1 interrupted" in output and "Traceback" not in output
     assert read_metrics(job_dir)["status"] == "interrupted"
     assert (job_dir / "checkpoints" / "last.ckpt").is_file()  # `ckpt_path=` resumes it by hand
-    assert sacct_states(job) == ["CANCELLED"]  # not requeued: the cancel stands
+    assert sacct_states(f"{array}_0") == ["CANCELLED"]  # not requeued: the cancel stands
 
 
 def test_an_optuna_search_runs_its_trials_as_slurm_jobs_on_a_postgres_study(

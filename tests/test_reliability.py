@@ -410,3 +410,25 @@ def test_a_run_whose_dir_is_removed_while_it_runs_ends_in_one_line(cli, tmp_path
     )
     assert "Traceback" not in result.stderr
     assert not run_dirs(tmp_path / "logs")
+
+
+def test_a_requeued_slurm_job_takes_over_its_earlier_runs_lock_from_any_node(tmp_path, monkeypatch):
+    from nnlab.errors import ConfigError
+    from nnlab.run import layout
+
+    for name, value in {"SLURM_JOB_ID": "8", "SLURM_ARRAY_JOB_ID": "7"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "0")
+    lock = tmp_path / layout.LOCK
+    lock.write_text("4242 another-node 7_0\n")  # the first run, killed outright on its node
+    refused = pytest.raises(ConfigError, match="in use by process 4242 on another-node")
+    with refused, layout.locked(tmp_path, "paths.output_dir"):  # not requeued: a second comer
+        pass
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    lock.write_text("4242 another-node 7_1\n")  # another job of the array: never taken
+    with pytest.raises(ConfigError, match="in use by"), layout.locked(tmp_path, "x"):
+        pass
+    lock.write_text("4242 another-node 7_0\n")
+    with layout.locked(tmp_path, "paths.output_dir"):
+        assert lock.read_text().split()[2] == "7_0"  # now this run's
+    assert not lock.exists()

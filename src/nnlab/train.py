@@ -99,8 +99,13 @@ def train(cfg: DictConfig, starts_processes: bool = False) -> Run:
         with open_dict(cfg):
             cfg.ckpt_path = str(run_dir)
     key = "ckpt_path" if cfg.get("ckpt_path") else "paths.output_dir"
-    # A sweep's jobs have the sweep's own stop (nnlab.sweep.signals).
-    at_once = nullcontext() if is_multirun() else signals.interrupted_at_once(last_checkpoint)
+    # A local sweep's jobs have the sweep's own stop (nnlab.sweep.signals); a SLURM job's
+    # signals are its own (SIGTERM outside training was submitit's to ignore, until SIGKILL).
+    at_once = signals.interrupted_at_once(last_checkpoint)
+    if signals.is_cluster_job():
+        signals.take_the_clusters_signals()
+    elif is_multirun():
+        at_once = nullcontext()
     try:
         with (
             warnings_logged(),
@@ -360,7 +365,7 @@ def _job(cfg: DictConfig) -> dict[str, float]:
         known = stopped(error)
         if known is not None and not is_multirun():
             stop(known)
-        if isinstance(known, Interrupted) and signals.is_cluster_job(HydraConfig.get().launcher):
+        if isinstance(known, Interrupted) and signals.is_cluster_job():
             signals.requeue_and_exit(known.signum)  # it resumes in place: resumes_in_place
         elif isinstance(known, Interrupted):  # a signal stops the whole (local) sweep
             signals.mark_stopped(Path(HydraConfig.get().sweep.dir), known.signum)

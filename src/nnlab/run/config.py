@@ -74,7 +74,7 @@ def check_config(cfg: DictConfig) -> None:
             raise ConfigError("threads", cfg.threads, f"expected at most {most}, 4 per core")
     if cfg.get("seed") is not None and check_int("seed", cfg.seed, minimum=0) > MAX_SEED:
         raise ConfigError("seed", cfg.seed, f"expected an integer <= {MAX_SEED}")
-    _check_trainer(cfg.trainer)
+    _check_trainer(cfg.trainer, (cfg.get("paths") or {}).get("run_name"))
     precision = str(cfg.trainer.get("precision"))
     task = str((cfg.get("task") or {}).get("_target_"))
     if precision.startswith("64") and task.startswith("nnlab.tasks."):
@@ -167,7 +167,7 @@ def _interpolates(node: Any, group: str) -> bool:
     return isinstance(node, str) and re.search(rf"\$\{{{group}(\.|\}})", node) is not None
 
 
-def _check_trainer(trainer: DictConfig) -> None:
+def _check_trainer(trainer: DictConfig, run_name: str | None = None) -> None:
     """Counts that Lightning checks with bare asserts; a budget (-1 steps, no limit, only with
     an epoch limit); processes Lightning would start, or wait for, without end."""
     for key, minimum in TRAINER_INTEGERS.items():
@@ -197,6 +197,10 @@ def _check_trainer(trainer: DictConfig) -> None:
             "several nodes need a cluster launcher to start the other nodes' processes "
             "(hydra/launcher=slurm, or torchrun setting NODE_RANK and MASTER_ADDR); none is here",
         )
+    slurm_starts_the_nodes = "SLURM_JOB_ID" in os.environ  # a sweep's job: its own dir
+    if nodes > 1 and not slurm_starts_the_nodes and run_name is None:
+        reason = "each node started by hand names its run dir the same: set paths.run_name"
+        raise ConfigError("trainer.num_nodes", nodes, reason)
     devices, cores = trainer.get("devices", 1), os.cpu_count() or 1
     if trainer.get("accelerator") == "cpu" and isinstance(devices, int) and devices > cores:
         reason = f"DDP on the CPU runs a process per device, and this machine has {cores} cores"

@@ -98,22 +98,27 @@ def saved_overrides(run_dir: Path | str, key: str) -> list[str]:
 
 @contextmanager
 def locked(run_dir: Path | str, key: str) -> Iterator[None]:
-    """One process at a time in a run dir: `run.lock` holds the holder's process id and host,
-    taken atomically and removed at the end. A second comer is refused (ConfigError under
-    `key`), naming the holder; a lock whose holder on this host is dead (a kill -9) is taken
-    over. The other processes of a DDP or SLURM job (rank > 0) share their rank 0's lock."""
+    """One process at a time in a run dir: `run.lock` holds the holder's process id and host
+    (and SLURM job), taken atomically and removed at the end. A second comer is refused
+    (ConfigError under `key`), naming the holder; a lock whose holder on this host is dead (a
+    kill -9), or was this SLURM job before SLURM requeued it, is taken over. The other
+    processes of a DDP or SLURM job (rank > 0) share their rank 0's lock."""
     if is_other_rank():
         yield
         return
-    lock, me = Path(run_dir) / LOCK, f"{os.getpid()} {socket.gethostname()}"
+    job = slurm_job()
+    lock, me = Path(run_dir) / LOCK, f"{os.getpid()} {socket.gethostname()} {job or ''}".strip()
     for _ in range(2):
         try:
             with open(lock, "x") as file:  # fails if it exists: one process wins
                 file.write(me + "\n")
             break
         except FileExistsError:
-            pid, _, host = lock.read_text(errors="replace").strip().partition(" ")
-            if host == socket.gethostname() and pid.isdigit() and not process_alive(int(pid)):
+            pid, host, holder_job = [*lock.read_text(errors="replace").split(), "", "", ""][:3]
+            dead = host == socket.gethostname() and pid.isdigit() and not process_alive(int(pid))
+            # a requeued SLURM job, on any node, after SLURM ended its earlier run
+            requeued = bool(job) and holder_job == job and os.environ.get("SLURM_RESTART_COUNT")
+            if dead or requeued:
                 lock.unlink(missing_ok=True)  # its holder died: take it over
                 continue
             reason = (
@@ -126,6 +131,13 @@ def locked(run_dir: Path | str, key: str) -> Iterator[None]:
     finally:
         if lock.is_file() and lock.read_text().strip() == me:
             lock.unlink()
+
+
+def slurm_job() -> str | None:
+    """This process's SLURM job as SLURM's commands name it, `<array>_<task>` in an array (the
+    array's own id, which its first task also has, names the whole array); None outside."""
+    array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    return f"{array}_{task}" if array and task else os.environ.get("SLURM_JOB_ID")
 
 
 RANKS = ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID")  # set in a job's other processes
@@ -204,11 +216,14 @@ def run_dir(
         return str(resumed_run(str(ckpt_path), runs))
     if run_name is None:
         return str(runs / run_stamp())
-    named = runs / path_safe(str(run_name))
-    if str(run_name) in ("", ".", ".."):
-        raise ConfigError("paths.run_name", run_name, "expected a name for the run's dir")
-    if read_metrics(named).get("status") == "completed" and not is_other_rank():
-        reason = f"{named} completed; a finished run is never overwritten"
+    name = str(run_name)
+    if name in ("", ".", "..") or path_safe(name) != name:
+        expected = "a name for the run's dir: no '/', at most 120 characters"
+        raise ConfigError("paths.run_name", run_name, expected)
+    named = runs / name
+    # a run's (its .hydra/); the other nodes join node 0's, whose dir they may make first
+    if is_run_dir(named) and not is_other_rank():
+        reason = f"{named} exists: resume it with ckpt_path={named}, or name a new run"
         raise ConfigError("paths.run_name", run_name, reason)
     return str(named)
 
@@ -230,7 +245,9 @@ def resumed_run(value: str, runs: Path) -> Path:
     newest of `runs` that saved a checkpoint), a run dir, or a checkpoint file in one. A
     completed run is refused: nothing a finished run wrote is overwritten."""
     if value == "last":
-        saved = sorted(p.parent.parent for p in runs.glob(f"*/{CHECKPOINTS}/last.ckpt"))
+        # the newest by its checkpoint's time: a run named by paths.run_name sorts anywhere
+        last_checkpoints = sorted(runs.glob(f"*/{CHECKPOINTS}/last.ckpt"), key=_modified)
+        saved = [path.parent.parent for path in last_checkpoints]
         if not saved:
             raise ConfigError("ckpt_path", value, f"no run with a last.ckpt to resume under {runs}")
         found = saved[-1]
@@ -240,11 +257,18 @@ def resumed_run(value: str, runs: Path) -> Path:
     if not is_run_dir(found):
         raise ConfigError("ckpt_path", value, f"{found} is not an nnlab run dir (no .hydra/)")
     check_no_links(found, "ckpt_path", value)
-    if read_metrics(found).get("status") == "completed":
+    if str(read_metrics(found).get("status", "")).startswith("completed"):  # early stops too
         raise ConfigError(
             "ckpt_path", value, f"{found} completed; a finished run is never overwritten"
         )
     return found
+
+
+def _modified(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:  # removed meanwhile
+        return 0.0
 
 
 WRITTEN_INTO = {HYDRA_DIR: "dir", CHECKPOINTS: "dir", "figures": "dir", "evals": "dir"}

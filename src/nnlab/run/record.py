@@ -111,8 +111,8 @@ def _finish(
             close_writers(trainer.loggers, keep=lambda events: events in earlier)
         logging.getLogger(DETAILS).info("The resume ended before its first step (%s)", status)
         return
-    if trainer is not None and not trainer.is_global_zero:
-        return
+    if layout.is_other_rank() or (trainer is not None and not trainer.is_global_zero):
+        return  # rank 0 writes for every process (another node's, failing early, included)
     ending = status + (record.note if completed else "") + note
     write_metrics(out_dir, record.metrics, ending, cfg.get("tags"))
     if trainer is not None:

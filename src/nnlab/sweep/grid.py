@@ -74,11 +74,15 @@ class GridSweeper(Sweeper):
                     refused = refused_by_the_cluster(error, self.config.hydra.launcher)
                     if refused is not None:
                         stop(refused)
-                    if not isinstance(error, OSError) or error.errno not in DISK_FULL:
+                    if ended_without_a_result(error):
+                        wait_for_slurm_jobs(sweep_dir)
+                        statuses = statuses_on_disk(sweep_dir, len(jobs), NO_RESULT, NO_RESULT)
+                    elif isinstance(error, OSError) and error.errno in DISK_FULL:
+                        # Hydra writes a job's .hydra/ files before the job runs: there, a full
+                        # disk stops the launcher (joblib's stops its workers), not the one job.
+                        statuses = statuses_on_disk(sweep_dir, len(jobs), DISK_FULL_BEFORE)
+                    else:
                         raise
-                    # Hydra writes a job's .hydra/ files before the job runs: there, a full
-                    # disk stops the launcher (joblib's stops its workers), not the one job.
-                    statuses = statuses_on_disk(sweep_dir, len(jobs), DISK_FULL_BEFORE)
         statuses += ["not run"] * (len(jobs) - len(statuses))
         signals.finish(sweep_dir, statuses, watch.signum)
 
@@ -100,34 +104,52 @@ ASKED = ("partition", "nodes", "tasks_per_node", "cpus_per_task", "mem_gb", "gpu
 @contextmanager
 def one_line_if_refused(launcher: DictConfig) -> Iterator[None]:
     """submitit prints sbatch's refusal before raising it, which nnlab's one line repeats: what
-    submitit's launcher prints to sys.stderr (its jobs run elsewhere) is held, and passed on
-    unless sbatch refused."""
+    submitit's launcher prints to sys.stderr (its jobs run elsewhere; Hydra's and submitit's
+    log lines go to their handlers' streams, as before) is held, and passed on unless sbatch
+    refused."""
     if "submitit" not in str(launcher.get("_target_", "")):
         yield
         return
-    held = io.StringIO()
+    import submitit  # noqa: F401  its logger takes the real sys.stderr, not the held one
+
+    held, refused = io.StringIO(), False
     try:
         with redirect_stderr(held):
             yield
     except Exception as error:
-        if refused_by_the_cluster(error, OmegaConf.create()) is None:
-            sys.stderr.write(held.getvalue())
+        refused = refused_by_the_cluster(error, OmegaConf.create()) is not None
         raise
-    sys.stderr.write(held.getvalue())
+    finally:
+        if not refused:
+            sys.stderr.write(held.getvalue())
 
 
 def refused_by_the_cluster(error: Exception, launcher: DictConfig) -> ConfigError | None:
     """sbatch's refusal of a sweep's jobs, as one line with what they asked for; None for any
-    other error. (scripts/local_slurm.sh sets EnforcePartLimits=ALL, as clusters do, so that a
-    job asking for more CPUs or memory than any node has is refused when submitted: it waited
-    in the queue for ever, silently.)"""
+    other error (submitit raises the same class for a job that failed inside). (Clusters, and
+    scripts/local_slurm.sh, set EnforcePartLimits=ALL, so that a job asking for more CPUs or
+    memory than any node has is refused when submitted: it waited in the queue for ever.)"""
     submitit_errors = sys.modules.get("submitit.core.utils")  # loaded if submitit submitted
     if submitit_errors is None or not isinstance(error, submitit_errors.FailedJobError):
+        return None
+    command = getattr(error.__cause__, "cmd", None) or [""]
+    if not str(command[0]).endswith("sbatch"):
         return None
     said = [line.strip().removeprefix("sbatch: error: ") for line in str(error).splitlines()]
     asked = " ".join(f"{k}={launcher[k]}" for k in ASKED if launcher.get(k) is not None)
     reason = f"SLURM refused the jobs ({'; '.join(filter(None, said))}); they asked for {asked}"
     return ConfigError("hydra.launcher", NO_VALUE, reason)
+
+
+def ended_without_a_result(error: Exception) -> bool:
+    """Whether submitit's launcher stopped because a SLURM job ended without a result (killed
+    by the node or for memory, cancelled while pending, or not requeueable): the sweep reads
+    how each job ended from its dir instead."""
+    submitit_errors = sys.modules.get("submitit.core.utils")
+    return submitit_errors is not None and isinstance(error, submitit_errors.UncompletedJobError)
+
+
+NO_RESULT = "failed: its SLURM job ended without a result (sacct tells why)"
 
 
 def grid(overrides: list[Any]) -> list[list[str]]:
@@ -187,15 +209,33 @@ DISK_FULL_BEFORE = "failed: disk full before the job wrote its metrics.json"
 NOT_STARTED = "not run: the disk filled up before it started"
 
 
-def statuses_on_disk(sweep_dir: Path, jobs: int, missing: str) -> list[str]:
+def statuses_on_disk(
+    sweep_dir: Path, jobs: int, missing: str, not_started: str = NOT_STARTED
+) -> list[str]:
     """Each job's status as its metrics.json in <sweep_dir>/<number>_... says, else `missing`
-    (a job dir without one), else NOT_STARTED (no job dir)."""
+    (a job dir without one), else `not_started` (no job dir)."""
     statuses = []
     for number in range(jobs):
         dirs = list(sweep_dir.glob(f"{number}_*"))
         found = [layout.read_metrics(d).get("status") for d in dirs]
-        statuses.append(str(next((s for s in found if s), missing if dirs else NOT_STARTED)))
+        statuses.append(str(next((s for s in found if s), missing if dirs else not_started)))
     return statuses
+
+
+def wait_for_slurm_jobs(sweep_dir: Path) -> None:
+    """Until none of the sweep's SLURM jobs (submitit's folders name them) is queued or
+    running: submitit's launcher stopped waiting at the first job without a result."""
+    import subprocess
+    import time
+
+    jobs = sorted({p.name.split("_")[0] for p in (sweep_dir / ".submitit").glob("*_*")})
+    while jobs:
+        queued = subprocess.run(
+            ["squeue", "-h", "-o", "%i", "-j", ",".join(jobs)], capture_output=True, text=True
+        )
+        if queued.returncode != 0 or not queued.stdout.strip():
+            return
+        time.sleep(5)
 
 
 def job_status(hydra_cfg: DictConfig) -> str:

@@ -42,11 +42,13 @@ from nnlab.errors import DISK_FULL, ConfigError, stop, stopped
 from nnlab.overrides import as_value, parse
 from nnlab.sweep import signals
 from nnlab.sweep.grid import (
+    ended_without_a_result,
     job_status,
     one_line_if_refused,
     refuse_ddp_without_slurm,
     refused_by_the_cluster,
     start_sweep,
+    wait_for_slurm_jobs,
 )
 from nnlab.sweep.space import Space, described, search_space
 
@@ -152,6 +154,10 @@ class OptunaSweeper(Sweeper):
                     if refused is not None:  # before any trial ran: they run again
                         self._put_back(study, trials)
                         stop(refused)
+                    if ended_without_a_result(error):  # its batch's trials run again
+                        wait_for_slurm_jobs(self.sweep_dir)
+                        why = "stopped: a SLURM job ended without a result (sacct tells why);"
+                        self._stop(study, trials, why, 1)
                     if not isinstance(error, OSError) or error.errno not in DISK_FULL:
                         raise
                     # Hydra writes a trial's .hydra/ before it runs

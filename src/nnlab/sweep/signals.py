@@ -129,27 +129,37 @@ def end_with_the_sweep() -> None:
     threading.Thread(target=watch, name="nnlab-sweep-watch", daemon=True).start()
 
 
-def is_cluster_job(launcher: Any) -> bool:
-    """Whether this job is a SLURM job of its own, submitted by Hydra's submitit launcher: a
+def is_cluster_job() -> bool:
+    """Whether this job is a SLURM job of its own, submitted by Hydra's submitit launcher
+    (submitit's batch script sets SUBMITIT_EXECUTOR; its local executor says `local`): a
     signal to it is the cluster's (a pre-emption, a requeue, a time limit, `scancel`), for this
     job alone, and the sweep's other jobs go on."""
-    return "SLURM_JOB_ID" in os.environ and "submitit" in str(launcher.get("_target_", ""))
+    return os.environ.get("SUBMITIT_EXECUTOR") == "slurm" and "SLURM_JOB_ID" in os.environ
+
+
+def take_the_clusters_signals() -> None:
+    """In a SLURM job: submitit asks sbatch for SIGUSR2 before the time limit, which its own
+    handler turned into an error in the middle of training (no last.ckpt saved, the run
+    `failed`). It is a stop like SIGTERM, and the job is requeued (requeue_and_exit)."""
+    signal.signal(signal.SIGUSR2, lambda signum, frame: os.kill(os.getpid(), signal.SIGTERM))
 
 
 def requeue_and_exit(signum: int) -> None:
     """End a SLURM job that a signal interrupted (its last.ckpt saved, its metrics.json
     `interrupted`) so that it runs again and resumes in place, unless it was cancelled:
     - requeued by SLURM (`scontrol requeue`, a pre-emption): SLURM counted a restart;
-    - only signalled (`scancel --signal=TERM`, a pre-emption's warning): still RUNNING, and
-      it asks SLURM to requeue it, as submitit does for its own signal;
-    - cancelled (`scancel`) or out of time: returns, and the job ends `interrupted`.
+    - only signalled (`scancel --signal=TERM`, a pre-emption's warning, submitit's SIGUSR2
+      before the time limit): still RUNNING, and it asks SLURM to requeue it, as submitit
+      does for its own signal;
+    - cancelled (`scancel`), out of time, or not requeueable (`--no-requeue`): returns, and
+      the job ends `interrupted`, with a result for the sweep.
     A job that runs again leaves without a result, which submitit's launcher would take for
     the job's end: the launcher waits for the requeued job instead. (SIGTERM in all cases, so
     the state tells them apart: a cancelled job is COMPLETING, and requeuing it would undo the
-    cancel.)"""
+    cancel.) Only the job's first task asks for the requeue, as submitit's does."""
     import subprocess
 
-    job = os.environ["SLURM_JOB_ID"]
+    job = str(layout.slurm_job())
     try:
         shown = subprocess.run(
             ["scontrol", "show", "job", job], capture_output=True, text=True, timeout=60
@@ -161,8 +171,15 @@ def requeue_and_exit(signum: int) -> None:
     if int(fields.get("Restarts", "0") or 0) <= restarts:  # not requeued by SLURM
         if fields.get("JobState") != "RUNNING":
             return  # cancelled, or out of time
-        with suppress(OSError, subprocess.SubprocessError):
-            subprocess.run(["scontrol", "requeue", job], capture_output=True, timeout=60)
+        if os.environ.get("SLURM_PROCID", "0") == "0":
+            try:
+                asked = subprocess.run(
+                    ["scontrol", "requeue", job], capture_output=True, timeout=60
+                )
+            except (OSError, subprocess.SubprocessError):
+                return
+            if asked.returncode != 0:
+                return  # not requeueable: it ends here
     logging.shutdown()  # train.log complete before the process goes
     raise SystemExit(128 + signum)  # past Hydra's and submitit's `except Exception`
 
