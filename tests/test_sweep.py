@@ -143,15 +143,17 @@ def test_a_stopped_sweep_prints_a_resume_command_that_works_as_pasted(cli, tmp_p
     assert lines[summary].endswith(
         "1 interrupted, 1 not run. "
         f"nnlab-report {run_dirs(tmp_path / 'logs')[0].parent} lists them; "
-        "resume each interrupted job with its command below"
+        "resume the sweep with the command below"
     )
     (command,) = lines[summary + 1 :]
-    assert command.startswith("  nnlab-train ") and "=2" in command
+    assert command.startswith("  nnlab-train -m ") and "model.hidden_nodes=2,3" in command
     arguments = shlex.split(command)[1:]  # as a shell reads it
     resumed = run_command(main, arguments, tmp_path)
     assert resumed.returncode == 0, resumed.stderr
-    job = next(j for j in run_dirs(tmp_path / "logs") if j.name.endswith("hidden_nodes=2"))
-    assert read_metrics(job)["status"] == "completed"
+    jobs = run_dirs(tmp_path / "logs")  # the interrupted job resumed, the other one ran
+    assert len(jobs) == 2 and {read_metrics(j)["status"] for j in jobs} == {"completed"}
+    (interrupted,) = [j for j in jobs if j.name.endswith("hidden_nodes=2")]
+    assert "Restored all states" in (interrupted / "train.log").read_text()
 
 
 @pytest.mark.slow
@@ -226,3 +228,68 @@ def test_hydras_sweep_forms_over_config_groups_work(cli, tmp_path):
     ]  # named by what varies; debug=fdr, the same in every job, is left out
     assert [read_metrics(job)["status"] for job in jobs] == ["completed"] * 3
     assert "3 completed." in result.stdout
+
+
+@pytest.mark.slow
+def test_a_sweep_killed_by_sigkill_resumes_whole_with_one_command(cli, tmp_path):
+    sweep = ["experiment=rings", "model.hidden_nodes=1,2,3,4,5,6", "trainer.max_steps=2000"]
+    command = [sys.executable, "-m", "nnlab.train", "-m", f"paths.log_dir={tmp_path / 'logs'}"]
+    process = subprocess.Popen([*command, *sweep], cwd=tmp_path, stderr=subprocess.DEVNULL)
+    multiruns, deadline = tmp_path / "logs" / "rings" / "multiruns", time.monotonic() + 240
+
+    def training() -> list:  # jobs that saved last.ckpt and have not ended
+        saved = multiruns.glob("*/*/checkpoints/last.ckpt")
+        return [c.parent.parent for c in saved if not (c.parent.parent / "metrics.json").exists()]
+
+    while len(list(multiruns.glob("*/*/metrics.json"))) < 2 or not training():
+        assert process.poll() is None and time.monotonic() < deadline, "the sweep ended first"
+        time.sleep(0.05)
+    process.kill()  # SIGKILL: the sweep's process says nothing; its workers save and end
+    process.wait()
+    while training():
+        assert time.monotonic() < deadline, "a worker outlived its sweep"
+        time.sleep(0.1)
+    (sweep_dir,) = multiruns.iterdir()
+    before = {d.name: read_metrics(d)["status"] for d in run_dirs(sweep_dir)}
+    assert len(before) < 6 and "interrupted" in before.values()  # killed mid-way
+    kept = {n: (sweep_dir / n / "metrics.json").stat().st_mtime_ns for n, s in before.items()}
+    kept = {n: t for n, t in kept.items() if before[n] == "completed"}
+
+    resumed = cli(*sweep, "ckpt_path=last", multirun=True)  # the same command, plus ckpt_path
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"Sweep {sweep_dir}: 6 completed" in resumed.stdout + resumed.stderr
+    jobs = run_dirs(sweep_dir)
+    assert len(jobs) == 6 and {read_metrics(d)["status"] for d in jobs} == {"completed"}
+    for name, written in kept.items():  # completed jobs were not trained again
+        assert (sweep_dir / name / "metrics.json").stat().st_mtime_ns == written
+    for name in (n for n, s in before.items() if s == "interrupted"):  # resumed in place
+        assert "Restored all states" in (sweep_dir / name / "train.log").read_text()
+
+    plain = cli(*sweep, f"paths.log_dir={tmp_path / 'plain'}", multirun=True)
+    assert plain.returncode == 0, plain.stderr
+    for job in jobs:  # each job's metrics are an uninterrupted sweep's
+        (same,) = (tmp_path / "plain").glob(f"rings/multiruns/*/{job.name}")
+        assert read_metrics(job) == read_metrics(same)
+
+
+def test_a_sweep_resumes_only_with_its_own_overrides(cli, tmp_path):
+    nothing = cli("experiment=rings", "model.hidden_nodes=1,2", "ckpt_path=last", multirun=True)
+    assert nothing.returncode == 2 and "no sweep to resume under" in nothing.stderr
+    first = cli("experiment=rings", "model.hidden_nodes=1,2", "trainer.max_steps=50", multirun=True)
+    assert first.returncode == 0, first.stderr
+    other = cli("experiment=rings", "model.hidden_nodes=1,3", "ckpt_path=last", multirun=True)
+    assert other.returncode == 2
+    assert "that sweep was started with `experiment=rings model.hidden_nodes=1,2" in other.stderr
+    again = cli(
+        "experiment=rings",
+        "model.hidden_nodes=1,2",
+        "trainer.max_steps=50",
+        "ckpt_path=last",
+        multirun=True,
+    )
+    assert again.returncode == 0, again.stderr
+    assert (
+        again.stdout.count("completed before; kept as it was")
+        + again.stderr.count("completed before; kept as it was")
+        == 2
+    )

@@ -359,6 +359,11 @@ def is_multirun() -> bool:
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
 def _job(cfg: DictConfig) -> dict[str, float]:
     """One job of nnlab-train: its single run, or one of its sweep's."""
+    if is_multirun():  # a resumed sweep's job that had completed is kept as it was
+        kept = layout.read_metrics(cfg.paths.output_dir)
+        if str(kept.get("status", "")).startswith("completed"):
+            log.info("%s: completed before; kept as it was", Path(cfg.paths.output_dir).name)
+            return kept
     try:
         return train(cfg, starts_processes=not is_multirun()).metrics
     except Exception as error:

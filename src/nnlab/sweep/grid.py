@@ -13,11 +13,13 @@ import io
 import itertools
 import os
 import sys
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager, redirect_stderr
 from pathlib import Path
 from typing import Any
 
+import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.plugins import Plugins
 from hydra.plugins.launcher import Launcher
@@ -27,6 +29,7 @@ from omegaconf import DictConfig, OmegaConf, read_write
 
 from nnlab.checks import NO_VALUE
 from nnlab.errors import DISK_FULL, ConfigError, stop
+from nnlab.overrides import as_value, key_of
 from nnlab.run import layout
 from nnlab.sweep import signals
 
@@ -48,12 +51,16 @@ class GridSweeper(Sweeper):
         )
 
     def sweep(self, arguments: list[str]) -> Any:
-        if self.config.get("ckpt_path"):
-            stop(
-                ConfigError(
-                    "ckpt_path", self.config.ckpt_path, "resume runs one at a time, without -m"
-                )
-            )
+        resumed = None
+        if self.config.get("ckpt_path"):  # the jobs find their own dirs' runs (train.py)
+            try:
+                resumed = resumed_sweep(self.config, arguments)
+            except ConfigError as error:
+                stop(error)
+            arguments = [a for a in arguments if key_of(a) != "ckpt_path"]
+            # A worker whose first job was a kept one measures its memory before importing
+            # torch, takes the import for a leak, and is replaced, which joblib's loky warns of.
+            warnings.filterwarnings("ignore", message="A worker stopped while some jobs")
         refuse_ddp_without_slurm(self.config)
         workers = signals.local_workers(self.config)
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
@@ -61,7 +68,7 @@ class GridSweeper(Sweeper):
             [*(f"{k}={v}" for k, v in self.params.items()), *arguments]
         )
         jobs = grid(overrides)
-        sweep_dir = start_sweep(self.config, overrides, min(workers, len(jobs)))
+        sweep_dir = start_sweep(self.config, overrides, min(workers, len(jobs)), resumed)
         statuses: list[str] = []
         with signals.signals_stop_the_sweep(sweep_dir, forward_to_workers=workers > 0) as watch:
             if watch.signum is None and signals.stopped_by(sweep_dir) is None:
@@ -96,6 +103,42 @@ def refuse_ddp_without_slurm(config: DictConfig) -> None:
     slurm = "SlurmLauncher" in str(config.hydra.launcher.get("_target_", ""))
     if isinstance(devices, int) and not isinstance(devices, bool) and devices > 1 and not slurm:
         stop(ConfigError("trainer.devices", devices, DDP_IN_A_SWEEP))
+
+
+MULTIRUN_FILE = "multirun.yaml"
+
+
+def resumed_sweep(config: DictConfig, arguments: list[str]) -> Path:
+    """The sweep `-m ... ckpt_path=` resumes: `last` (the newest sweep of the task) or its
+    dir, started with the same overrides as this command (launcher settings aside): only then
+    are its jobs numbered and named as before, each finding its own dir."""
+    value = str(config.ckpt_path)
+    multiruns = layout.task_dir(str(config.paths.log_dir), config.get("task_name")) / "multiruns"
+    if value == "last":
+        sweeps = sorted(multiruns.glob(f"*/{MULTIRUN_FILE}"), key=lambda p: p.stat().st_mtime)
+        if not sweeps:
+            raise ConfigError("ckpt_path", value, f"no sweep to resume under {multiruns}")
+        found = sweeps[-1].parent
+    else:
+        found = Path(value).expanduser().absolute()
+    try:
+        saved = yaml.safe_load(layout.read_small(found / MULTIRUN_FILE))
+        started_with = saved["hydra"]["overrides"]["task"]
+    except (OSError, ValueError, RecursionError, yaml.YAMLError, KeyError, TypeError):
+        reason = f"{found} is not a sweep's dir (no readable {MULTIRUN_FILE})"
+        raise ConfigError("ckpt_path", value, reason) from None
+    layout.check_no_links(found, "ckpt_path", value)
+
+    def compared(overrides: list[str]) -> list[str]:
+        return sorted(
+            o for o in map(str, overrides) if not key_of(o).startswith(("hydra", "ckpt_path"))
+        )
+
+    if not isinstance(started_with, list) or compared(started_with) != compared(arguments):
+        typed = " ".join(compared(started_with)) if isinstance(started_with, list) else "?"
+        reason = f"that sweep was started with `{typed}`: resume it with those overrides"
+        raise ConfigError("ckpt_path", value, reason)
+    return found
 
 
 ASKED = ("partition", "nodes", "tasks_per_node", "cpus_per_task", "mem_gb", "gpus_per_node")
@@ -169,11 +212,20 @@ def grid(overrides: list[Any]) -> list[list[str]]:
     return [list(job) for job in itertools.product(*values.values())]
 
 
-def start_sweep(config: DictConfig, overrides: list[Any], jobs_at_once: int) -> Path:
-    """Make the sweep dir and its multirun.yaml; set what every job of the sweep inherits: dir
-    names without the keys they all share, and their share of the cores (JOBS_AT_ONCE)."""
+def start_sweep(
+    config: DictConfig, overrides: list[Any], jobs_at_once: int, resumed: Path | None = None
+) -> Path:
+    """Make the sweep dir and its multirun.yaml (or take the dir of the sweep it `resumes`);
+    set what every job of the sweep inherits: dir names without the keys they all share, and
+    their share of the cores (JOBS_AT_ONCE)."""
     from nnlab.train import JOBS_AT_ONCE
 
+    if resumed is not None:  # the launcher reads this config; each job composes the override
+        with read_write(config.hydra):
+            config.hydra.sweep.dir = str(resumed)
+        with read_write(config.hydra.overrides):
+            config.hydra.overrides.hydra.append(f"hydra.sweep.dir={as_value(str(resumed))}")
+        (resumed / layout.SWEEP_STOPPED).unlink(missing_ok=True)  # it stops this one no more
     sweep_dir = Path(str(config.hydra.sweep.dir))
     log_dir = Path(os.path.abspath(os.path.expanduser(str(config.paths.log_dir))))
     inside = Path(os.path.abspath(os.path.expanduser(str(sweep_dir)))).is_relative_to(log_dir)
@@ -185,7 +237,8 @@ def start_sweep(config: DictConfig, overrides: list[Any], jobs_at_once: int) -> 
     except OSError as error:
         reason = f"cannot write there ({error.strerror}: {error.filename})"
         stop(ConfigError("paths.log_dir", str(config.paths.log_dir), reason))
-    OmegaConf.save(config, sweep_dir / "multirun.yaml")
+    if resumed is None:  # a resumed sweep's keeps the command it was started with
+        OmegaConf.save(config, sweep_dir / MULTIRUN_FILE)
     fixed = [o.get_key_element() for o in overrides if not o.is_sweep_override()]
     excluded = [*config.hydra.job.config.override_dirname.exclude_keys, *fixed]
     # The launcher composes each job from the sweep's Hydra overrides plus the job's own, so

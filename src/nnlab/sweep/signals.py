@@ -278,21 +278,21 @@ def _terminate_workers() -> None:
             child.send_signal(signal.SIGTERM)
 
 
-def resume_commands(sweep_dir: Path) -> list[str]:
-    """For each interrupted job of the sweep, the command that resumes it, to paste as printed:
-    its overrides, and `ckpt_path=` its dir, quoted for Hydra (a job's dir name holds `=`) and
-    for the shell."""
+def resume_command(sweep_dir: Path) -> str | None:
+    """The command that resumes the whole sweep, to paste as printed: its own overrides, and
+    `ckpt_path=` its dir, quoted for Hydra and for the shell. None if its multirun.yaml does
+    not read (nnlab-report says so)."""
     import shlex
 
-    commands = []
-    for job in sorted(Path(sweep_dir).glob("*/metrics.json")):
-        if layout.read_metrics(job.parent).get("status") != "interrupted":
-            continue
-        with suppress(ConfigError):  # its files do not read: nnlab-report says so
-            overrides = layout.saved_overrides(job.parent, "ckpt_path")
-            resume = shlex.quote(f"ckpt_path='{job.parent}'")
-            commands.append(" ".join(["nnlab-train", *map(shlex.quote, overrides), resume]))
-    return commands
+    import yaml
+
+    try:
+        saved = yaml.safe_load(layout.read_small(Path(sweep_dir) / "multirun.yaml"))
+        overrides = [*saved["hydra"]["overrides"]["hydra"], *saved["hydra"]["overrides"]["task"]]
+    except (OSError, ValueError, RecursionError, yaml.YAMLError, KeyError, TypeError):
+        return None
+    resume = shlex.quote(f"ckpt_path='{sweep_dir}'")
+    return " ".join(["nnlab-train", "-m", *map(shlex.quote, map(str, overrides)), resume])
 
 
 def outcome(statuses: Sequence[str]) -> Counter:
@@ -320,13 +320,13 @@ def finish(sweep_dir: Path, statuses: Sequence[str], signum: int | None) -> None
     report = f"nnlab-report {sweep_dir}"
     if signum is not None:
         name = signal.Signals(signum).name
-        resumes = resume_commands(sweep_dir)
-        advice = "; resume each interrupted job with its command below" if resumes else ""
+        resume = resume_command(sweep_dir)
+        advice = "; resume the sweep with the command below" if resume else ""
         print(
             f"nnlab: sweep stopped by {name}: {ended}. {report} lists them{advice}", file=sys.stderr
         )
-        for command in resumes:
-            print(f"  {command}", file=sys.stderr)
+        if resume:
+            print(f"  {resume}", file=sys.stderr)
         raise SystemExit(128 + signum)
     if counts["failed"] or counts["interrupted"] or counts["not run"]:
         full = [s for s in statuses if s.startswith("failed: disk full")] or [
