@@ -293,3 +293,27 @@ def test_a_sweep_resumes_only_with_its_own_overrides(cli, tmp_path):
         + again.stderr.count("completed before; kept as it was")
         == 2
     )
+
+
+def test_a_resumed_sweep_runs_a_crashed_job_again_and_keeps_the_others(cli, tmp_path, monkeypatch):
+    from nnlab.tasks.rings import RingsTask
+
+    sweep = ["experiment=rings", "model.hidden_nodes=2,3", "trainer.max_steps=100", "logger=none"]
+
+    def crash_with_two_nodes(self):  # a job's crash: a bug, a node's failure
+        if str(self.trainer.default_root_dir).endswith("hidden_nodes=2"):
+            raise RuntimeError("the node went away")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(RingsTask, "on_train_start", crash_with_two_nodes)
+        crashed = cli(*sweep, multirun=True)
+    assert crashed.returncode == 1 and "1 completed, 1 failed" in crashed.stderr
+    jobs = run_dirs(tmp_path / "logs")
+    statuses = {j.name: read_metrics(j)["status"] for j in jobs}
+    assert statuses[jobs[0].name].startswith("failed: RuntimeError: the node went away")
+    kept = (jobs[1] / "metrics.json").stat().st_mtime_ns
+
+    resumed = cli(*sweep, "ckpt_path=last", multirun=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert {read_metrics(j)["status"] for j in jobs} == {"completed"}
+    assert (jobs[1] / "metrics.json").stat().st_mtime_ns == kept  # not trained again
