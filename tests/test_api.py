@@ -125,3 +125,37 @@ def test_omp_num_threads_sets_torch_threads_when_the_config_does_not(monkeypatch
         assert configure_threads(2) == 2  # the config's own value wins
     finally:
         torch.set_num_threads(threads)
+
+
+def test_a_sweep_from_python_returns_one_row_per_job_as_the_report_reads_them(tmp_path):
+    from nnlab.api import sweep
+    from nnlab.errors import BadInput
+
+    log_dir = f"paths.log_dir={tmp_path / 'logs'}"
+    rows = sweep(
+        [
+            "experiment=rings",
+            "model.hidden_nodes=1,2",
+            "trainer.max_steps=50",
+            log_dir,
+            "hydra/launcher=basic",
+            "logger=none",
+        ]
+    )
+    assert [row["model.hidden_nodes"] for row in rows] == [1, 2]
+    assert [row["status"] for row in rows] == ["completed", "completed"]
+    for row in rows:  # the metrics of each job's metrics.json, and its dir
+        saved = read_metrics(row["dir"])
+        assert row["val/acc"] == saved["val/acc"] and row["dir"].parent.parent.name == "multiruns"
+    failed = sweep(
+        [
+            "experiment=rings",
+            "model.hidden_nodes=1,2",
+            "trainer.max_epochs=0",
+            log_dir,
+            "hydra/launcher=basic",
+        ]
+    )  # every job fails alone: rows say so
+    assert [row["status"].split(":")[0] for row in failed] == ["failed", "failed"]
+    with pytest.raises(BadInput, match="exited with 2 before any job"):
+        sweep(["experiment=rings", "model.hidden_nodez=1,2", log_dir])

@@ -10,7 +10,8 @@
 `train` runs what `nnlab-train <overrides>` runs, in this process: Hydra composes the config
 (once) and runs the job with its own `run_job`, which writes the run dir, its .hydra/ files
 and train.log. Errors are raised, not printed: a bad value raises nnlab.errors.ConfigError.
-Sweeps (`-m`) and DDP stay on the command line; in Python, loop over `train`.
+`sweep` runs what `nnlab-train -m <overrides>` runs and returns its jobs as rows; DDP that
+starts its own processes stays on the command line.
 """
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import run_job
 from hydra.types import HydraContext, RunMode
 from omegaconf import DictConfig
@@ -34,7 +37,7 @@ from nnlab.run.config import refuse_before_compose
 from nnlab.train import CONFIG_DIR, Run
 from nnlab.train import train as train_config
 
-__all__ = ["Run", "compose_config", "load_run", "train"]
+__all__ = ["Run", "compose_config", "load_run", "sweep", "train"]
 
 
 def train(overrides: Sequence[str] = ()) -> Run:
@@ -61,6 +64,46 @@ def train(overrides: Sequence[str] = ()) -> Run:
         job = run_job(train_config, cfg, "hydra.run.dir", None, hydra_context=context)
         callbacks.on_run_end(config=cfg, config_name="train", job_return=job)
         return job.return_value  # raises what the run raised
+
+
+def sweep(overrides: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """Run a sweep as `nnlab-train -m *overrides` does, from this process, through the
+    config's launcher (joblib's worker processes by default; `hydra/launcher=basic` runs the
+    jobs in this process), and return one row per job, as nnlab-report tabulates them: `dir`,
+    `status`, the values that vary between the jobs, and the metrics. `pandas.DataFrame(rows)`
+    makes it a table. A sweep whose jobs failed or were interrupted returns them with their
+    status; a command that starts no sweep (a bad value) raises nnlab.errors.BadInput after
+    printing its one line, as the command does."""
+    import sys
+
+    from nnlab.analysis.report import read_runs, varying_keys
+    from nnlab.errors import BadInput
+    from nnlab.sweep.grid import STARTED
+    from nnlab.train import main
+
+    overrides = [str(override) for override in overrides]
+    if any(override.startswith("-") for override in overrides):
+        raise ConfigError("overrides", overrides, "flags (-m, --cfg ...) are the command line's")
+    started, argv, code = len(STARTED), sys.argv, 0
+    sys.argv = ["nnlab-train", "-m", *overrides]
+    try:
+        with restored_process_state():
+            main()
+    except SystemExit as exit:  # 1: a job failed; 4: a full disk; 128 + n: a signal
+        code = exit.code if isinstance(exit.code, int) else 2
+    finally:
+        sys.argv = argv
+        GlobalHydra.instance().clear()
+        HydraConfig.instance().cfg = None  # Hydra's main leaves its last job's config set
+    runs = read_runs(STARTED[-1]) if len(STARTED) > started else []
+    if not runs:  # a bad value: its one line is printed above, as the command prints it
+        raise BadInput(f"nnlab-train -m exited with {code} before any job ran")
+    keys = varying_keys(runs)
+    return [
+        {"dir": run.path, "status": run.status, **{k: run.overrides.get(k) for k in keys}}
+        | run.metrics
+        for run in runs
+    ]
 
 
 def compose_config(overrides: Sequence[str] = ()) -> DictConfig:

@@ -106,6 +106,7 @@ def refuse_ddp_without_slurm(config: DictConfig) -> None:
 
 
 MULTIRUN_FILE = "multirun.yaml"
+STARTED: list[Path] = []  # the sweep dirs this process started, for nnlab.api.sweep
 
 
 def resumed_sweep(config: DictConfig, arguments: list[str]) -> Path:
@@ -227,6 +228,7 @@ def start_sweep(
             config.hydra.overrides.hydra.append(f"hydra.sweep.dir={as_value(str(resumed))}")
         (resumed / layout.SWEEP_STOPPED).unlink(missing_ok=True)  # it stops this one no more
     sweep_dir = Path(str(config.hydra.sweep.dir))
+    STARTED.append(sweep_dir)
     log_dir = Path(os.path.abspath(os.path.expanduser(str(config.paths.log_dir))))
     inside = Path(os.path.abspath(os.path.expanduser(str(sweep_dir)))).is_relative_to(log_dir)
     if not inside:  # nothing written outside it (`..` counted, links inside it followed)
