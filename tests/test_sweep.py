@@ -317,3 +317,48 @@ def test_a_resumed_sweep_runs_a_crashed_job_again_and_keeps_the_others(cli, tmp_
     assert resumed.returncode == 0, resumed.stderr
     assert {read_metrics(j)["status"] for j in jobs} == {"completed"}
     assert (jobs[1] / "metrics.json").stat().st_mtime_ns == kept  # not trained again
+
+
+@pytest.mark.slow
+def test_each_parallel_worker_gets_its_own_device_round_robin(process_cli, tmp_path):
+    """On the CPU: the launcher gets a list of device ids, and each job says what it saw."""
+    result = process_cli(
+        "experiment=rings",
+        "model.hidden_nodes=1,2,3,4",
+        "trainer.max_steps=50",
+        "hydra/launcher=parallel",
+        "hydra.launcher.n_jobs=2",
+        "hydra.sweeper.devices=[5,7]",
+        multirun=True,
+    )
+    assert result.returncode == 0, result.stderr
+    jobs = run_dirs(tmp_path / "logs")
+    seen = {}
+    for job in jobs:
+        device = read_metrics(job)["device"]  # what metrics.json, and so the report, names
+        said = f"on device {device} (CUDA_VISIBLE_DEVICES={device})"
+        assert said in (job / "train.log").read_text()
+        seen[job.name] = device
+    assert sorted(set(seen.values())) == ["5", "7"]  # two workers, one device each
+    slots = sorted(p.name for p in (jobs[0].parent / ".devices").iterdir())
+    assert slots == ["0", "1"]  # each worker claimed one slot, for all of its jobs
+    (sweep_dir,) = {job.parent for job in jobs}
+    report = run_command(report_main, [str(sweep_dir)], tmp_path)
+    assert report.returncode == 0, report.stderr
+    table = (sweep_dir / "report.csv").read_text()
+    assert "device" in table.splitlines()[0]
+
+
+def test_workers_beyond_the_devices_share_them_round_robin(tmp_path, monkeypatch):
+    from nnlab.sweep.devices import JOB_DEVICE, take_a_device
+
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)  # both put back after the test
+    monkeypatch.delenv(JOB_DEVICE, raising=False)
+    taken = []
+    for _worker in range(5):  # five worker processes, each its first job
+        monkeypatch.delenv(JOB_DEVICE, raising=False)
+        taken.append(take_a_device(tmp_path, ["0", "1"]))
+        assert os.environ["CUDA_VISIBLE_DEVICES"] == taken[-1]
+    assert taken == ["0", "1", "0", "1", "0"]
+    assert take_a_device(tmp_path, ["0", "1"]) == "0"  # a worker's next job keeps its device
+    assert take_a_device(tmp_path, []) is None  # no devices listed: nothing set

@@ -47,7 +47,7 @@ from nnlab.run.console import (
     warnings_logged,
 )
 from nnlab.run.record import Record, has_stage, recording, test_and_analyse
-from nnlab.sweep import signals
+from nnlab.sweep import devices, signals
 
 if TYPE_CHECKING:
     import lightning as L
@@ -95,6 +95,9 @@ def train(cfg: DictConfig, starts_processes: bool = False) -> Run:
     run_dir = Path(cfg.paths.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)  # Hydra makes it; the compose API does not
     last_checkpoint = layout.checkpoint(run_dir, "last")
+    if is_multirun() and os.environ.get(devices.DEVICES):  # before CUDA starts in this worker
+        device = devices.take_a_device(run_dir.parent, os.environ[devices.DEVICES].split(","))
+        log.info("%s: on device %s (CUDA_VISIBLE_DEVICES=%s)", run_dir.name, device, device)
     if is_multirun() and not cfg.get("ckpt_path") and resumes_in_place(run_dir):
         with open_dict(cfg):
             cfg.ckpt_path = str(run_dir)

@@ -5,7 +5,7 @@ as types, and Hydra imports plugin modules in a way that postponed annotations c
 """
 
 from dataclasses import dataclass, field
-from typing import Dict, Optional  # noqa: UP035 (OmegaConf wants typing's forms)
+from typing import Any, Dict, List, Optional  # noqa: UP035 (OmegaConf wants typing's forms)
 
 from hydra.core.config_store import ConfigStore
 
@@ -16,6 +16,8 @@ from nnlab.sweep.grid import GridSweeper
 class GridSweeperConf:
     _target_: str = "hydra_plugins.nnlab_grid_sweeper.sweeper.NnlabGridSweeper"
     params: Optional[Dict[str, str]] = field(default=None)  # noqa: UP006, UP045
+    # a device per parallel job (nnlab/sweep/devices.py): ids; null: every GPU of a GPU trainer
+    devices: Optional[List[Any]] = None  # noqa: UP006, UP045
 
 
 class NnlabGridSweeper(GridSweeper):

@@ -6,7 +6,7 @@ as types, and Hydra imports plugin modules in a way that postponed annotations c
 
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional  # noqa: UP035 (OmegaConf wants typing's forms)
+from typing import Any, Dict, List, Optional  # noqa: UP035 (OmegaConf wants typing's forms)
 
 from hydra.core.config_store import ConfigStore
 
@@ -36,6 +36,8 @@ class OptunaSweeperConf:
     # arguments of its constructor (the seed is `seed`'s).
     sampler: str = "tpe"
     sampler_args: Dict[str, Any] = field(default_factory=dict)  # noqa: UP006
+    # a device per parallel trial (nnlab/sweep/devices.py): ids; null: every GPU of a GPU trainer
+    devices: Optional[List[Any]] = None  # noqa: UP006, UP045
 
 
 class NnlabOptunaSweeper(OptunaSweeper):

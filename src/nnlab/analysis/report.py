@@ -125,6 +125,8 @@ def read_runs(folder: Path) -> list[RunRecord]:
         status = str(payload.pop("status", "unknown"))
         if payload.get("tags"):
             overrides["tags"] = ",".join(str(tag) for tag in payload["tags"])
+        if payload.get("device") is not None:  # a sweep's device per job (nnlab.sweep.devices)
+            overrides["device"] = str(payload.pop("device"))
         metrics = {k: float(v) for k, v in payload.items() if isinstance(v, int | float)}
         runs.append(RunRecord(run_dir, overrides, status, metrics))
     return runs

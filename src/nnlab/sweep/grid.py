@@ -32,6 +32,7 @@ from nnlab.errors import DISK_FULL, ConfigError, stop
 from nnlab.overrides import as_value, key_of
 from nnlab.run import layout
 from nnlab.sweep import signals
+from nnlab.sweep.devices import DEVICES, sweep_devices
 
 
 class GridSweeper(Sweeper):
@@ -39,7 +40,9 @@ class GridSweeper(Sweeper):
     config: DictConfig
     launcher: Launcher
 
-    def __init__(self, params: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, params: dict[str, str] | None = None, devices: list[Any] | None = None
+    ) -> None:  # devices: read from the config (nnlab.sweep.devices)
         self.params = dict(params or {})
 
     def setup(
@@ -251,6 +254,10 @@ def start_sweep(
         )
         if jobs_at_once > 1:
             config.hydra.overrides.hydra.append(f"+hydra.job.env_set.{JOBS_AT_ONCE}={jobs_at_once}")
+        devices = sweep_devices(config, jobs_at_once)
+        if devices:  # a device per worker (nnlab.sweep.devices)
+            listed = as_value(",".join(devices))
+            config.hydra.overrides.hydra.append(f"+hydra.job.env_set.{DEVICES}={listed}")
         if jobs_at_once > 0:  # worker processes on this machine: they watch this process
             config.hydra.overrides.hydra.append(
                 f"+hydra.job.env_set.{signals.SWEEP_PID}={os.getpid()}"

@@ -94,6 +94,7 @@ class OptunaSweeper(Sweeper):
         heartbeat_interval: int = 10,
         sampler: str = "tpe",
         sampler_args: dict[str, Any] | None = None,
+        devices: list[Any] | None = None,  # read from the config (nnlab.sweep.devices)
     ) -> None:
         self.study_name, self.storage, self.metric = study_name, storage, metric
         self.direction, self.n_trials, self.n_jobs = direction, n_trials, n_jobs
