@@ -279,7 +279,19 @@ def test_a_sweep_resumes_only_with_its_own_overrides(cli, tmp_path):
     assert first.returncode == 0, first.stderr
     other = cli("experiment=rings", "model.hidden_nodes=1,3", "ckpt_path=last", multirun=True)
     assert other.returncode == 2
-    assert "that sweep was started with `experiment=rings model.hidden_nodes=1,2" in other.stderr
+    said = "experiment=rings model.hidden_nodes=1,2 trainer.max_steps=50`: resume it with those"
+    assert said in other.stderr
+    reordered = cli(  # the order numbers the jobs: another order, other dirs
+        "model.hidden_nodes=1,2",
+        "experiment=rings",
+        "trainer.max_steps=50",
+        "ckpt_path=last",
+        multirun=True,
+    )
+    assert reordered.returncode == 2 and said in reordered.stderr
+    search = cli("hparams_search=rings_optuna", "ckpt_path=last", multirun=True)
+    assert search.returncode == 2
+    assert "a search continues by running its command again, without ckpt_path" in search.stderr
     again = cli(
         "experiment=rings",
         "model.hidden_nodes=1,2",
@@ -311,12 +323,14 @@ def test_a_resumed_sweep_runs_a_crashed_job_again_and_keeps_the_others(cli, tmp_
     jobs = run_dirs(tmp_path / "logs")
     statuses = {j.name: read_metrics(j)["status"] for j in jobs}
     assert statuses[jobs[0].name].startswith("failed: RuntimeError: the node went away")
-    kept = (jobs[1] / "metrics.json").stat().st_mtime_ns
+    kept = [(jobs[1] / n).stat().st_mtime_ns for n in ("metrics.json", ".hydra/config.yaml")]
 
     resumed = cli(*sweep, "ckpt_path=last", multirun=True)
     assert resumed.returncode == 0, resumed.stderr
     assert {read_metrics(j)["status"] for j in jobs} == {"completed"}
-    assert (jobs[1] / "metrics.json").stat().st_mtime_ns == kept  # not trained again
+    again = [(jobs[1] / n).stat().st_mtime_ns for n in ("metrics.json", ".hydra/config.yaml")]
+    assert again == kept  # not trained again, and its record kept
+    assert list((jobs[1] / ".hydra" / "resumed").iterdir())  # this command's files beside it
 
 
 @pytest.mark.slow
@@ -352,8 +366,9 @@ def test_each_parallel_worker_gets_its_own_device_round_robin(process_cli, tmp_p
 def test_workers_beyond_the_devices_share_them_round_robin(tmp_path, monkeypatch):
     from nnlab.sweep.devices import JOB_DEVICE, take_a_device
 
-    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)  # both put back after the test
-    monkeypatch.delenv(JOB_DEVICE, raising=False)
+    for name in ("CUDA_VISIBLE_DEVICES", JOB_DEVICE):  # set, then unset: put back after
+        monkeypatch.setenv(name, "x")
+        monkeypatch.delenv(name)
     taken = []
     for _worker in range(5):  # five worker processes, each its first job
         monkeypatch.delenv(JOB_DEVICE, raising=False)

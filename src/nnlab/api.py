@@ -90,10 +90,17 @@ def sweep(overrides: Sequence[str] = ()) -> list[dict[str, Any]]:
         with restored_process_state():
             main()
     except SystemExit as exit:  # 1: a job failed; 4: a full disk; 128 + n: a signal
-        code = exit.code if isinstance(exit.code, int) else 2
+        code = exit.code if isinstance(exit.code, int) else 1
+        if not isinstance(exit.code, int | None):
+            print(exit.code, file=sys.stderr)  # as the interpreter prints it
     finally:
         sys.argv = argv
         GlobalHydra.instance().clear()
+        # joblib keeps its workers for the next call, with this sweep's environment (its
+        # devices, its sweep's process id): the next sweep starts its own.
+        loky = sys.modules.get("joblib.externals.loky.reusable_executor")  # if joblib ran it
+        if loky is not None:
+            loky.get_reusable_executor().shutdown(wait=True)
         HydraConfig.instance().cfg = None  # Hydra's main leaves its last job's config set
     runs = read_runs(STARTED[-1]) if len(STARTED) > started else []
     if not runs:  # a bad value: its one line is printed above, as the command prints it

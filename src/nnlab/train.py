@@ -98,9 +98,12 @@ def train(cfg: DictConfig, starts_processes: bool = False) -> Run:
     if is_multirun() and os.environ.get(devices.DEVICES):  # before CUDA starts in this worker
         device = devices.take_a_device(run_dir.parent, os.environ[devices.DEVICES].split(","))
         log.info("%s: on device %s (CUDA_VISIBLE_DEVICES=%s)", run_dir.name, device, device)
-    if is_multirun() and not cfg.get("ckpt_path") and resumes_in_place(run_dir):
-        with open_dict(cfg):
-            cfg.ckpt_path = str(run_dir)
+    if is_multirun() and not cfg.get("ckpt_path") and finds_its_dir_again():
+        if resumes_in_place(run_dir):
+            with open_dict(cfg):
+                cfg.ckpt_path = str(run_dir)
+        else:  # it runs again from the start: its failed attempt's last.ckpt is not its own
+            last_checkpoint.unlink(missing_ok=True)
     key = "ckpt_path" if cfg.get("ckpt_path") else "paths.output_dir"
     # A local sweep's jobs have the sweep's own stop (nnlab.sweep.signals); a SLURM job's
     # signals are its own (SIGTERM outside training was submitit's to ignore, until SIGKILL).
@@ -153,6 +156,14 @@ def train(cfg: DictConfig, starts_processes: bool = False) -> Run:
     # Values, not interpolations: ${hydra:...} resolves only while Hydra's job runs.
     run.cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
     return run
+
+
+def finds_its_dir_again() -> bool:
+    """Whether this sweep job may find its dir as an earlier run of it left it: a job of a
+    resumed sweep (nnlab.sweep.grid.RESUMED), or a SLURM job that SLURM requeued."""
+    from nnlab.sweep.grid import RESUMED
+
+    return os.environ.get(RESUMED) == "1" or signals.is_cluster_job()
 
 
 def resumes_in_place(run_dir: Path) -> bool:
@@ -362,7 +373,7 @@ def is_multirun() -> bool:
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
 def _job(cfg: DictConfig) -> dict[str, float]:
     """One job of nnlab-train: its single run, or one of its sweep's."""
-    if is_multirun():  # a resumed sweep's job that had completed is kept as it was
+    if is_multirun() and finds_its_dir_again():  # a job that had completed is kept as it was
         kept = layout.read_metrics(cfg.paths.output_dir)
         if str(kept.get("status", "")).startswith("completed"):
             log.info("%s: completed before; kept as it was", Path(cfg.paths.output_dir).name)

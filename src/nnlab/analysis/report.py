@@ -30,6 +30,7 @@ from nnlab.overrides import values
 from nnlab.run import layout
 
 SEED_KEYS = ("seed",)
+SHOWN_KEYS = ("tags", "device")  # from metrics.json: columns of the table, never swept axes
 # The default metric: nnlab's names, then the underscore names most modules log.
 PREFERRED_METRICS = tuple(
     f"{stage}{sep}{name}" for stage in ("val", "test") for name in ("acc", "loss") for sep in "/_"
@@ -141,9 +142,10 @@ def _natural_order(path: Path) -> list[Any]:
 def varying_keys(runs: list[RunRecord]) -> list[str]:
     """The override keys whose values differ between runs (what the sweep swept), after the
     runs' tags when they have any."""
-    keys = sorted({key for run in runs for key in run.overrides} - {"tags"})
+    keys = sorted({key for run in runs for key in run.overrides} - set(SHOWN_KEYS))
     swept = [k for k in keys if len({_hashable(run.overrides.get(k)) for run in runs}) > 1]
-    return (["tags"] if any("tags" in run.overrides for run in runs) else []) + swept
+    shown = [k for k in SHOWN_KEYS if any(k in run.overrides for run in runs)]
+    return shown + swept  # the tags and a sweep's device per job are shown, never swept
 
 
 def _hashable(value: Any) -> Any:
@@ -187,7 +189,7 @@ def _run_cells(run: RunRecord, keys: list[str], metrics: list[str]) -> list[str]
 
 def _seed_table(runs: list[RunRecord], keys: list[str], metrics: list[str]) -> list[str]:
     """Each setting's mean and 95% t-interval over its seeds, for the headline metrics."""
-    settings = [key for key in keys if key not in SEED_KEYS and key != "tags"]
+    settings = [key for key in keys if key not in (*SEED_KEYS, *SHOWN_KEYS)]
     shown = [m for m in PREFERRED_METRICS if m in metrics] or metrics[:4]
     columns = {metric: over_seeds(runs, metric, settings) for metric in shown}
     rows = []
@@ -220,7 +222,7 @@ def default_axes(
         metric = next(
             (m for m in PREFERRED_METRICS if m in available), available[0] if available else ""
         )
-    swept = [key for key in keys if key not in SEED_KEYS]
+    swept = [key for key in keys if key not in (*SEED_KEYS, *SHOWN_KEYS)]
 
     def distinct(key: str) -> int:
         return len({_hashable(run.overrides.get(key)) for run in runs})

@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from nnlab.errors import DISK_FULL, DiskFull, stopped
 from nnlab.run import layout, trackers
 from nnlab.run.console import DETAILS
-from nnlab.sweep.devices import JOB_DEVICE
+from nnlab.sweep.devices import DEVICES, JOB_DEVICE
 
 if TYPE_CHECKING:  # imported where used: metrics.json is written before Lightning is loaded
     from nnlab.train import Run
@@ -138,7 +138,7 @@ def write_metrics(
     payload["status"] = status
     if tags:
         payload["tags"] = [str(tag) for tag in tags]
-    if os.environ.get(JOB_DEVICE):  # a sweep's device for this job (nnlab.sweep.devices)
+    if os.environ.get(DEVICES) and os.environ.get(JOB_DEVICE):  # a sweep's, for this job
         payload["device"] = os.environ[JOB_DEVICE]
     path = run_dir / layout.METRICS
     text = json.dumps(payload, indent=2) + "\n"

@@ -61,6 +61,10 @@ class GridSweeper(Sweeper):
             except ConfigError as error:
                 stop(error)
             arguments = [a for a in arguments if key_of(a) != "ckpt_path"]
+            log_dir = Path(os.path.abspath(os.path.expanduser(str(self.config.paths.log_dir))))
+            if not Path(os.path.abspath(resumed)).is_relative_to(log_dir):
+                reason = f"a sweep's dir lies inside paths.log_dir ({self.config.paths.log_dir})"
+                stop(ConfigError("ckpt_path", str(self.config.ckpt_path), reason))
             # A worker whose first job was a kept one measures its memory before importing
             # torch, takes the import for a leak, and is replaced, which joblib's loky warns of.
             warnings.filterwarnings("ignore", message="A worker stopped while some jobs")
@@ -71,6 +75,8 @@ class GridSweeper(Sweeper):
             [*(f"{k}={v}" for k, v in self.params.items()), *arguments]
         )
         jobs = grid(overrides)
+        if resumed is not None:
+            resumed_jobs(jobs, resumed)
         sweep_dir = start_sweep(self.config, overrides, min(workers, len(jobs)), resumed)
         statuses: list[str] = []
         with signals.signals_stop_the_sweep(sweep_dir, forward_to_workers=workers > 0) as watch:
@@ -112,37 +118,61 @@ MULTIRUN_FILE = "multirun.yaml"
 STARTED: list[Path] = []  # the sweep dirs this process started, for nnlab.api.sweep
 
 
+RESUMED = "NNLAB_RESUMED_SWEEP"  # set for a resumed sweep's jobs: they keep or resume their dirs
+
+
 def resumed_sweep(config: DictConfig, arguments: list[str]) -> Path:
-    """The sweep `-m ... ckpt_path=` resumes: `last` (the newest sweep of the task) or its
-    dir, started with the same overrides as this command (launcher settings aside): only then
-    are its jobs numbered and named as before, each finding its own dir."""
+    """The sweep `-m ... ckpt_path=` resumes: its dir, or `last`, the newest sweep of the task
+    started with this command's overrides, in the same order (launcher settings aside): only
+    then are its jobs numbered and named as before, each finding its own dir."""
     value = str(config.ckpt_path)
     multiruns = layout.task_dir(str(config.paths.log_dir), config.get("task_name")) / "multiruns"
+    typed = _compared(arguments)
     if value == "last":
         sweeps = sorted(multiruns.glob(f"*/{MULTIRUN_FILE}"), key=lambda p: p.stat().st_mtime)
         if not sweeps:
             raise ConfigError("ckpt_path", value, f"no sweep to resume under {multiruns}")
-        found = sweeps[-1].parent
+        same = [p.parent for p in sweeps if _started_with(p.parent) == typed]
+        found = same[-1] if same else sweeps[-1].parent
     else:
         found = Path(value).expanduser().absolute()
-    try:
-        saved = yaml.safe_load(layout.read_small(found / MULTIRUN_FILE))
-        started_with = saved["hydra"]["overrides"]["task"]
-    except (OSError, ValueError, RecursionError, yaml.YAMLError, KeyError, TypeError):
+    started_with = _started_with(found)
+    if started_with is None:
         reason = f"{found} is not a sweep's dir (no readable {MULTIRUN_FILE})"
-        raise ConfigError("ckpt_path", value, reason) from None
+        raise ConfigError("ckpt_path", value, reason)
     layout.check_no_links(found, "ckpt_path", value)
-
-    def compared(overrides: list[str]) -> list[str]:
-        return sorted(
-            o for o in map(str, overrides) if not key_of(o).startswith(("hydra", "ckpt_path"))
-        )
-
-    if not isinstance(started_with, list) or compared(started_with) != compared(arguments):
-        typed = " ".join(compared(started_with)) if isinstance(started_with, list) else "?"
-        reason = f"that sweep was started with `{typed}`: resume it with those overrides"
+    for job in found.iterdir():  # each job dir that the resume writes into again
+        if job.is_dir() and job.name[:1].isdigit():
+            layout.check_no_links(job, "ckpt_path", value)
+    if started_with != typed:
+        reason = f"that sweep was started with `{' '.join(started_with)}`: resume it with those"
         raise ConfigError("ckpt_path", value, reason)
     return found
+
+
+def _compared(overrides: list[Any]) -> list[str]:
+    """A sweep's overrides as a resume compares them: in order (the order numbers the jobs),
+    without Hydra's settings (a launcher may change) and ckpt_path."""
+    return [o for o in map(str, overrides) if not key_of(o).startswith(("hydra", "ckpt_path"))]
+
+
+def _started_with(sweep_dir: Path) -> list[str] | None:
+    try:
+        overrides = yaml.safe_load(layout.read_small(sweep_dir / MULTIRUN_FILE))
+        overrides = overrides["hydra"]["overrides"]["task"]
+    except (OSError, ValueError, RecursionError, yaml.YAMLError, KeyError, TypeError):
+        return None
+    return _compared(overrides) if isinstance(overrides, list) else None
+
+
+def resumed_jobs(jobs: list[list[str]], sweep_dir: Path) -> None:
+    """The jobs of a resumed sweep whose dirs exist save this command's Hydra files in
+    .hydra/resumed/<stamp>, as a single run's resume does: their own .hydra/ is kept for the
+    resume's checks and as their record."""
+    subdir = f"{layout.HYDRA_DIR}/resumed/{layout.run_stamp()}"
+    for number, job in enumerate(jobs):
+        if any(path.is_dir() for path in sweep_dir.glob(f"{number}_*")):
+            job.append(f"hydra.output_subdir={subdir}")
 
 
 ASKED = ("partition", "nodes", "tasks_per_node", "cpus_per_task", "mem_gb", "gpus_per_node")
@@ -229,6 +259,7 @@ def start_sweep(
             config.hydra.sweep.dir = str(resumed)
         with read_write(config.hydra.overrides):
             config.hydra.overrides.hydra.append(f"hydra.sweep.dir={as_value(str(resumed))}")
+            config.hydra.overrides.hydra.append(f"+hydra.job.env_set.{RESUMED}=1")
         (resumed / layout.SWEEP_STOPPED).unlink(missing_ok=True)  # it stops this one no more
     sweep_dir = Path(str(config.hydra.sweep.dir))
     STARTED.append(sweep_dir)
@@ -246,6 +277,7 @@ def start_sweep(
         OmegaConf.save(config, sweep_dir / MULTIRUN_FILE)
     fixed = [o.get_key_element() for o in overrides if not o.is_sweep_override()]
     excluded = [*config.hydra.job.config.override_dirname.exclude_keys, *fixed]
+    excluded.append("hydra.output_subdir")  # a resumed job's (resumed_jobs): not in its name
     # The launcher composes each job from the sweep's Hydra overrides plus the job's own, so
     # a Hydra override added here reaches every job.
     with read_write(config.hydra.overrides):

@@ -122,6 +122,9 @@ class OptunaSweeper(Sweeper):
         refuse_ddp_without_slurm(self.config)
         workers = signals.local_workers(self.config)
         try:
+            if self.config.get("ckpt_path"):
+                reason = "a search continues by running its command again, without ckpt_path"
+                raise ConfigError("ckpt_path", self.config.ckpt_path, reason)
             self._check_settings()
             space, self.fixed = search_space(self.params, arguments)
             study = self._open_study()
