@@ -103,6 +103,26 @@ def test_the_sampler_named_draws_the_trials(cli, tmp_path):
     assert load_study(tmp_path).trials[0].params == drawn.params
 
 
+def test_the_grid_sampler_runs_every_combination_once(cli, tmp_path):
+    result = search(
+        cli,
+        4,
+        "hydra.sweeper.sampler=grid",
+        "hydra.sweeper.n_jobs=2",
+        "trainer.max_steps=20",
+        "model.hidden_nodes=1,2",
+        "model.activation=sigmoid,relu",
+        "optimizer.lr=0.01",
+    )
+    assert result.returncode == 0, result.stderr
+    combinations = {tuple(sorted(t.params.items())) for t in load_study(tmp_path).trials}
+    assert combinations == {
+        (("model.activation", a), ("model.hidden_nodes", n))
+        for a in ("sigmoid", "relu")
+        for n in (1, 2)
+    }
+
+
 @pytest.mark.parametrize(
     ("setting", "says"),
     [
@@ -113,6 +133,7 @@ def test_the_sampler_named_draws_the_trials(cli, tmp_path):
             marks=pytest.mark.skipif(bool(find_spec("cmaes")), reason="cmaes is installed"),
         ),
         ("+hydra.sweeper.sampler_args.n_startup=3", "TPESampler refused it (TypeError"),
+        ("hydra.sweeper.sampler=grid", "'grid': optimizer.lr is tag(log, interval(0.0001"),
     ],
 )
 def test_a_sampler_that_cannot_work_is_refused_before_any_trial(cli, tmp_path, setting, says):

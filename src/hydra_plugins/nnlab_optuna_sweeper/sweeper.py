@@ -32,8 +32,8 @@ class OptunaSweeperConf:
     # for two intervals is failed and queued again by another process on the same study.
     heartbeat_interval: int = 10
     params: Dict[str, Any] = field(default_factory=dict)  # noqa: UP006
-    # Optuna's sampler: tpe, random, qmc, gp, cmaes (needs the cmaes package) or nsga2, and the
-    # arguments of its constructor (the seed is `seed`'s).
+    # Optuna's sampler: tpe, random, qmc, gp, cmaes (needs the cmaes package), nsga2 or grid
+    # (choices and ranges only), and the arguments of its constructor (the seed is `seed`'s).
     sampler: str = "tpe"
     sampler_args: Dict[str, Any] = field(default_factory=dict)  # noqa: UP006
     # a device per parallel trial (nnlab/sweep/devices.py): ids; null: every GPU of a GPU trainer

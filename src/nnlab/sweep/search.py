@@ -50,7 +50,7 @@ from nnlab.sweep.grid import (
     start_sweep,
     wait_for_slurm_jobs,
 )
-from nnlab.sweep.space import Space, described, search_space
+from nnlab.sweep.space import Space, described, grid_of, search_space
 
 log = logging.getLogger("nnlab")
 RESULTS_FILE = "optimization_results.yaml"
@@ -69,6 +69,7 @@ SAMPLERS = {
     "gp": "GPSampler",
     "cmaes": "CmaEsSampler",
     "nsga2": "NSGAIISampler",
+    "grid": "GridSampler",  # every combination of the choices and ranges (grid_of)
 }
 SAMPLER_PACKAGES = {"cmaes": ("cmaes",), "gp": ("scipy",), "qmc": ("scipy",)}
 
@@ -125,8 +126,9 @@ class OptunaSweeper(Sweeper):
             if self.config.get("ckpt_path"):
                 reason = "a search continues by running its command again, without ckpt_path"
                 raise ConfigError("ckpt_path", self.config.ckpt_path, reason)
-            self._check_settings()
             space, self.fixed = search_space(self.params, arguments)
+            self.space = space
+            self._check_settings()
             study = self._open_study()
             self._check_same_search(study, space)
         except (ConfigError, BadValue) as error:  # before any trial: one line, exit 2
@@ -261,12 +263,17 @@ class OptunaSweeper(Sweeper):
     def _make_sampler(self, seed: int | None) -> optuna.samplers.BaseSampler:
         """Optuna's sampler `hydra.sweeper.sampler` names, with `sampler_args` and the seed."""
         make = getattr(optuna.samplers, SAMPLERS[self.sampler])
+        if self.sampler == "grid":
+            make = GridSampler
         for package in SAMPLER_PACKAGES.get(self.sampler, ()):  # Optuna imports it only later
             if importlib.util.find_spec(package) is None:
                 reason = f"{make.__name__} needs the {package} package: pip install {package}"
                 raise ConfigError("hydra.sweeper.sampler", self.sampler, reason)
+        arguments = dict(self.sampler_args)
+        if self.sampler == "grid":
+            arguments.setdefault("search_space", grid_of(self.space))
         try:
-            return make(**self.sampler_args, seed=seed)
+            return make(**arguments, seed=seed)
         except (TypeError, ValueError, ImportError) as error:  # Optuna's own checks
             reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
             reason = f"{make.__name__} refused it ({type(error).__name__}: {reason})"
@@ -460,6 +467,15 @@ def _queued(study: optuna.Study) -> list[FrozenTrial]:
 
 def _not_counted(study: optuna.Study) -> list[int]:
     return list(study.user_attrs.get("not_counted", []))
+
+
+class GridSampler(optuna.samplers.GridSampler):
+    """Optuna's GridSampler, less its stop when the grid is done: Study.stop works only inside
+    Study.optimize, and raised in the search's `tell` (trials run in Hydra's launcher, not
+    optimize). The search stops at its budget, `n_trials`, itself."""
+
+    def after_trial(self, study: Any, trial: Any, state: Any, values: Any) -> None:
+        return None
 
 
 def _stopped_by_a_signal(result: JobReturn) -> bool:

@@ -57,6 +57,21 @@ def distribution(key: str, spec: str) -> BaseDistribution:
     return _distribution_of(override, f"hydra.sweeper.params.{key}", spec)
 
 
+def grid_of(space: Space) -> dict[str, list[Any]]:
+    """Optuna's GridSampler's search space: every value of each parameter. An interval has no
+    grid: refused, naming it."""
+    grid: dict[str, list[Any]] = {}
+    for key, spread in space.items():
+        if isinstance(spread, CategoricalDistribution):
+            grid[key] = list(spread.choices)
+        elif isinstance(spread, IntDistribution):
+            grid[key] = list(range(spread.low, spread.high + 1, spread.step))
+        else:
+            reason = f"{key} is {described(spread)}: a grid takes choice(...) and range(...)"
+            raise ConfigError("hydra.sweeper.sampler", "grid", reason)
+    return grid
+
+
 def described(distribution: BaseDistribution) -> str:
     """A distribution in the sweep syntax it came from."""
     if isinstance(distribution, CategoricalDistribution):
