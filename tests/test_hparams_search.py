@@ -103,7 +103,7 @@ def test_the_sampler_named_draws_the_trials(cli, tmp_path):
     assert load_study(tmp_path).trials[0].params == drawn.params
 
 
-def test_the_grid_sampler_runs_every_combination_once(cli, tmp_path):
+def test_the_grid_sampler_runs_every_combination_once_and_the_study_is_plotted(cli, tmp_path):
     result = search(
         cli,
         4,
@@ -121,6 +121,18 @@ def test_the_grid_sampler_runs_every_combination_once(cli, tmp_path):
         for a in ("sigmoid", "relu")
         for n in (1, 2)
     }
+    # Optuna's plots of the study, as PNGs and as TensorBoard images in the sweep dir
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    sweep_dir = sorted((tmp_path / "logs" / "rings" / "multiruns").iterdir())[-1]
+    for name in ("optimization_history", "param_importances"):
+        assert (sweep_dir / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    events = EventAccumulator(str(sweep_dir), size_guidance={"images": 0})
+    events.Reload()
+    tags = events.Tags()["images"]
+    assert sorted(tags) == ["study/optimization_history", "study/param_importances"]
+    (image,) = events.Images("study/param_importances")
+    assert image.encoded_image_string == (sweep_dir / "param_importances.png").read_bytes()
 
 
 @pytest.mark.parametrize(

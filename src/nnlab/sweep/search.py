@@ -51,6 +51,7 @@ from nnlab.sweep.grid import (
     wait_for_slurm_jobs,
 )
 from nnlab.sweep.space import Space, described, grid_of, search_space
+from nnlab.sweep.study_figures import save_study_figures
 
 log = logging.getLogger("nnlab")
 RESULTS_FILE = "optimization_results.yaml"
@@ -173,6 +174,7 @@ class OptunaSweeper(Sweeper):
                 name = signal.Signals(watch.signum).name
                 self._stop(study, trials, f"interrupted by {name};", 128 + watch.signum)
         self._save_results(study)
+        save_study_figures(study, self.sweep_dir, self.metric)
         if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
             sys.exit(
                 f"nnlab: no trial of study {self.study_name} completed; `nnlab-report "
