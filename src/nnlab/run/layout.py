@@ -246,7 +246,7 @@ def resumed_run(value: str, runs: Path) -> Path:
     completed run is refused: nothing a finished run wrote is overwritten."""
     if value == "last":
         # the newest by its checkpoint's time: a run named by paths.run_name sorts anywhere
-        last_checkpoints = sorted(runs.glob(f"*/{CHECKPOINTS}/last.ckpt"), key=_modified)
+        last_checkpoints = sorted(runs.glob(f"*/{CHECKPOINTS}/last.ckpt"), key=modified)
         saved = [path.parent.parent for path in last_checkpoints]
         if not saved:
             raise ConfigError("ckpt_path", value, f"no run with a last.ckpt to resume under {runs}")
@@ -264,7 +264,8 @@ def resumed_run(value: str, runs: Path) -> Path:
     return found
 
 
-def _modified(path: Path) -> float:
+def modified(path: Path) -> float:
+    """A file's modification time; 0 for one removed meanwhile or a broken link."""
     try:
         return path.stat().st_mtime
     except OSError:  # removed meanwhile

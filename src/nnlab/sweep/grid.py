@@ -129,7 +129,7 @@ def resumed_sweep(config: DictConfig, arguments: list[str]) -> Path:
     multiruns = layout.task_dir(str(config.paths.log_dir), config.get("task_name")) / "multiruns"
     typed = _compared(arguments)
     if value == "last":
-        sweeps = sorted(multiruns.glob(f"*/{MULTIRUN_FILE}"), key=lambda p: p.stat().st_mtime)
+        sweeps = sorted(multiruns.glob(f"*/{MULTIRUN_FILE}"), key=layout.modified)
         if not sweeps:
             raise ConfigError("ckpt_path", value, f"no sweep to resume under {multiruns}")
         same = [p.parent for p in sweeps if _started_with(p.parent) == typed]
