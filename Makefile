@@ -51,6 +51,7 @@ bench: $(READY)
 	$(BIN)/python benchmarks/images.py $(ARGS)
 	$(BIN)/python benchmarks/own_module.py
 	$(BIN)/python benchmarks/cli.py
+	$(BIN)/python benchmarks/search.py
 
 lint: $(READY)
 	$(BIN)/ruff check src tests benchmarks examples

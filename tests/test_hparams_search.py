@@ -207,9 +207,8 @@ def test_a_full_disk_where_hydra_writes_a_trial_stops_the_search_with_4(cli, tmp
         "nnlab: search rings_optuna stopped by a full disk: free some space; the same command "
         "continues it, and its unfinished trials run again"
     )
-    assert [t.state for t in load_study(tmp_path).trials] == [TrialState.FAIL] * 2 + [
-        TrialState.WAITING
-    ] * 2
+    # The basic launcher runs one trial at a time: the one under way is queued again.
+    assert [t.state for t in load_study(tmp_path).trials] == [TrialState.FAIL, TrialState.WAITING]
     # Queued again, as after a signal: the next search runs them first (the SIGTERM test's).
 
 
@@ -220,23 +219,23 @@ def test_sigterm_stops_a_search_with_143_and_its_unfinished_trial_runs_again(cli
     overrides = ["hparams_search=rings_optuna", "hydra.sweeper.n_trials=2", "hydra/launcher=basic"]
     command = [sys.executable, "-m", "nnlab.train", "-m", f"paths.log_dir={tmp_path / 'logs'}"]
     sigterm_during_first_trial(tmp_path, [*command, *overrides, "trainer.max_steps=40000"])
-    # 2 trials at a time, one after the other: the first is interrupted, the second never
-    # starts (its run dir says `not run`); both are closed as failed and queued again
+    # One trial at a time in this process: the first is interrupted, closed as failed and
+    # queued again; the second is never asked for
     trials = load_study(tmp_path).trials
-    assert [t.state for t in trials] == [TrialState.FAIL] * 2 + [TrialState.WAITING] * 2
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.WAITING]
     statuses = [read_metrics(job)["status"] for job in run_dirs(tmp_path / "logs")]
-    assert statuses[0] == "interrupted" and statuses[1].startswith("not run")
+    assert statuses == ["interrupted"]
 
     again = cli(*overrides, "trainer.max_steps=100", multirun=True)  # a shorter budget
     assert again.returncode == 0, again.stderr
     after = load_study(tmp_path).trials
-    assert [t.state for t in after] == [TrialState.FAIL] * 2 + [TrialState.COMPLETE] * 2
-    assert [t.params for t in after[2:]] == [t.params for t in trials[:2]]  # the queued ones
+    assert [t.state for t in after] == [TrialState.FAIL] + [TrialState.COMPLETE] * 2
+    assert after[1].params == trials[0].params  # the queued one first
     assert results_of_last_sweep(tmp_path)["study_trials"] == {
         "completed": 2,
         "failed": 0,
         "running": 0,
-        "not_counted": 2,
+        "not_counted": 1,
     }
 
 
@@ -274,7 +273,7 @@ def test_a_metric_that_no_trial_reports_stops_the_search_without_binding_the_stu
         result.stderr
     )
     assert "val/acc" in result.stderr.rsplit("metrics:", 1)[1]
-    assert len(load_study(tmp_path).trials) == 2  # the first n_jobs trials, not all 6
+    assert len(load_study(tmp_path).trials) == 1  # the first trial, not all 6
 
     fixed = search(cli, 2)  # the corrected command continues the study; those 2 do not count
     assert fixed.returncode == 0, fixed.stderr
@@ -282,7 +281,7 @@ def test_a_metric_that_no_trial_reports_stops_the_search_without_binding_the_stu
         "completed": 2,
         "failed": 0,
         "running": 0,
-        "not_counted": 2,
+        "not_counted": 1,
     }
 
 
@@ -419,3 +418,58 @@ def test_a_dead_searchs_trial_is_run_again_by_another_search(cli, tmp_path):
     assert [t.state for t in rest] == [TrialState.COMPLETE, TrialState.COMPLETE]
     (retry,) = [t for t in rest if t.system_attrs.get("failed_trial") == dead.number]
     assert retry.params == dead.params
+
+
+def test_trials_run_without_a_barrier_n_jobs_at_a_time(cli, tmp_path, monkeypatch):
+    """With n_jobs=2 a trial starts as soon as another ends. The first trial here runs until
+    three later ones have ended: a batched launch would wait for it before starting the
+    third, and the first would time out. Never more than 2 run at once; the budget exactly."""
+    import threading
+
+    from hydra.core.plugins import Plugins
+    from hydra.core.utils import JobReturn, JobStatus
+    from omegaconf import OmegaConf
+
+    real_instantiate = Plugins.instantiate_launcher
+    lock, ended_three = threading.Lock(), threading.Event()
+    running: list[int] = []
+    most_at_once, ended = [0], []
+
+    def launcher_with_held_first_trial(self, *args, **kwargs):
+        launcher = real_instantiate(self, *args, **kwargs)
+
+        def launch(jobs, initial_job_idx):
+            assert len(jobs) == 1  # one trial per launch
+            with lock:
+                running.append(initial_job_idx)
+                most_at_once[0] = max(most_at_once[0], len(running))
+            if initial_job_idx == 0:
+                assert ended_three.wait(30), "the first trial held back the others"
+            job_dir = tmp_path / f"job{initial_job_idx}"
+            job_dir.mkdir()
+            (job_dir / "metrics.json").write_text('{"val/acc": 0.5, "status": "completed"}')
+            result = JobReturn(status=JobStatus.COMPLETED, _return_value={"val/acc": 0.5})
+            result.hydra_cfg = OmegaConf.create({"hydra": {"runtime": {"output_dir": str(job_dir)}}})
+            with lock:
+                running.remove(initial_job_idx)
+                ended.append(initial_job_idx)
+                if len(ended) == 3:
+                    ended_three.set()
+            return [result]
+
+        launcher.launch = launch
+        return launcher
+
+    monkeypatch.setattr(Plugins, "instantiate_launcher", launcher_with_held_first_trial)
+    result = cli(
+        "hparams_search=rings_optuna",
+        "hydra.sweeper.n_trials=6",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        multirun=True,
+    )
+    assert result.returncode == 0, result.stderr
+    assert ended[:3] == [1, 2, 3] and sorted(ended) == list(range(6))
+    assert most_at_once[0] == 2
+    trials = load_study(tmp_path).trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 6

@@ -1,9 +1,9 @@
 """Hyperparameter search with Optuna (a maintained release, not the one Hydra's plugin pins).
 
 `hparams_search=rings_optuna` runs it: Optuna's sampler (TPE, unless `hydra.sweeper.sampler`
-names another) proposes values for the keys in
-`hydra.sweeper.params`, Hydra's launcher runs the trials (`n_jobs` at a time), and the value
-of `metric` in each trial's final metrics (those of its metrics.json) goes back to Optuna.
+names another) proposes values for the keys in `hydra.sweeper.params`, Hydra's launcher runs
+the trials (`n_jobs` at a time, a new one as soon as one ends), and the value of `metric` in
+each trial's final metrics (those of its metrics.json) goes back to Optuna.
 The study lives in an SQLite file named after it, outside any timestamped sweep dir, so the
 same command again continues it: finished trials are kept, not redone, and `n_trials` counts
 them all. A trial that fails (a NaN loss, an exception) is recorded as failed; the search
@@ -104,7 +104,8 @@ class OptunaSweeper(Sweeper):
         self.heartbeat_interval = heartbeat_interval
         self.sampler, self.sampler_args = sampler, dict(sampler_args or {})
         self.rdb: optuna.storages.RDBStorage | None = None  # None: a study in memory
-        self.asked: list[int] = []  # the trials of this sweep
+        self.asked: list[int] = []  # the trials of this sweep, in the order asked
+        self.running: set[int] = set()  # those of them running now
 
     def setup(
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
@@ -134,45 +135,35 @@ class OptunaSweeper(Sweeper):
             self._check_same_search(study, space)
         except (ConfigError, BadValue) as error:  # before any trial: one line, exit 2
             stop(stopped(error))
-        self.sweep_dir = start_sweep(self.config, parse(self.fixed), min(workers, self.n_jobs))
+        at_once = self._trials_at_once(workers)
+        self.sweep_dir = start_sweep(self.config, parse(self.fixed), at_once)
         log.info("Study %s: %d of %d trials taken", self.study_name, _taken(study), self.n_trials)
-        forward = workers > 0
-        while True:
-            optuna.storages.fail_stale_trials(study)  # a dead process's trials: run again
-            trials = self._ask(study, space)
-            if not trials:
-                if not _running(study):
-                    break
-                time.sleep(self.heartbeat_interval)  # another process's trials may yet fail
-                continue
-            jobs = [
-                [*self.fixed, *(f"{k}={as_value(v)}" for k, v in t.params.items())] for t in trials
-            ]
-            first_job = len(self.asked) - len(jobs)
-            with (
-                signals.signals_stop_the_sweep(self.sweep_dir, forward) as watch,
-                self._heartbeats(study, trials),
-            ):
-                try:
-                    with one_line_if_refused(self.config.hydra.launcher):
-                        results = self.launcher.launch(jobs, initial_job_idx=first_job)
-                except Exception as error:
-                    refused = refused_by_the_cluster(error, self.config.hydra.launcher)
-                    if refused is not None:  # before any trial ran: they run again
-                        self._put_back(study, trials)
-                        stop(refused)
-                    if ended_without_a_result(error):  # its batch's trials run again
-                        wait_for_slurm_jobs(self.sweep_dir)
-                        why = "stopped: a SLURM job ended without a result (sacct tells why);"
-                        self._stop(study, trials, why, 1)
-                    if not isinstance(error, OSError) or error.errno not in DISK_FULL:
-                        raise
-                    # Hydra writes a trial's .hydra/ before it runs
-                    self._stop(study, trials, "stopped by a full disk: free some space;", 4)
-            self._tell(study, trials, results, space)
-            if watch.signum is not None:  # its unfinished trials are queued to run again
-                name = signal.Signals(watch.signum).name
-                self._stop(study, trials, f"interrupted by {name};", 128 + watch.signum)
+        with (
+            signals.signals_stop_the_sweep(self.sweep_dir, workers > 0) as watch,
+            self._heartbeats(study),
+        ):
+            try:
+                with one_line_if_refused(self.config.hydra.launcher):
+                    self._run_trials(study, space, at_once, watch)
+            except Exception as error:
+                refused = refused_by_the_cluster(error, self.config.hydra.launcher)
+                if refused is not None:  # before its trial ran: the unfinished run again
+                    self._put_back(study)
+                    stop(refused)
+                if isinstance(error, ConfigError):  # a trial completed without the metric
+                    self._save_results(study)
+                    stop(error)
+                if ended_without_a_result(error):  # the unfinished trials run again
+                    wait_for_slurm_jobs(self.sweep_dir)
+                    why = "stopped: a SLURM job ended without a result (sacct tells why);"
+                    self._stop(study, why, 1)
+                if not isinstance(error, OSError) or error.errno not in DISK_FULL:
+                    raise
+                # Hydra writes a trial's .hydra/ before it runs
+                self._stop(study, "stopped by a full disk: free some space;", 4)
+        if watch.signum is not None:  # its unfinished trials are queued to run again
+            name = signal.Signals(watch.signum).name
+            self._stop(study, f"interrupted by {name};", 128 + watch.signum)
         self._save_results(study)
         save_study_figures(study, self.sweep_dir, self.metric)
         if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
@@ -181,34 +172,91 @@ class OptunaSweeper(Sweeper):
                 f"{self.sweep_dir}` lists their errors"
             )
 
-    def _ask(self, study: optuna.Study, space: Space) -> list[optuna.Trial]:
-        """Up to `n_jobs` new trials within the study's budget, which every process shares.
+    def _trials_at_once(self, workers: int) -> int:
+        """`n_jobs` trials at once where the launcher runs jobs elsewhere (joblib's worker
+        processes, up to their number, or SLURM's jobs); one at a time where it runs them in
+        this process (Hydra's basic launcher, whose jobs change the process's globals)."""
+        if workers > 0:
+            return min(self.n_jobs, workers)
+        return self.n_jobs if "submitit" in str(self.config.hydra.launcher.get("_target_")) else 1
+
+    def _run_trials(
+        self, study: optuna.Study, space: Space, at_once: int, watch: signals.Watch
+    ) -> None:
+        """Run trials until the budget is spent, `at_once` at a time with no barrier: each of
+        `at_once` threads asks Optuna for a trial, has the launcher run it alone, tells its
+        result, and asks again, so a new trial starts as soon as one ends. A batch of
+        `at_once` per launch would wait for its slowest trial (make bench measures both).
+        Raises the first error a thread met, once every thread has ended."""
+        ended = threading.Condition()  # held to ask or tell; notified when a trial ends
+        errors: list[BaseException] = []
+
+        def run_trials() -> None:
+            # a signal the watcher took, or one a trial in this thread took and marked
+            while not (errors or watch.signum or signals.stopped_by(self.sweep_dir)):
+                with ended:
+                    optuna.storages.fail_stale_trials(study)  # a dead process's: run again
+                    trial = self._ask(study, space)
+                    if trial is None:
+                        if not _running(study):
+                            return
+                        ended.wait(self.heartbeat_interval)  # one may fail and run again
+                        continue
+                    job_number = len(self.asked) - 1
+                params = (f"{k}={as_value(v)}" for k, v in trial.params.items())
+                try:
+                    launched = self.launcher.launch([[*self.fixed, *params]], job_number)
+                    with ended:
+                        self._tell(study, trial, launched[0], space)
+                except BaseException as error:  # the main thread raises it
+                    errors.append(error)
+                finally:
+                    with ended:
+                        self.running.discard(trial.number)
+                        ended.notify_all()
+
+        if at_once == 1:  # in this thread: a job of the basic launcher takes its own signals
+            run_trials()
+        threads = [
+            threading.Thread(target=run_trials, name=f"nnlab-trials-{n}")
+            for n in range(at_once if at_once > 1 else 0)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            while thread.is_alive():  # in short waits: the main thread takes signals between
+                thread.join(0.2)
+        if errors:
+            raise errors[0]
+
+    def _ask(self, study: optuna.Study, space: Space) -> optuna.Trial | None:
+        """A new trial within the study's budget, which every process shares, or None.
 
         Two processes may ask at the same moment for the last place in the budget. Optuna
         numbers trials in the order the storage created them, so the later one finds its
         place taken: it is closed as pruned, marked over budget, and never run.
         """
-        trials = []
-        while len(trials) < self.n_jobs and (_taken(study) < self.n_trials or _queued(study)):
-            trial = study.ask(space)
-            if _taken(study, before=trial.number) >= self.n_trials:
-                trial.set_user_attr(OVER_BUDGET, True)
-                study.tell(trial, state=TrialState.PRUNED)
-                break
-            self._beat(study, [trial])
-            trials.append(trial)
-        self.asked += [trial.number for trial in trials]
-        return trials
+        if _taken(study) >= self.n_trials and not _queued(study):
+            return None
+        trial = study.ask(space)
+        if _taken(study, before=trial.number) >= self.n_trials:
+            trial.set_user_attr(OVER_BUDGET, True)
+            study.tell(trial, state=TrialState.PRUNED)
+            return None
+        self.running.add(trial.number)
+        self._beat(study, [trial.number])
+        self.asked.append(trial.number)
+        return trial
 
     @contextmanager
-    def _heartbeats(self, study: optuna.Study, trials: list[optuna.Trial]) -> Iterator[None]:
-        """Optuna's heartbeat for this process's trials while they run, so that the other
-        processes on the study retry them if this one dies (RDB storage only)."""
+    def _heartbeats(self, study: optuna.Study) -> Iterator[None]:
+        """Optuna's heartbeat for this process's running trials, so that the other processes
+        on the study retry them if this one dies (RDB storage only)."""
         done = threading.Event()
 
         def beat() -> None:
             while not done.wait(self.heartbeat_interval):
-                self._beat(study, trials)
+                self._beat(study, list(self.running))
 
         thread = threading.Thread(target=beat, name="nnlab-optuna-heartbeat", daemon=True)
         thread.start()
@@ -218,11 +266,11 @@ class OptunaSweeper(Sweeper):
             done.set()
             thread.join()
 
-    def _beat(self, study: optuna.Study, trials: list[optuna.Trial]) -> None:
+    def _beat(self, study: optuna.Study, numbers: list[int]) -> None:
         if self.rdb is not None:
             study_id = self.rdb.get_study_id_from_name(study.study_name)
-            for trial in trials:
-                trial_id = self.rdb.get_trial_id_from_study_id_trial_number(study_id, trial.number)
+            for number in numbers:
+                trial_id = self.rdb.get_trial_id_from_study_id_trial_number(study_id, number)
                 self.rdb.record_heartbeat(trial_id)
 
     def _check_settings(self) -> None:
@@ -347,45 +395,36 @@ class OptunaSweeper(Sweeper):
         return {"metric": self.metric, "space": {k: described(d) for k, d in space.items()}}
 
     def _tell(
-        self,
-        study: optuna.Study,
-        trials: list[optuna.Trial],
-        results: list[JobReturn],
-        space: Space,
+        self, study: optuna.Study, trial: optuna.Trial, result: JobReturn, space: Space
     ) -> None:
-        """Give Optuna the trials' results."""
-        missing = self._missing_metric(results)
-        for trial, result in zip(trials, results, strict=True):
-            if _stopped_by_a_signal(result):
-                continue  # closed and queued again by _stop
-            value = _trial_metric(result, self.metric)
-            if value is None:
-                study.tell(trial, state=TrialState.FAIL)
-                if missing is None:
-                    log.warning("Trial %d failed; the search goes on", trial.number)
-            else:
-                study.tell(trial, value)
-                study.set_user_attr("search", self._search_record(space))
+        """Give Optuna the trial's result. A trial that completed without the metric raises
+        (no later one would have it): the search stops, the trial not counted."""
+        if _stopped_by_a_signal(result):
+            return  # closed and queued again by _stop
+        missing = self._missing_metric(result)
         if missing is not None:
-            study.set_user_attr("not_counted", _not_counted(study) + [t.number for t in trials])
-            self._save_results(study)
-            stop(missing)
+            study.set_user_attr("not_counted", [*_not_counted(study), trial.number])
+            study.tell(trial, state=TrialState.FAIL)
+            raise missing
+        value = _trial_metric(result, self.metric)
+        if value is None:
+            study.tell(trial, state=TrialState.FAIL)
+            log.warning("Trial %d failed; the search goes on", trial.number)
+        else:
+            study.tell(trial, value)
+            study.set_user_attr("search", self._search_record(space))
 
-    def _missing_metric(self, results: list[JobReturn]) -> ConfigError | None:
-        """A trial completed without the metric: no later one would have it."""
-        for result in results:
-            values = result.return_value if result.status == JobStatus.COMPLETED else None
-            if isinstance(values, dict) and self.metric not in values:
-                available = f"not among the trials' metrics: {', '.join(sorted(values))}"
-                return ConfigError("hydra.sweeper.metric", self.metric, available)
+    def _missing_metric(self, result: JobReturn) -> ConfigError | None:
+        values = result.return_value if result.status == JobStatus.COMPLETED else None
+        if isinstance(values, dict) and self.metric not in values:
+            available = f"not among the trials' metrics: {', '.join(sorted(values))}"
+            return ConfigError("hydra.sweeper.metric", self.metric, available)
         return None
 
-    def _stop(
-        self, study: optuna.Study, trials: list[optuna.Trial], why: str, exit_code: int
-    ) -> NoReturn:
+    def _stop(self, study: optuna.Study, why: str, exit_code: int) -> NoReturn:
         """End an interrupted search as a run ends: one line, and exit 128 + the signal's
         number (4 for a full disk). Its trials that did not finish run again (_put_back)."""
-        self._put_back(study, trials)
+        self._put_back(study)
         with suppress(OSError):  # a full disk may not hold them either
             self._save_results(study)
         print(
@@ -395,14 +434,13 @@ class OptunaSweeper(Sweeper):
         )
         raise SystemExit(exit_code)
 
-    def _put_back(self, study: optuna.Study, trials: list[optuna.Trial]) -> None:
-        """Close the trials that did not finish as failed, each queued again as Optuna's
-        RetryHeartbeatStaleTrialCallback queues a dead process's: the next search runs them
-        first."""
-        unfinished = {t.number for t in trials}
+    def _put_back(self, study: optuna.Study) -> None:
+        """Close this sweep's trials that did not finish as failed, each queued again as
+        Optuna's RetryHeartbeatStaleTrialCallback queues a dead process's: the next search
+        runs them first."""
         with suppress(SQLAlchemyError):  # a storage on the full disk: its heartbeat retries them
             for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-                if frozen.number in unfinished:
+                if frozen.number in self.asked:
                     study.tell(frozen.number, state=TrialState.FAIL)
                     self.retry(study, study.get_trials(deepcopy=False)[frozen.number])
 
