@@ -14,6 +14,7 @@ from typing import Any
 
 import optuna
 import pytest
+import torch
 import yaml
 from conftest import read_metrics, run_dirs
 from optuna.trial import TrialState
@@ -246,6 +247,15 @@ def test_sigterm_stops_a_search_with_143_and_its_unfinished_trial_runs_again(cli
         (["hydra.sweeper.direction=up"], "bad config hydra.sweeper.direction='up': expected one"),
         (["hydra.sweeper.storage=/proc/nnlab/s.db"], "bad config hydra.sweeper.storage='/proc"),
         (["model.hidden_nodes=choice(1,"], "bad config model.hidden_nodes='choice(1,': cannot"),
+        (["hydra.sweeper.pruner=mean"], "bad config hydra.sweeper.pruner='mean': expected one"),
+        (
+            ["hydra.sweeper.pruner=median", "+hydra.sweeper.pruner_args.n_startup_trials=-1"],
+            "bad config hydra.sweeper.pruner_args={'n_startup_trials': -1}: MedianPruner refused",
+        ),
+        (
+            ["hydra.sweeper.pruner=hyperband", "hydra.sweeper.storage=null"],
+            "bad config hydra.sweeper.storage=None: a pruned trial reports to its study",
+        ),
     ],
 )
 def test_bad_search_settings_exit_2_before_any_trial(cli, tmp_path, overrides, message):
@@ -449,7 +459,9 @@ def test_trials_run_without_a_barrier_n_jobs_at_a_time(cli, tmp_path, monkeypatc
             job_dir.mkdir()
             (job_dir / "metrics.json").write_text('{"val/acc": 0.5, "status": "completed"}')
             result = JobReturn(status=JobStatus.COMPLETED, _return_value={"val/acc": 0.5})
-            result.hydra_cfg = OmegaConf.create({"hydra": {"runtime": {"output_dir": str(job_dir)}}})
+            result.hydra_cfg = OmegaConf.create(
+                {"hydra": {"runtime": {"output_dir": str(job_dir)}}}
+            )
             with lock:
                 running.remove(initial_job_idx)
                 ended.append(initial_job_idx)
@@ -473,3 +485,25 @@ def test_trials_run_without_a_barrier_n_jobs_at_a_time(cli, tmp_path, monkeypatc
     assert most_at_once[0] == 2
     trials = load_study(tmp_path).trials
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 6
+
+
+def test_a_pruned_trial_stops_at_its_first_validation_behind_the_others(cli, tmp_path):
+    """The median pruner, after one trial that learns: a trial that cannot learn (lr 1e-9) is
+    pruned at its first validation, keeps its last.ckpt, and counts as pruned in the study."""
+    fixed = ["model.hidden_nodes=8", "model.activation=tanh", "hydra.sweeper.pruner=median"]
+    fixed += ["+hydra.sweeper.pruner_args.n_startup_trials=1", "trainer.max_steps=2000"]
+    assert search(cli, 1, *fixed, "optimizer.lr=0.03").returncode == 0
+    result = search(cli, 2, *fixed, "optimizer.lr=1e-9")
+    assert result.returncode == 0, result.stderr
+    learnt, pruned = load_study(tmp_path).trials
+    assert (learnt.state, pruned.state) == (TrialState.COMPLETE, TrialState.PRUNED)
+    assert sorted(learnt.intermediate_values) == [4, 9, 14, 19]  # epochs of 100 steps
+    assert list(pruned.intermediate_values) == [4]  # stopped at its first validation
+    assert pruned.intermediate_values[4] < learnt.intermediate_values[4]
+    run = run_dirs(tmp_path / "logs")[-1]
+    assert read_metrics(run)["status"] == "pruned"
+    saved = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert saved["global_step"] == 500
+    results = results_of_last_sweep(tmp_path)
+    assert results["this_sweep"] == {"completed": 0, "failed": 0, "pruned": 1}
+    assert results["study_trials"]["pruned"] == 1

@@ -104,6 +104,19 @@ class Interrupted(RunStopped):
         return f"interrupted by {name}{where}. Resume with the same command plus ckpt_path=last"
 
 
+class Pruned(RunStopped):
+    """The search's pruner stopped the trial: its metric was behind the other trials'."""
+
+    status = "pruned"
+
+    def __init__(self, epoch: int, metric: str, value: float) -> None:
+        self.epoch, self.metric, self.value = epoch, metric, value
+        super().__init__(epoch, metric, value)
+
+    def __str__(self) -> str:
+        return f"pruned at epoch {self.epoch}: {self.metric} {self.value:.4g}"
+
+
 class DiskFull(RunStopped):
     """The disk (or the user's quota) filled up while the run wrote its files. Every file is
     written under a temporary name and renamed, so what was written before stays whole."""

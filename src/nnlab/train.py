@@ -30,6 +30,7 @@ from nnlab.errors import (
     ConfigError,
     Interrupted,
     NotRun,
+    Pruned,
     RunDirGone,
     RunStopped,
     exits,
@@ -186,6 +187,7 @@ def build_run(cfg: DictConfig, starts_processes: bool = False, resumes: Path | N
     from nnlab.run import callbacks as nnlab_callbacks
     from nnlab.run.build import build, check_network_fits
     from nnlab.run.loaders import make_training_loaders_resumable
+    from nnlab.sweep.pruning import pruning_callback
 
     quiet_libraries()
     if not nnlab.USER_SET_NVML_CHECK:  # see nnlab/__init__.py
@@ -210,6 +212,8 @@ def build_run(cfg: DictConfig, starts_processes: bool = False, resumes: Path | N
         nnlab_callbacks.GracefulStop(last),
         nnlab_callbacks.ResumeState(),
     ]
+    if is_multirun() and (reports := pruning_callback(last)) is not None:  # a pruned search's
+        callbacks.append(reports)
     # Without a ModelCheckpoint among the callbacks, Lightning would add its own.
     settings = {"enable_checkpointing": any(isinstance(c, ModelCheckpoint) for c in callbacks)}
     if is_multirun():
@@ -384,6 +388,8 @@ def _job(cfg: DictConfig) -> dict[str, float]:
         known = stopped(error)
         if known is not None and not is_multirun():
             stop(known)
+        if isinstance(known, Pruned):  # a search's trial, ended as its pruner asked
+            return layout.read_metrics(cfg.paths.output_dir)
         if isinstance(known, Interrupted) and signals.is_cluster_job():
             signals.requeue_and_exit(known.signum)  # it resumes in place: resumes_in_place
         elif isinstance(known, Interrupted):  # a signal stops the whole (local) sweep

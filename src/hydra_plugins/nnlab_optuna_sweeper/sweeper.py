@@ -36,6 +36,10 @@ class OptunaSweeperConf:
     # (choices and ranges only), and the arguments of its constructor (the seed is `seed`'s).
     sampler: str = "tpe"
     sampler_args: Dict[str, Any] = field(default_factory=dict)  # noqa: UP006
+    # Optuna's pruner: median, hyperband or successive_halving, and its constructor's
+    # arguments; the trials report the metric at every validation (step: the epoch).
+    pruner: Optional[str] = None  # noqa: UP045
+    pruner_args: Dict[str, Any] = field(default_factory=dict)  # noqa: UP006
     # a device per parallel trial (nnlab/sweep/devices.py): ids; null: every GPU of a GPU trainer
     devices: Optional[List[Any]] = None  # noqa: UP006, UP045
 

@@ -38,7 +38,7 @@ from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
 from nnlab.checks import NO_VALUE, BadValue, check_choice, check_int
-from nnlab.errors import DISK_FULL, ConfigError, stop, stopped
+from nnlab.errors import DISK_FULL, ConfigError, Pruned, stop, stopped
 from nnlab.overrides import as_value, parse
 from nnlab.sweep import signals
 from nnlab.sweep.grid import (
@@ -55,6 +55,7 @@ from nnlab.sweep.study_figures import save_study_figures
 
 log = logging.getLogger("nnlab")
 RESULTS_FILE = "optimization_results.yaml"
+TRIAL = "NNLAB_OPTUNA_TRIAL"  # the number of the trial a pruned search's job runs
 OVER_BUDGET = "over_budget"  # a trial another process's took the place of: pruned, never run
 STORAGE_ATTEMPTS = 5
 MAX_RETRIES = 3  # a trial is run again at most 3 times
@@ -97,12 +98,15 @@ class OptunaSweeper(Sweeper):
         sampler: str = "tpe",
         sampler_args: dict[str, Any] | None = None,
         devices: list[Any] | None = None,  # read from the config (nnlab.sweep.devices)
+        pruner: str | None = None,
+        pruner_args: dict[str, Any] | None = None,
     ) -> None:
         self.study_name, self.storage, self.metric = study_name, storage, metric
         self.direction, self.n_trials, self.n_jobs = direction, n_trials, n_jobs
         self.seed, self.params = seed, dict(params)
         self.heartbeat_interval = heartbeat_interval
         self.sampler, self.sampler_args = sampler, dict(sampler_args or {})
+        self.pruner, self.pruner_args = pruner, dict(pruner_args or {})
         self.rdb: optuna.storages.RDBStorage | None = None  # None: a study in memory
         self.asked: list[int] = []  # the trials of this sweep, in the order asked
         self.running: set[int] = set()  # those of them running now
@@ -189,6 +193,8 @@ class OptunaSweeper(Sweeper):
         `at_once` per launch would wait for its slowest trial (make bench measures both).
         Raises the first error a thread met, once every thread has ended."""
         ended = threading.Condition()  # held to ask or tell; notified when a trial ends
+        # a pruned trial's job finds its trial itself (nnlab.sweep.pruning)
+        trial_env = f"++hydra.job.env_set.{TRIAL}=" if self.pruner else None
         errors: list[BaseException] = []
 
         def run_trials() -> None:
@@ -203,7 +209,9 @@ class OptunaSweeper(Sweeper):
                         ended.wait(self.heartbeat_interval)  # one may fail and run again
                         continue
                     job_number = len(self.asked) - 1
-                params = (f"{k}={as_value(v)}" for k, v in trial.params.items())
+                params = [f"{k}={as_value(v)}" for k, v in trial.params.items()]
+                if trial_env:
+                    params.append(f"{trial_env}{trial.number}")
                 try:
                     launched = self.launcher.launch([[*self.fixed, *params]], job_number)
                     with ended:
@@ -282,6 +290,14 @@ class OptunaSweeper(Sweeper):
         check_choice("hydra.sweeper.sampler", self.sampler, SAMPLERS)
         if self.seed is not None:
             check_int("hydra.sweeper.seed", self.seed, minimum=0)
+        if self.pruner is not None:
+            from nnlab.sweep import pruning  # only then: its trials' callback is Lightning's
+
+            check_choice("hydra.sweeper.pruner", self.pruner, pruning.PRUNERS)
+            pruning.make_pruner(self.pruner, self.pruner_args)
+            if self.storage is None:
+                reason = "a pruned trial reports to its study from its own job: name a storage"
+                raise ConfigError("hydra.sweeper.storage", None, reason)
         self._make_sampler(self.seed)  # its arguments and its package, before any trial
 
     def _open_study(self) -> optuna.Study:
@@ -332,30 +348,11 @@ class OptunaSweeper(Sweeper):
     def _storage(self) -> optuna.storages.RDBStorage | None:
         """The study's database, with Optuna's heartbeat: a trial whose process stops beating
         for two intervals is failed by the next process that looks, and queued again."""
-        url = self._storage_url()
+        url = storage_url(self.storage)
         if url is None:
             return None
-        sqlite = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None
-        return optuna.storages.RDBStorage(
-            url,
-            engine_kwargs=sqlite,  # writers from several processes wait for SQLite's lock
-            heartbeat_interval=self.heartbeat_interval,
-            heartbeat_stale_trial_callback=self.retry,
-        )
-
-    def _storage_url(self) -> str | None:
-        """An SQLite URL for a file path; a URL (`postgresql://...`) as it is; None in memory."""
-        if self.storage is None or "://" in self.storage:
-            return self.storage
-        path = Path(self.storage).expanduser().resolve()
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)  # SQLite makes the file, not its folder
-        except OSError as error:
-            reason = f"cannot write there ({error.strerror})"
-            raise ConfigError("hydra.sweeper.storage", self.storage, reason) from None
-        if path.is_dir():
-            raise ConfigError("hydra.sweeper.storage", self.storage, "a folder, not a file")
-        return f"sqlite:///{path}"
+        heartbeat = {"heartbeat_interval": self.heartbeat_interval}
+        return rdb_storage(url, heartbeat_stale_trial_callback=self.retry, **heartbeat)
 
     def _check_same_search(self, study: optuna.Study, space: Space) -> None:
         """A study continues only the search it began: the same metric, direction and space.
@@ -401,6 +398,10 @@ class OptunaSweeper(Sweeper):
         (no later one would have it): the search stops, the trial not counted."""
         if _stopped_by_a_signal(result):
             return  # closed and queued again by _stop
+        if job_status(result.hydra_cfg) == Pruned.status:  # it reported its values itself
+            study.tell(trial, state=TrialState.PRUNED)
+            log.info("Trial %d pruned", trial.number)
+            return
         missing = self._missing_metric(result)
         if missing is not None:
             study.set_user_attr("not_counted", [*_not_counted(study), trial.number])
@@ -446,7 +447,8 @@ class OptunaSweeper(Sweeper):
 
     def _save_results(self, study: optuna.Study) -> None:
         def count(trials: list[FrozenTrial], state: TrialState) -> int:
-            return sum(t.state == state and t.number not in not_counted for t in trials)
+            counted = (t for t in trials if not t.user_attrs.get(OVER_BUDGET))
+            return sum(t.state == state and t.number not in not_counted for t in counted)
 
         everything = study.get_trials(deepcopy=False)
         retried = _retried(everything)
@@ -454,19 +456,21 @@ class OptunaSweeper(Sweeper):
         this_sweep = [t for t in everything if t.number in self.asked]
         results: dict[str, Any] = {
             "study": self.study_name,
-            "storage": self._storage_url(),
+            "storage": storage_url(self.storage),
             "metric": self.metric,
             "direction": self.direction,
             "sampler": type(study.sampler).__name__,
             "study_trials": {
                 "completed": count(everything, TrialState.COMPLETE),
                 "failed": count(everything, TrialState.FAIL),
+                "pruned": count(everything, TrialState.PRUNED),
                 "running": count(everything, TrialState.RUNNING),  # in other processes
                 "not_counted": len(not_counted),  # run again (interrupted), or a wrong metric
             },
             "this_sweep": {
                 "completed": count(this_sweep, TrialState.COMPLETE),
                 "failed": count(this_sweep, TrialState.FAIL),
+                "pruned": count(this_sweep, TrialState.PRUNED),
             },
             "fixed": self.fixed,  # the overrides every trial of this sweep had
         }
@@ -478,21 +482,42 @@ class OptunaSweeper(Sweeper):
         (self.sweep_dir / RESULTS_FILE).write_text(yaml.safe_dump(results, sort_keys=False))
 
 
+def storage_url(storage: str | None) -> str | None:
+    """An SQLite URL for a file path; a URL (`postgresql://...`) as it is; None in memory."""
+    if storage is None or "://" in storage:
+        return storage
+    path = Path(storage).expanduser().resolve()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)  # SQLite makes the file, not its folder
+    except OSError as error:
+        reason = f"cannot write there ({error.strerror})"
+        raise ConfigError("hydra.sweeper.storage", storage, reason) from None
+    if path.is_dir():
+        raise ConfigError("hydra.sweeper.storage", storage, "a folder, not a file")
+    return f"sqlite:///{path}"
+
+
+def rdb_storage(url: str, **settings: Any) -> optuna.storages.RDBStorage:
+    """Optuna's storage at `url`; writers from several processes wait for SQLite's lock."""
+    sqlite = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None
+    return optuna.storages.RDBStorage(url, engine_kwargs=sqlite, **settings)
+
+
 def _retried(trials: list[FrozenTrial]) -> set[int]:
     """The failed trials that were queued again: their retries count instead."""
     return {n for t in trials for n in RetryHeartbeatStaleTrialCallback.retry_history(t)}
 
 
 def _taken(study: optuna.Study, before: int | None = None) -> int:
-    """The trials that use the budget (those numbered below `before`): completed, failed for
-    good, running in any process, or queued; not those run again, over budget, or not counted."""
+    """The trials that use the budget (those numbered below `before`): completed, pruned,
+    failed for good, running in any process, or queued; not those run again, over budget, or
+    not counted."""
     trials = study.get_trials(deepcopy=False)
     skipped = _retried(trials) | set(_not_counted(study))
-    in_budget = (TrialState.COMPLETE, TrialState.FAIL, TrialState.RUNNING, TrialState.WAITING)
     return sum(
-        t.state in in_budget and t.number not in skipped
+        t.state != TrialState.PRUNED or not t.user_attrs.get(OVER_BUDGET)
         for t in trials
-        if before is None or t.number < before
+        if t.number not in skipped and (before is None or t.number < before)
     )
 
 

@@ -1,0 +1,82 @@
+"""Pruning a search's trials with Optuna's pruners: `hydra.sweeper.pruner=median`.
+
+The search runs each trial as a Hydra job, not inside `Study.optimize`, so the trial finds its
+Optuna trial itself: the sweeper gives the job its trial's number (search.TRIAL, through Hydra's
+`hydra.job.env_set`), and the job opens the study from its storage. At every validation the
+trial reports the search's metric (step: the epoch) and asks the pruner; a pruned trial saves
+its `last.ckpt` and stops at once, its metrics.json saying `pruned`, and the search tells the
+study so.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import optuna
+from hydra.core.hydra_config import HydraConfig
+from lightning.pytorch.trainer.states import TrainerFn
+
+from nnlab.errors import ConfigError, Pruned
+
+PRUNERS = {  # hydra.sweeper.pruner: Optuna's pruners by name
+    "median": "MedianPruner",
+    "hyperband": "HyperbandPruner",
+    "successive_halving": "SuccessiveHalvingPruner",
+}
+
+
+def make_pruner(name: str | None, arguments: dict[str, Any]) -> optuna.pruners.BasePruner:
+    """Optuna's pruner `name` with `arguments`; Optuna's NopPruner for None."""
+    if name is None:
+        return optuna.pruners.NopPruner()
+    make = getattr(optuna.pruners, PRUNERS[name])
+    try:
+        return make(**arguments)
+    except (TypeError, ValueError) as error:  # Optuna's own checks
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        reason = f"{make.__name__} refused it ({type(error).__name__}: {reason})"
+        raise ConfigError("hydra.sweeper.pruner_args", arguments, reason) from None
+
+
+def pruning_callback(checkpoint: Path) -> L.Callback | None:
+    """The callback that reports a pruned search's trial to its study; None for any other job."""
+    from nnlab.sweep.search import TRIAL, rdb_storage, storage_url
+
+    number = os.environ.get(TRIAL)
+    sweeper = HydraConfig.get().sweeper if HydraConfig.initialized() else {}
+    if number is None or not sweeper.get("pruner"):
+        return None
+    storage = rdb_storage(storage_url(sweeper.storage))
+    pruner = make_pruner(sweeper.pruner, dict(sweeper.get("pruner_args") or {}))
+    study = optuna.load_study(study_name=sweeper.study_name, storage=storage, pruner=pruner)
+    study_id = storage.get_study_id_from_name(sweeper.study_name)
+    trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, int(number))
+    return ReportsToItsTrial(optuna.Trial(study, trial_id), str(sweeper.metric), checkpoint)
+
+
+class ReportsToItsTrial(L.Callback):
+    """At every validation while fitting: the metric to the trial, and a stop if it is pruned.
+    Under DDP rank 0 reports and asks, and every rank stops with it."""
+
+    def __init__(self, trial: optuna.Trial, metric: str, checkpoint: Path) -> None:
+        self.trial, self.metric, self.checkpoint = trial, metric, checkpoint
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING:
+            return
+        value = trainer.callback_metrics.get(self.metric)
+        pruned = False
+        if trainer.is_global_zero and value is not None:
+            with warnings.catch_warnings():  # a requeued trial reports its epochs again
+                warnings.filterwarnings("ignore", message="The reported value is ignored")
+                self.trial.report(float(value), trainer.current_epoch)
+            pruned = self.trial.should_prune()
+        if trainer.strategy.broadcast(pruned, src=0):
+            trainer.save_checkpoint(self.checkpoint, weights_only=False)
+            reported = math.nan if value is None else float(value)
+            raise Pruned(trainer.current_epoch, self.metric, reported)
