@@ -65,8 +65,14 @@ def test_a_search_continues_where_it_stopped_without_redoing_trials(cli, tmp_pat
     # the sampler is seeded afresh when the search continues: new values, not the first again
     assert [t.params for t in study.trials[2:]] != [params for _, params, _ in first]
     results = results_of_last_sweep(tmp_path)
-    assert results["study_trials"] == {"completed": 4, "failed": 0, "running": 0, "not_counted": 0}
-    assert results["this_sweep"] == {"completed": 2, "failed": 0}
+    assert results["study_trials"] == {
+        "completed": 4,
+        "failed": 0,
+        "pruned": 0,
+        "running": 0,
+        "not_counted": 0,
+    }
+    assert results["this_sweep"] == {"completed": 2, "failed": 0, "pruned": 0}
     assert results["best_value"] == study.best_value
     assert results["best_params"] == study.best_params
 
@@ -85,6 +91,7 @@ def test_a_failing_trial_is_recorded_and_the_search_goes_on(cli, tmp_path):
     assert results_of_last_sweep(tmp_path)["this_sweep"] == {
         "completed": 5 - failed,
         "failed": failed,
+        "pruned": 0,
     }
 
 
@@ -235,6 +242,7 @@ def test_sigterm_stops_a_search_with_143_and_its_unfinished_trial_runs_again(cli
     assert results_of_last_sweep(tmp_path)["study_trials"] == {
         "completed": 2,
         "failed": 0,
+        "pruned": 0,
         "running": 0,
         "not_counted": 1,
     }
@@ -248,6 +256,22 @@ def test_sigterm_stops_a_search_with_143_and_its_unfinished_trial_runs_again(cli
         (["hydra.sweeper.storage=/proc/nnlab/s.db"], "bad config hydra.sweeper.storage='/proc"),
         (["model.hidden_nodes=choice(1,"], "bad config model.hidden_nodes='choice(1,': cannot"),
         (["hydra.sweeper.pruner=mean"], "bad config hydra.sweeper.pruner='mean': expected one"),
+        (
+            ["hydra.sweeper.metric=[val/acc,val/loss]"],
+            "bad config hydra.sweeper.direction='maximize': expected one direction for each of",
+        ),
+        (
+            ["hydra.sweeper.metric=[val/acc,val/loss]", "hydra.sweeper.direction=[maximize,up]"],
+            "bad config hydra.sweeper.direction='up': expected one of: maximize, minimize",
+        ),
+        (
+            [
+                "hydra.sweeper.metric=[val/acc,val/loss]",
+                "hydra.sweeper.direction=[maximize,minimize]",
+                "hydra.sweeper.pruner=median",
+            ],
+            "bad config hydra.sweeper.pruner='median': Optuna prunes only a study of one metric",
+        ),
         (
             ["hydra.sweeper.pruner=median", "+hydra.sweeper.pruner_args.n_startup_trials=-1"],
             "bad config hydra.sweeper.pruner_args={'n_startup_trials': -1}: MedianPruner refused",
@@ -290,6 +314,7 @@ def test_a_metric_that_no_trial_reports_stops_the_search_without_binding_the_stu
     assert results_of_last_sweep(tmp_path)["study_trials"] == {
         "completed": 2,
         "failed": 0,
+        "pruned": 0,
         "running": 0,
         "not_counted": 1,
     }
@@ -507,3 +532,38 @@ def test_a_pruned_trial_stops_at_its_first_validation_behind_the_others(cli, tmp
     results = results_of_last_sweep(tmp_path)
     assert results["this_sweep"] == {"completed": 0, "failed": 0, "pruned": 1}
     assert results["study_trials"]["pruned"] == 1
+
+
+def test_several_metrics_make_a_multi_objective_study_and_its_pareto_front(cli, tmp_path):
+    result = search(
+        cli,
+        4,
+        "hydra.sweeper.metric=[val/acc,val/loss]",
+        "hydra.sweeper.direction=[maximize,minimize]",
+        "trainer.max_steps=300",
+        "hydra.sweeper.n_trials=6",
+    )
+    assert result.returncode == 0, result.stderr
+    study = load_study(tmp_path)
+    assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
+    trials = study.trials
+    for trial, run in zip(trials, run_dirs(tmp_path / "logs"), strict=True):
+        metrics = read_metrics(run)
+        assert trial.values == pytest.approx([metrics["val/acc"], metrics["val/loss"]])
+
+    def beaten(t: Any) -> bool:
+        (acc, loss) = t.values
+        return any(
+            u.values[0] >= acc and u.values[1] <= loss and u.values != t.values for u in trials
+        )
+
+    front = sorted(t.number for t in trials if not beaten(t))
+    results = results_of_last_sweep(tmp_path)
+    assert sorted(row["trial"] for row in results["pareto_front"]) == front
+    row = results["pareto_front"][0]
+    assert row["val/acc"] == trials[row["trial"]].values[0]
+    assert row["model.hidden_nodes"] == trials[row["trial"]].params["model.hidden_nodes"]
+    assert "Pareto front of ['val/acc', 'val/loss']" in result.stderr
+    sweep_dir = sorted((tmp_path / "logs" / "rings" / "multiruns").iterdir())[-1]
+    for name in ("pareto_front", "optimization_history-val_acc", "optimization_history-val_loss"):
+        assert (sweep_dir / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name

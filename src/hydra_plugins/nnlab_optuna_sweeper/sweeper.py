@@ -23,8 +23,10 @@ class OptunaSweeperConf:
     study_name: str = "search"
     # An SQLite file (or a database URL); null keeps the study in memory, for this run only.
     storage: Optional[str] = "${paths.log_dir}/${task_name}/searches/${hydra.sweeper.study_name}.db"  # noqa: UP045
-    metric: str = "val/acc"
-    direction: str = "maximize"
+    # A metric and its direction, or lists of them: [val/acc, train/seconds] with
+    # [maximize, minimize] makes a multi-objective study, whose result is a Pareto front.
+    metric: Any = "val/acc"
+    direction: Any = "maximize"
     n_trials: int = 20
     n_jobs: int = 2
     seed: Optional[int] = 0  # noqa: UP045

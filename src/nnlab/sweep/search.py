@@ -32,7 +32,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.plugins.launcher import Launcher
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig
+from omegaconf import DictConfig, ListConfig
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
@@ -88,8 +88,8 @@ class OptunaSweeper(Sweeper):
         self,
         study_name: str,
         storage: str | None,
-        metric: str,
-        direction: str,
+        metric: str | list[str],
+        direction: str | list[str],
         n_trials: int,
         n_jobs: int,
         seed: int | None,
@@ -101,8 +101,16 @@ class OptunaSweeper(Sweeper):
         pruner: str | None = None,
         pruner_args: dict[str, Any] | None = None,
     ) -> None:
-        self.study_name, self.storage, self.metric = study_name, storage, metric
-        self.direction, self.n_trials, self.n_jobs = direction, n_trials, n_jobs
+        # several metrics, each with its direction: a multi-objective study (a Pareto front)
+        self.metrics, self.directions = _listed(metric), _listed(direction)
+        self.metric = self.metrics[0] if len(self.metrics) == 1 else self.metrics  # as written
+        self.direction = self.directions[0] if len(self.directions) == 1 else self.directions
+        self.study_name, self.storage, self.n_trials, self.n_jobs = (
+            study_name,
+            storage,
+            n_trials,
+            n_jobs,
+        )
         self.seed, self.params = seed, dict(params)
         self.heartbeat_interval = heartbeat_interval
         self.sampler, self.sampler_args = sampler, dict(sampler_args or {})
@@ -169,7 +177,7 @@ class OptunaSweeper(Sweeper):
             name = signal.Signals(watch.signum).name
             self._stop(study, f"interrupted by {name};", 128 + watch.signum)
         self._save_results(study)
-        save_study_figures(study, self.sweep_dir, self.metric)
+        save_study_figures(study, self.sweep_dir, self.metrics)
         if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
             sys.exit(
                 f"nnlab: no trial of study {self.study_name} completed; `nnlab-report "
@@ -286,7 +294,14 @@ class OptunaSweeper(Sweeper):
         check_int("hydra.sweeper.n_trials", self.n_trials, minimum=1)
         check_int("hydra.sweeper.n_jobs", self.n_jobs, minimum=1)
         check_int("hydra.sweeper.heartbeat_interval", self.heartbeat_interval, minimum=1)
-        check_choice("hydra.sweeper.direction", self.direction, ["maximize", "minimize"])
+        for metric in self.metrics:
+            if not isinstance(metric, str) or not metric:
+                raise ConfigError("hydra.sweeper.metric", self.metric, "expected metric names")
+        if len(self.directions) != len(self.metrics):
+            reason = f"expected one direction for each of the {len(self.metrics)} metrics"
+            raise ConfigError("hydra.sweeper.direction", self.direction, reason)
+        for direction in self.directions:
+            check_choice("hydra.sweeper.direction", direction, ["maximize", "minimize"])
         check_choice("hydra.sweeper.sampler", self.sampler, SAMPLERS)
         if self.seed is not None:
             check_int("hydra.sweeper.seed", self.seed, minimum=0)
@@ -298,6 +313,9 @@ class OptunaSweeper(Sweeper):
             if self.storage is None:
                 reason = "a pruned trial reports to its study from its own job: name a storage"
                 raise ConfigError("hydra.sweeper.storage", None, reason)
+            if len(self.metrics) > 1:
+                reason = "Optuna prunes only a study of one metric"
+                raise ConfigError("hydra.sweeper.pruner", self.pruner, reason)
         self._make_sampler(self.seed)  # its arguments and its package, before any trial
 
     def _open_study(self) -> optuna.Study:
@@ -307,7 +325,7 @@ class OptunaSweeper(Sweeper):
                 study = optuna.create_study(
                     study_name=self.study_name,
                     storage=self.rdb,
-                    direction=self.direction,
+                    directions=self.directions,
                     load_if_exists=True,
                 )
                 break
@@ -360,8 +378,8 @@ class OptunaSweeper(Sweeper):
         The search is recorded with the study's first completed trial, so a command refused
         before any trial completed (a mistyped metric) does not bind the study.
         """
-        if study.direction.name.lower() != self.direction:
-            began = study.direction.name.lower()
+        if [d.name.lower() for d in study.directions] != self.directions:
+            began = " and ".join(d.name.lower() for d in study.directions)
             raise ConfigError(
                 "hydra.sweeper.direction",
                 self.direction,
@@ -370,7 +388,7 @@ class OptunaSweeper(Sweeper):
         recorded = study.user_attrs.get("search")
         if recorded is None:
             return
-        if recorded["metric"] != self.metric:
+        if _listed(recorded["metric"]) != self.metrics:
             raise ConfigError(
                 "hydra.sweeper.metric",
                 self.metric,
@@ -389,7 +407,8 @@ class OptunaSweeper(Sweeper):
                 raise ConfigError(key, now[key], f"{searched}; keep its space or {NEW_STUDY}")
 
     def _search_record(self, space: Space) -> dict[str, Any]:
-        return {"metric": self.metric, "space": {k: described(d) for k, d in space.items()}}
+        metric = self.metrics if len(self.metrics) > 1 else self.metrics[0]
+        return {"metric": metric, "space": {k: described(d) for k, d in space.items()}}
 
     def _tell(
         self, study: optuna.Study, trial: optuna.Trial, result: JobReturn, space: Space
@@ -407,18 +426,20 @@ class OptunaSweeper(Sweeper):
             study.set_user_attr("not_counted", [*_not_counted(study), trial.number])
             study.tell(trial, state=TrialState.FAIL)
             raise missing
-        value = _trial_metric(result, self.metric)
-        if value is None:
+        values = [_trial_metric(result, metric) for metric in self.metrics]
+        if None in values:
             study.tell(trial, state=TrialState.FAIL)
             log.warning("Trial %d failed; the search goes on", trial.number)
         else:
-            study.tell(trial, value)
+            study.tell(trial, values)
             study.set_user_attr("search", self._search_record(space))
 
     def _missing_metric(self, result: JobReturn) -> ConfigError | None:
         values = result.return_value if result.status == JobStatus.COMPLETED else None
-        if isinstance(values, dict) and self.metric not in values:
-            available = f"not among the trials' metrics: {', '.join(sorted(values))}"
+        missing = [m for m in self.metrics if isinstance(values, dict) and m not in values]
+        if isinstance(values, dict) and missing:
+            which = f"{missing[0]} " if len(self.metrics) > 1 else ""
+            available = f"{which}not among the trials' metrics: {', '.join(sorted(values))}"
             return ConfigError("hydra.sweeper.metric", self.metric, available)
         return None
 
@@ -474,12 +495,25 @@ class OptunaSweeper(Sweeper):
             },
             "fixed": self.fixed,  # the overrides every trial of this sweep had
         }
-        if any(t.state == TrialState.COMPLETE for t in everything):
+        if any(t.state == TrialState.COMPLETE for t in everything) and len(self.metrics) == 1:
             best = study.best_trial
             results |= {"best_value": best.value, "best_trial": best.number}
             results["best_params"] = best.params
             log.info("Best %s %.4f with %s", self.metric, best.value, best.params)
+        elif any(t.state == TrialState.COMPLETE for t in everything):
+            results["pareto_front"] = front = [
+                {"trial": t.number, **dict(zip(self.metrics, t.values, strict=True)), **t.params}
+                for t in sorted(study.best_trials, key=lambda t: t.values)
+            ]
+            log.info("Pareto front of %s (the trials no other beats on every one):", self.metrics)
+            for row in front:
+                log.info("  %s", "  ".join(f"{k} {as_value(v)}" for k, v in row.items()))
         (self.sweep_dir / RESULTS_FILE).write_text(yaml.safe_dump(results, sort_keys=False))
+
+
+def _listed(value: Any) -> list[Any]:
+    """A setting that takes one value or a list of them, as a list."""
+    return list(value) if isinstance(value, list | tuple | ListConfig) else [value]
 
 
 def storage_url(storage: str | None) -> str | None:

@@ -22,20 +22,30 @@ import optuna
 log = logging.getLogger("nnlab")
 
 
-def save_study_figures(study: optuna.Study, folder: Path, metric: str) -> list[Path]:
-    """Draw the study's figures of `metric` into `folder` (PNGs and one TensorBoard event
-    file)."""
+def save_study_figures(study: optuna.Study, folder: Path, metrics: list[str]) -> list[Path]:
+    """Draw the study's figures into `folder` (PNGs and one TensorBoard event file): for one
+    metric its history and importances; for several, the Pareto front and each metric's."""
     import matplotlib.pyplot as plt
     from optuna.importance import PedAnovaImportanceEvaluator
-    from optuna.visualization.matplotlib import plot_optimization_history, plot_param_importances
+    from optuna.visualization.matplotlib import (
+        plot_optimization_history,
+        plot_param_importances,
+        plot_pareto_front,
+    )
 
     drawn: dict[str, bytes] = {}
-    makers = {
-        "optimization_history": lambda: plot_optimization_history(study, target_name=metric),
-        "param_importances": lambda: plot_param_importances(
-            study, evaluator=PedAnovaImportanceEvaluator(), target_name=metric
-        ),
-    }
+    makers: dict[str, Any] = {}
+    for index, metric in enumerate(metrics):
+        suffix = "" if len(metrics) == 1 else "-" + metric.replace("/", "_")
+        target = None if len(metrics) == 1 else lambda t, i=index: t.values[i]
+        makers[f"optimization_history{suffix}"] = lambda m=metric, t=target: (
+            plot_optimization_history(study, target=t, target_name=m)
+        )
+        makers[f"param_importances{suffix}"] = lambda m=metric, t=target: plot_param_importances(
+            study, evaluator=PedAnovaImportanceEvaluator(), target=t, target_name=m
+        )
+    if len(metrics) in (2, 3):  # Optuna draws a front in 2 or 3 dimensions
+        makers["pareto_front"] = lambda: plot_pareto_front(study, target_names=metrics)
     for name, make in makers.items():
         try:
             with warnings.catch_warnings(record=True) as said:
