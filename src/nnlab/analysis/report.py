@@ -29,7 +29,7 @@ from nnlab.errors import BadInput, ConfigError, exits
 from nnlab.overrides import values
 from nnlab.run import layout
 
-SEED_KEYS = ("seed",)
+SEED_KEYS = ("seed", "data.fold")  # repeats of one setting: seeds, and k-fold's folds
 SHOWN_KEYS = ("tags", "device")  # from metrics.json: columns of the table, never swept axes
 # The default metric: nnlab's names, then the underscore names most modules log.
 PREFERRED_METRICS = tuple(
@@ -197,8 +197,11 @@ def _seed_table(runs: list[RunRecord], keys: list[str], metrics: list[str]) -> l
         counts = {columns[metric][setting].n for metric in shown}
         cells = [str(value) for value in setting] + [str(max(counts))]
         rows.append(cells + [str(columns[metric][setting]) for metric in shown])
-    header = [*settings, "seeds", *(f"{metric}, mean [95% CI]" for metric in shown)]
-    title = ["## Over seeds: the mean and its 95% t-interval", ""]
+    repeats = " and ".join(
+        {"seed": "seeds", "data.fold": "folds"}[key] for key in SEED_KEYS if key in keys
+    )
+    header = [*settings, "runs", *(f"{metric}, mean [95% CI]" for metric in shown)]
+    title = [f"## Over {repeats}: the mean and its 95% t-interval", ""]
     return [*title, *_table(header, rows), ""] if rows else []
 
 

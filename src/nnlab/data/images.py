@@ -13,6 +13,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from nnlab.checks import (
@@ -24,6 +25,7 @@ from nnlab.checks import (
     check_int,
     check_path,
 )
+from nnlab.data.folds import fold_of
 from nnlab.data.in_memory import Batch, InMemoryDataModule
 
 log = logging.getLogger("nnlab")
@@ -102,11 +104,15 @@ class ImageDataModule(InMemoryDataModule):
         batch_size: int = 64,
         eval_batch_size: int = 1000,
         seed: int = 0,
+        folds: int | None = None,
+        fold: int = 0,
     ) -> None:
         super().__init__(
             check_int("batch_size", batch_size, minimum=1),
             check_int("eval_batch_size", eval_batch_size, minimum=1),
             seed,
+            folds,
+            fold,
         )
         self.dataset = check_choice("dataset", dataset, DATASETS)
         self.info = DATASETS[dataset]
@@ -170,6 +176,11 @@ class ImageDataModule(InMemoryDataModule):
         test = _subset(self._read("t10k"), self.test_subset, "test_subset", generator)
         order = torch.randperm(len(train.labels), generator=generator)
         val_count = round(self.val_fraction * len(order))
+        if self.folds is not None:  # the training file's images, dealt into folds by class
+            labels = train.labels.numpy()
+            dealt = fold_of(len(labels), self.folds, self.seed, "stratified", labels)
+            order = torch.from_numpy(np.argsort(dealt != self.fold, kind="stable"))
+            val_count = int((dealt == self.fold).sum())
         self.images = {
             "train": _take(train, order[val_count:]),
             "val": _take(train, order[:val_count]),

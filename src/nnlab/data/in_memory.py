@@ -19,6 +19,7 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler
 
 from nnlab.checks import check_int
+from nnlab.data.folds import Dealt, check_folds, fold_of
 
 Batch = tuple[torch.Tensor, ...]  # equal-length tensors: inputs, targets, ...
 SPLITS = ("train", "val", "test")
@@ -148,13 +149,21 @@ class InMemoryDataModule(L.LightningDataModule):
     `batch_size` None trains on the whole training split at each step (full-batch gradient
     descent); an integer draws shuffled mini-batches from it, in an order that `seed` and the
     epoch fix, kept in checkpoints so that a resumed run takes the same batches.
-    `eval_batch_size` None evaluates each split as one batch.
+    `eval_batch_size` None evaluates each split as one batch. `folds` and `fold`: k-fold
+    cross-validation (nnlab.data.folds), which `make_splits` applies with `with_folds`.
     """
 
     def __init__(
-        self, batch_size: int | None = None, eval_batch_size: int | None = None, seed: int = 0
+        self,
+        batch_size: int | None = None,
+        eval_batch_size: int | None = None,
+        seed: int = 0,
+        folds: int | None = None,
+        fold: int = 0,
     ) -> None:
         super().__init__()
+        check_folds(folds, fold)
+        self.folds, self.fold = folds, fold
         for name, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
             if value is not None:
                 check_int(name, value, minimum=1)
@@ -169,6 +178,22 @@ class InMemoryDataModule(L.LightningDataModule):
     def make_splits(self) -> dict[str, Batch]:
         """The tensors of each split in SPLITS."""
         raise NotImplementedError
+
+    def with_folds(self, splits: dict[str, Batch], how: Dealt) -> dict[str, Batch]:
+        """`splits` with the train and val rows pooled and dealt into `folds` folds `how`, fold
+        `fold` validating (the targets, second, are the classes to stratify); without folds,
+        `splits` as they are."""
+        if self.folds is None:
+            return splits
+        pooled = tuple(torch.cat(pair) for pair in zip(splits["train"], splits["val"], strict=True))
+        labels = pooled[1].numpy() if how == "stratified" else None
+        val = torch.from_numpy(fold_of(len(pooled[0]), self.folds, self.seed, how, labels))
+        val = val == self.fold
+        return {
+            **splits,
+            "train": tuple(t[~val] for t in pooled),
+            "val": tuple(t[val] for t in pooled),
+        }
 
     def train_dataloader(self) -> DataLoader:
         return self.loader("train", self.batch_size, shuffle=True)

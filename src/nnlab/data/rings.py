@@ -27,8 +27,10 @@ class RingsDataModule(InMemoryDataModule):
         inner_radius: tuple[float, float] = (0.0, 1.0),
         outer_radius: tuple[float, float] = (3.0, 4.0),
         seed: int = 100,
+        folds: int | None = None,
+        fold: int = 0,
     ) -> None:
-        super().__init__(seed=seed)
+        super().__init__(seed=seed, folds=folds, fold=fold)
         self.per_class = {
             "train": check_int("train_per_class", train_per_class, minimum=1),
             "val": check_int("val_per_class", val_per_class, minimum=1),
@@ -51,10 +53,11 @@ class RingsDataModule(InMemoryDataModule):
     def make_splits(self) -> dict[str, Batch]:
         # One random stream per split: resizing the training set leaves val and test unchanged.
         streams = np.random.SeedSequence(self.seed).spawn(len(SPLITS))
-        return {
+        splits = {
             split: self._draw(self.per_class[split], np.random.default_rng(stream))
             for split, stream in zip(SPLITS, streams, strict=True)
         }
+        return self.with_folds(splits, "stratified")
 
     def _draw(self, n: int, rng: np.random.Generator) -> Batch:
         radius = np.empty((n, 2))

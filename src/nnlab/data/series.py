@@ -21,6 +21,7 @@ from nnlab.checks import (
     check_float,
     check_int,
 )
+from nnlab.data.folds import fold_of
 from nnlab.data.in_memory import InMemoryDataModule
 
 GENERATORS = ("linear", "quadratic", "sine", "random_walk")
@@ -81,8 +82,10 @@ class SeriesDataModule(InMemoryDataModule):
         difference: bool = False,
         batch_size: int = 32,
         seed: int = 0,
+        folds: int | None = None,
+        fold: int = 0,
     ) -> None:
-        super().__init__(check_int("batch_size", batch_size, minimum=1), None, seed)
+        super().__init__(check_int("batch_size", batch_size, minimum=1), None, seed, folds, fold)
         self.generator = check_choice("generator", generator, GENERATORS)
         self.length = check_int("length", length, minimum=10)
         self.noise = check_float("noise", noise, minimum=0)
@@ -127,16 +130,33 @@ class SeriesDataModule(InMemoryDataModule):
         rng = np.random.default_rng(self.seed)
         self.series = generate(self.generator, self.length, self.noise, rng)
         inputs = np.diff(self.series, prepend=np.nan) if self.difference else self.series
-        seen = inputs[int(self.difference) : self.ranges["train"][1]]  # the training range only
+        split_of = self._split_of_points()
+        seen = inputs[int(self.difference) :][split_of[int(self.difference) :] == 0]
         self.scaler = Scaler(float(seen.mean()), float(seen.std()) or 1.0, self.difference)
         self.model_inputs = (inputs - self.scaler.mean) / self.scaler.std
+        # Each window belongs to the split its targets (lag .. lag + horizon - 1 after its end)
+        # all lie in; one whose targets straddle two splits is left out.
+        last = np.arange(self.offset, self.length - self.lag - self.horizon + 1)
+        targets = split_of[last[:, None] + self.lag + np.arange(self.horizon)]
         splits = {}
-        for split, (first, end) in self.ranges.items():
-            # The windows whose targets (lag .. lag + horizon - 1 after their end) lie in the range.
-            last = np.arange(max(first - self.lag, self.offset), end - self.lag - self.horizon + 1)
-            self.targets_at[split] = last + self.lag
-            splits[split] = self._windows(last)
+        for index, split in enumerate(self.ranges):
+            chosen = last[(targets == index).all(axis=1)]
+            self.targets_at[split] = chosen + self.lag
+            splits[split] = self._windows(chosen)
         return splits
+
+    def _split_of_points(self) -> np.ndarray:
+        """Each point's split (0 train, 1 val, 2 test): the ranges in time order, or with
+        folds, the train and val ranges dealt into contiguous blocks, fold `fold` validating;
+        the training statistics come from the points that train."""
+        split_of = np.zeros(self.length, dtype=np.int64)
+        for index, (first, end) in enumerate(self.ranges.values()):
+            split_of[first:end] = index
+        if self.folds is not None:
+            pooled = self.ranges["val"][1]
+            dealt = fold_of(pooled, self.folds, self.seed, "contiguous")
+            split_of[:pooled] = dealt == self.fold
+        return split_of
 
     def _windows(self, last: np.ndarray) -> SeriesBatch:
         positions = last[:, None] - np.arange(self.window)[::-1]  # (n, window), in time order

@@ -29,8 +29,10 @@ class WaveDataModule(InMemoryDataModule):
         frequency: float = 3.0,
         decay: float = 8.0,
         flip: bool = False,
+        folds: int | None = None,
+        fold: int = 0,
     ) -> None:
-        super().__init__()
+        super().__init__(folds=folds, fold=fold)
         self.x_min = check_float("x_min", x_min)
         self.x_max = check_float("x_max", x_max)
         self.step = check_float("step", step, above=0)
@@ -55,7 +57,8 @@ class WaveDataModule(InMemoryDataModule):
         grid = np.arange(self.x_min, self.x_max, self.step)
         midpoints = grid[:-1] + self.step / 2
         inputs = {"train": grid, "val": midpoints[0::2], "test": midpoints[1::2]}
-        return {
+        splits = {
             split: (as_tensor(x[:, None]), as_tensor(self.curve(x)[:, None]))
             for split, x in inputs.items()
         }
+        return self.with_folds(splits, "shuffled")
