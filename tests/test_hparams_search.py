@@ -567,3 +567,22 @@ def test_several_metrics_make_a_multi_objective_study_and_its_pareto_front(cli, 
     sweep_dir = sorted((tmp_path / "logs" / "rings" / "multiruns").iterdir())[-1]
     for name in ("pareto_front", "optimization_history-val_acc", "optimization_history-val_loss"):
         assert (sweep_dir / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+
+
+@pytest.mark.slow
+def test_sigterm_stops_a_search_of_parallel_trials_and_both_run_again(cli, tmp_path):
+    """Two trials at once in joblib's workers, each launched by a thread of the search: SIGTERM
+    stops both, the search exits 143 once they have saved, and both are queued again."""
+    overrides = ["hparams_search=rings_optuna", "hydra.sweeper.n_trials=4"]
+    overrides += ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "hydra.sweeper.n_jobs=2"]
+    command = [sys.executable, "-m", "nnlab.train", "-m", f"paths.log_dir={tmp_path / 'logs'}"]
+    sigterm_during_first_trial(tmp_path, [*command, *overrides, "trainer.max_steps=40000"])
+    trials = load_study(tmp_path).trials
+    assert [t.state for t in trials] == [TrialState.FAIL] * 2 + [TrialState.WAITING] * 2
+    statuses = sorted(read_metrics(job)["status"] for job in run_dirs(tmp_path / "logs"))
+    assert statuses == ["interrupted", "interrupted"]
+    for job in run_dirs(tmp_path / "logs"):
+        assert (job / "checkpoints" / "last.ckpt").is_file()
+    assert {t.params["model.hidden_nodes"] for t in trials[2:]} == {
+        t.params["model.hidden_nodes"] for t in trials[:2]
+    }
