@@ -171,14 +171,15 @@ def test_a_search_whose_trials_all_fail_exits_1(cli, tmp_path):
     assert [t.state for t in load_study(tmp_path).trials] == [TrialState.FAIL] * 2
 
 
-def sigterm_during_first_trial(tmp_path: Path, command: list[str]) -> None:
-    """Start the search, SIGTERM its process once a trial has checkpointed; check its end."""
+def sigterm_during_first_trial(tmp_path: Path, command: list[str], trials: int = 1) -> None:
+    """Start the search, SIGTERM its process once `trials` trials have checkpointed; check its
+    end."""
     logs = tmp_path / "logs"
     process = subprocess.Popen(
         command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
     )
     deadline = time.monotonic() + 120
-    while not list(logs.glob("rings/multiruns/*/*/checkpoints/last.ckpt")):
+    while len(list(logs.glob("rings/multiruns/*/*/checkpoints/last.ckpt"))) < trials:
         if process.poll() is not None or time.monotonic() > deadline:
             process.kill()
             pytest.fail(f"no trial reached its first checkpoint: {process.communicate()[1]}")
@@ -576,7 +577,7 @@ def test_sigterm_stops_a_search_of_parallel_trials_and_both_run_again(cli, tmp_p
     overrides = ["hparams_search=rings_optuna", "hydra.sweeper.n_trials=4"]
     overrides += ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "hydra.sweeper.n_jobs=2"]
     command = [sys.executable, "-m", "nnlab.train", "-m", f"paths.log_dir={tmp_path / 'logs'}"]
-    sigterm_during_first_trial(tmp_path, [*command, *overrides, "trainer.max_steps=40000"])
+    sigterm_during_first_trial(tmp_path, [*command, *overrides, "trainer.max_steps=40000"], 2)
     trials = load_study(tmp_path).trials
     assert [t.state for t in trials] == [TrialState.FAIL] * 2 + [TrialState.WAITING] * 2
     statuses = sorted(read_metrics(job)["status"] for job in run_dirs(tmp_path / "logs"))
