@@ -55,6 +55,12 @@ def test_bad_folds_are_refused_naming_the_key(settings, message):
         RingsDataModule(**settings)
 
 
+def test_a_series_fold_too_short_for_a_window_is_refused():
+    data = SeriesDataModule(folds=40, fold=0)  # 26 points a fold; a window reads 30
+    with pytest.raises(BadValue, match="folds=40: fold 0 leaves the val split no whole window"):
+        data.setup()
+
+
 def make(kind: str, tiny_mnist: Any, **folds: Any) -> Any:
     if kind == "images":
         return ImageDataModule(data_dir=str(tiny_mnist), download=False, seed=1, **folds)

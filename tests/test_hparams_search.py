@@ -258,6 +258,20 @@ def test_sigterm_stops_a_search_with_143_and_its_unfinished_trial_runs_again(cli
         (["model.hidden_nodes=choice(1,"], "bad config model.hidden_nodes='choice(1,': cannot"),
         (["hydra.sweeper.pruner=mean"], "bad config hydra.sweeper.pruner='mean': expected one"),
         (
+            ["hydra.sweeper.metric=[]", "hydra.sweeper.direction=[]"],
+            "bad config hydra.sweeper.metric=[]: expected a metric name",
+        ),
+        (
+            [
+                "hydra.sweeper.sampler=grid",
+                "model.hidden_nodes=1,2",
+                "model.activation=relu",
+                "optimizer.lr=0.01",
+                "+hydra.sweeper.sampler_args.search_space={x:[1,2]}",
+            ],
+            "a grid's search_space names the searched keys: ['model.hidden_nodes']",
+        ),
+        (
             ["hydra.sweeper.metric=[val/acc,val/loss]"],
             "bad config hydra.sweeper.direction='maximize': expected one direction for each of",
         ),

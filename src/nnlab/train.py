@@ -379,7 +379,7 @@ def _job(cfg: DictConfig) -> dict[str, float]:
     """One job of nnlab-train: its single run, or one of its sweep's."""
     if is_multirun() and finds_its_dir_again():  # a job that had completed is kept as it was
         kept = layout.read_metrics(cfg.paths.output_dir)
-        if str(kept.get("status", "")).startswith("completed"):
+        if str(kept.get("status", "")).startswith(("completed", Pruned.status)):
             log.info("%s: completed before; kept as it was", Path(cfg.paths.output_dir).name)
             return kept
     try:

@@ -141,6 +141,9 @@ class SeriesDataModule(InMemoryDataModule):
         splits = {}
         for index, split in enumerate(self.ranges):
             chosen = last[(targets == index).all(axis=1)]
+            if not len(chosen):  # a fold too short (the ranges' own lengths are checked above)
+                reason = f"fold {self.fold} leaves the {split} split no whole window"
+                raise BadValue("folds", self.folds, f"{reason}; use fewer folds")
             self.targets_at[split] = chosen + self.lag
             splits[split] = self._windows(chosen)
         return splits

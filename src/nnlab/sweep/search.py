@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, NoReturn
@@ -208,19 +208,22 @@ class OptunaSweeper(Sweeper):
         def run_trials() -> None:
             # a signal the watcher took, or one a trial in this thread took and marked
             while not (errors or watch.signum or signals.stopped_by(self.sweep_dir)):
-                with ended:
-                    optuna.storages.fail_stale_trials(study)  # a dead process's: run again
-                    trial = self._ask(study, space)
-                    if trial is None:
-                        if not _running(study):
-                            return
-                        ended.wait(self.heartbeat_interval)  # one may fail and run again
-                        continue
-                    job_number = len(self.asked) - 1
-                params = [f"{k}={as_value(v)}" for k, v in trial.params.items()]
-                if trial_env:
-                    params.append(f"{trial_env}{trial.number}")
+                trial = None
                 try:
+                    with ended:
+                        # This process's trials beat first: another thread's is not stale.
+                        self._beat(study, list(self.running))
+                        optuna.storages.fail_stale_trials(study)  # a dead process's: run again
+                        trial = self._ask(study, space)
+                        if trial is None:
+                            if not _running(study):
+                                return
+                            ended.wait(1)  # one may fail and run again, or a signal come
+                            continue
+                        job_number = len(self.asked) - 1
+                    params = [f"{k}={as_value(v)}" for k, v in trial.params.items()]
+                    if trial_env:
+                        params.append(f"{trial_env}{trial.number}")
                     launched = self.launcher.launch([[*self.fixed, *params]], job_number)
                     with ended:
                         self._tell(study, trial, launched[0], space)
@@ -228,7 +231,8 @@ class OptunaSweeper(Sweeper):
                     errors.append(error)
                 finally:
                     with ended:
-                        self.running.discard(trial.number)
+                        if trial is not None:
+                            self.running.discard(trial.number)
                         ended.notify_all()
 
         if at_once == 1:  # in this thread: a job of the basic launcher takes its own signals
@@ -257,7 +261,7 @@ class OptunaSweeper(Sweeper):
         trial = study.ask(space)
         if _taken(study, before=trial.number) >= self.n_trials:
             trial.set_user_attr(OVER_BUDGET, True)
-            study.tell(trial, state=TrialState.PRUNED)
+            study.tell(trial, state=TrialState.PRUNED, skip_if_finished=True)
             return None
         self.running.add(trial.number)
         self._beat(study, [trial.number])
@@ -272,7 +276,10 @@ class OptunaSweeper(Sweeper):
 
         def beat() -> None:
             while not done.wait(self.heartbeat_interval):
-                self._beat(study, list(self.running))
+                try:
+                    self._beat(study, list(self.running))
+                except SQLAlchemyError as error:  # a busy database: the next beat may pass
+                    log.warning("Optuna heartbeat not recorded: %s", str(error).splitlines()[0])
 
         thread = threading.Thread(target=beat, name="nnlab-optuna-heartbeat", daemon=True)
         thread.start()
@@ -294,6 +301,8 @@ class OptunaSweeper(Sweeper):
         check_int("hydra.sweeper.n_trials", self.n_trials, minimum=1)
         check_int("hydra.sweeper.n_jobs", self.n_jobs, minimum=1)
         check_int("hydra.sweeper.heartbeat_interval", self.heartbeat_interval, minimum=1)
+        if not self.metrics:
+            raise ConfigError("hydra.sweeper.metric", self.metric, "expected a metric name")
         for metric in self.metrics:
             if not isinstance(metric, str) or not metric:
                 raise ConfigError("hydra.sweeper.metric", self.metric, "expected metric names")
@@ -356,6 +365,10 @@ class OptunaSweeper(Sweeper):
         arguments = dict(self.sampler_args)
         if self.sampler == "grid":
             arguments.setdefault("search_space", grid_of(self.space))
+            given = arguments["search_space"]
+            if not isinstance(given, Mapping) or set(given) != set(self.space):
+                reason = f"a grid's search_space names the searched keys: {sorted(self.space)}"
+                raise ConfigError("hydra.sweeper.sampler_args", self.sampler_args, reason)
         try:
             return make(**arguments, seed=seed)
         except (TypeError, ValueError, ImportError) as error:  # Optuna's own checks
@@ -418,7 +431,7 @@ class OptunaSweeper(Sweeper):
         if _stopped_by_a_signal(result):
             return  # closed and queued again by _stop
         if job_status(result.hydra_cfg) == Pruned.status:  # it reported its values itself
-            study.tell(trial, state=TrialState.PRUNED)
+            study.tell(trial, state=TrialState.PRUNED, skip_if_finished=True)
             log.info("Trial %d pruned", trial.number)
             return
         missing = self._missing_metric(result)
@@ -428,10 +441,10 @@ class OptunaSweeper(Sweeper):
             raise missing
         values = [_trial_metric(result, metric) for metric in self.metrics]
         if None in values:
-            study.tell(trial, state=TrialState.FAIL)
+            study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
             log.warning("Trial %d failed; the search goes on", trial.number)
-        else:
-            study.tell(trial, values)
+        else:  # skipped if another process failed it as stale meanwhile: its retry counts
+            study.tell(trial, values, skip_if_finished=True)
             study.set_user_attr("search", self._search_record(space))
 
     def _missing_metric(self, result: JobReturn) -> ConfigError | None:
