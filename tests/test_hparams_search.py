@@ -582,6 +582,16 @@ def test_several_metrics_make_a_multi_objective_study_and_its_pareto_front(cli, 
     sweep_dir = sorted((tmp_path / "logs" / "rings" / "multiruns").iterdir())[-1]
     for name in ("pareto_front", "optimization_history-val_acc", "optimization_history-val_loss"):
         assert (sweep_dir / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    # nnlab-report's report.md shows the front: the figure and one row per trial on it
+    from nnlab.analysis.report import main as report_main
+
+    report_main([str(sweep_dir)])
+    markdown = (sweep_dir / "report.md").read_text()
+    section = markdown.split("## Pareto front")[1]
+    assert "![pareto_front](pareto_front.png)" in section
+    table = [line for line in section.split("\n\n")[2].splitlines() if line.startswith("| ")]
+    assert table[0].startswith("| trial | val/acc | val/loss | model.hidden_nodes")
+    assert sorted(int(line.split("|")[1]) for line in table[1:]) == front
 
 
 @pytest.mark.slow

@@ -177,9 +177,31 @@ def write_markdown(
         lines += [f"![{picture.stem}]({picture.name})", ""]
     if any(key in SEED_KEYS for key in keys):
         lines += _seed_table(runs, keys, metrics)
+    lines += _pareto_front(path.parent)
     header = ["run", *keys, "status", *metrics]
     lines += _table(header, [_run_cells(run, keys, metrics) for run in runs])
     path.write_text("\n".join(lines) + "\n")
+
+
+def _pareto_front(sweep_dir: Path) -> list[str]:
+    """A multi-objective search's Pareto front, as its optimization_results.yaml lists it
+    (nnlab.sweep.search), with Optuna's figure of it: a table, or nothing."""
+    import yaml
+
+    try:
+        front = yaml.safe_load(layout.read_small(sweep_dir / "optimization_results.yaml"))
+        front = front["pareto_front"]
+        header = list(front[0])
+        rows = [[str(row.get(key, "")) for key in header] for row in front]
+    except (OSError, ValueError, RecursionError, yaml.YAMLError, KeyError, TypeError, IndexError):
+        return []  # not a multi-objective search, or a file that does not read
+    figure = (
+        ["![pareto_front](pareto_front.png)", ""]
+        if (sweep_dir / "pareto_front.png").is_file()
+        else []
+    )
+    title = ["## Pareto front: the trials no other trial beats on every metric", ""]
+    return [*title, *figure, *_table(header, rows), ""]
 
 
 def _run_cells(run: RunRecord, keys: list[str], metrics: list[str]) -> list[str]:
