@@ -314,7 +314,7 @@ def test_an_optuna_search_runs_its_trials_as_slurm_jobs_on_a_postgres_study(
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 4
     (sweep_dir,) = {d.parent for d in run_dirs(tmp_path / "logs")}
     arrays = slurm_arrays(sweep_dir)
-    assert len(arrays) == 2  # two arrays of n_jobs=2 trials
+    assert len(arrays) == 4  # a SLURM job per trial, n_jobs=2 at a time (no barrier)
     assert [s for array in arrays for s in sacct_states(array)] == ["COMPLETED"] * 4
 
 
