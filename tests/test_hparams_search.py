@@ -556,7 +556,6 @@ def test_several_metrics_make_a_multi_objective_study_and_its_pareto_front(cli, 
         "hydra.sweeper.metric=[val/acc,val/loss]",
         "hydra.sweeper.direction=[maximize,minimize]",
         "trainer.max_steps=300",
-        "hydra.sweeper.n_trials=6",
     )
     assert result.returncode == 0, result.stderr
     study = load_study(tmp_path)
