@@ -4,9 +4,9 @@ several sampler seeds (Fashion-MNIST from Debian's dataset-fashion-mnist; nothin
 
 For each search: the epochs its trials trained (each run's last.ckpt says how many) and its
 best val/acc. Targets: the pruned searches train at most 60% of the unpruned searches' epochs,
-and their best value is within the spread of the unpruned searches' best values over the
-seeds (at or above the lowest). A run of minutes: `python benchmarks/pruning.py`, not part of
-`make bench`.
+and their best value, averaged over the seeds, is within the spread of the unpruned searches'
+best values over the seeds (from the lowest to the highest). Every value is printed. About
+30 minutes on 2 cores: `python benchmarks/pruning.py`, not part of `make bench`.
 """
 
 from __future__ import annotations
@@ -57,7 +57,9 @@ def main() -> None:
     print(f"  epochs trained: {share:.0%} of the unpruned searches' (target <= 60%)")
     bests = ", ".join(f"{b:.4f}" for _, b in pruned)
     print(f"  best val/acc: pruned {bests}; unpruned {lowest:.4f} .. {highest:.4f}")
-    if share > EPOCHS_SHARE or min(b for _, b in pruned) < lowest:
+    mean = sum(b for _, b in pruned) / len(pruned)
+    print(f"  pruned searches' mean best {mean:.4f} (target: within the unpruned spread)")
+    if share > EPOCHS_SHARE or not lowest <= mean <= highest:
         sys.exit(1)
 
 
