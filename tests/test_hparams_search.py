@@ -531,13 +531,13 @@ def test_a_pruned_trial_stops_at_its_first_validation_behind_the_others(cli, tmp
     """The median pruner, after one trial that learns: a trial that cannot learn (lr 1e-9) is
     pruned at its first validation, keeps its last.ckpt, and counts as pruned in the study."""
     fixed = ["model.hidden_nodes=8", "model.activation=tanh", "hydra.sweeper.pruner=median"]
-    fixed += ["+hydra.sweeper.pruner_args.n_startup_trials=1", "trainer.max_steps=2000"]
+    fixed += ["+hydra.sweeper.pruner_args.n_startup_trials=1", "trainer.max_steps=1000"]
     assert search(cli, 1, *fixed, "optimizer.lr=0.03").returncode == 0
     result = search(cli, 2, *fixed, "optimizer.lr=1e-9")
     assert result.returncode == 0, result.stderr
     learnt, pruned = load_study(tmp_path).trials
     assert (learnt.state, pruned.state) == (TrialState.COMPLETE, TrialState.PRUNED)
-    assert sorted(learnt.intermediate_values) == [4, 9, 14, 19]  # epochs of 100 steps
+    assert sorted(learnt.intermediate_values) == [4, 9]  # epochs of 100 steps
     assert list(pruned.intermediate_values) == [4]  # stopped at its first validation
     assert pruned.intermediate_values[4] < learnt.intermediate_values[4]
     run = run_dirs(tmp_path / "logs")[-1]
@@ -555,7 +555,7 @@ def test_several_metrics_make_a_multi_objective_study_and_its_pareto_front(cli, 
         4,
         "hydra.sweeper.metric=[val/acc,val/loss]",
         "hydra.sweeper.direction=[maximize,minimize]",
-        "trainer.max_steps=300",
+        "trainer.max_steps=100",
     )
     assert result.returncode == 0, result.stderr
     study = load_study(tmp_path)
