@@ -222,24 +222,43 @@ def test_a_full_disk_where_hydra_writes_a_trial_stops_the_search_with_4(cli, tmp
 
 
 @pytest.mark.slow
-def test_sigterm_stops_a_search_with_143_and_its_unfinished_trial_runs_again(cli, tmp_path):
+def test_sigterm_stops_a_search_with_143_and_the_same_command_resumes_its_trial_exactly(
+    cli, tmp_path
+):
     # The basic launcher: the trial runs in the search's own process, and the signal reaches
     # it there. (Joblib's workers, stopped by the same nnlab.sweeps, are tests/test_sweep.py's.)
     overrides = ["hparams_search=rings_optuna", "hydra.sweeper.n_trials=2", "hydra/launcher=basic"]
+    overrides.append("trainer.max_steps=3000")
     command = [sys.executable, "-m", "nnlab.train", "-m", f"paths.log_dir={tmp_path / 'logs'}"]
-    sigterm_during_first_trial(tmp_path, [*command, *overrides, "trainer.max_steps=40000"])
+    sigterm_during_first_trial(tmp_path, [*command, *overrides])
     # One trial at a time in this process: the first is interrupted, closed as failed and
     # queued again; the second is never asked for
     trials = load_study(tmp_path).trials
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.WAITING]
-    statuses = [read_metrics(job)["status"] for job in run_dirs(tmp_path / "logs")]
-    assert statuses == ["interrupted"]
+    (interrupted,) = run_dirs(tmp_path / "logs")
+    assert read_metrics(interrupted)["status"] == "interrupted"
+    assert trials[1].user_attrs["run_dir"] == str(interrupted)  # its job recorded it
+    stopped_at = torch.load(interrupted / "checkpoints" / "last.ckpt", weights_only=True)
 
-    again = cli(*overrides, "trainer.max_steps=100", multirun=True)  # a shorter budget
+    again = cli(*overrides, multirun=True)  # the same command
     assert again.returncode == 0, again.stderr
     after = load_study(tmp_path).trials
     assert [t.state for t in after] == [TrialState.FAIL] + [TrialState.COMPLETE] * 2
-    assert after[1].params == trials[0].params  # the queued one first
+    assert after[1].params == trials[0].params  # the queued one first, resumed in place:
+    assert after[1].user_attrs["run_dir"] == str(interrupted)
+    assert list((interrupted / ".hydra" / "resumed").iterdir())
+    assert stopped_at["global_step"] > 0
+    resumed = read_metrics(interrupted)
+    assert after[1].value == resumed["val/acc"]
+    log = (interrupted / "train.log").read_text()
+    assert "Restored all states from the checkpoint" in log  # Lightning's: resumed, not rerun
+    params = [f"{k}={as_value(v)}" for k, v in after[1].params.items()]  # the same, uninterrupted
+    single = f"paths.log_dir={tmp_path / 'single'}"
+    assert cli("experiment=rings", "trainer.max_steps=3000", *params, single).returncode == 0
+    (run,) = run_dirs(tmp_path / "single")
+    uninterrupted = read_metrics(run)
+    assert resumed.pop("status") == uninterrupted.pop("status") == "completed"
+    assert resumed == pytest.approx(uninterrupted, rel=1e-5)
     assert results_of_last_sweep(tmp_path)["study_trials"] == {
         "completed": 2,
         "failed": 0,
@@ -452,7 +471,7 @@ def test_two_searches_share_one_study_and_its_budget(tmp_path):
 @pytest.mark.slow
 def test_a_dead_searchs_trial_is_run_again_by_another_search(cli, tmp_path):
     logs = tmp_path / "logs"
-    killed = subprocess.Popen(search_command(tmp_path, 2, "trainer.max_steps=200000"), cwd=tmp_path)
+    killed = subprocess.Popen(search_command(tmp_path, 2, "trainer.max_steps=3000"), cwd=tmp_path)
     deadline = time.monotonic() + 120
     while not list(logs.glob("rings/multiruns/*/*/checkpoints/last.ckpt")):
         assert killed.poll() is None and time.monotonic() < deadline
@@ -461,13 +480,18 @@ def test_a_dead_searchs_trial_is_run_again_by_another_search(cli, tmp_path):
     killed.wait()
     assert [t.state for t in load_study(tmp_path).trials] == [TrialState.RUNNING]
 
-    again = cli(*search_command(tmp_path, 2)[4:], multirun=True)  # in this process
+    (killed_dir,) = run_dirs(logs)  # no metrics.json: killed before it could say how it ended
+    again = cli(*search_command(tmp_path, 2, "trainer.max_steps=3000")[4:], multirun=True)
     assert again.returncode == 0, again.stderr
     dead, *rest = load_study(tmp_path).trials
     assert dead.state == TrialState.FAIL  # failed by Optuna's heartbeat check, then retried
     assert [t.state for t in rest] == [TrialState.COMPLETE, TrialState.COMPLETE]
     (retry,) = [t for t in rest if t.system_attrs.get("failed_trial") == dead.number]
     assert retry.params == dead.params
+    # resumed in place, from the last.ckpt its killed job left, to the end of its budget
+    assert retry.user_attrs["run_dir"] == str(killed_dir)
+    assert "Restored all states from the checkpoint" in (killed_dir / "train.log").read_text()
+    assert read_metrics(killed_dir)["status"] == "completed"
 
 
 def test_trials_run_without_a_barrier_n_jobs_at_a_time(cli, tmp_path, monkeypatch):

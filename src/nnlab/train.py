@@ -121,7 +121,7 @@ def train(cfg: DictConfig, starts_processes: bool = False) -> Run:
             recording(run_dir, cfg, cfg.task_name) as record,
             at_once,
         ):
-            stopped_by = is_multirun() and signals.stopped_by(Path(HydraConfig.get().sweep.dir))
+            stopped_by = is_multirun() and signals.stopped_by(signals.sweep_of_this_job())
             if stopped_by:  # a signal stopped the sweep before this job started
                 raise NotRun(stopped_by.name)
             if is_multirun() and signals.sweep_is_gone():  # killed: no signal, no mark
@@ -187,7 +187,7 @@ def build_run(cfg: DictConfig, starts_processes: bool = False, resumes: Path | N
     from nnlab.run import callbacks as nnlab_callbacks
     from nnlab.run.build import build, check_network_fits
     from nnlab.run.loaders import make_training_loaders_resumable
-    from nnlab.sweep.pruning import pruning_callback
+    from nnlab.sweep.trial import pruning_callback, record_run_dir, this_trial
 
     quiet_libraries()
     if not nnlab.USER_SET_NVML_CHECK:  # see nnlab/__init__.py
@@ -212,7 +212,10 @@ def build_run(cfg: DictConfig, starts_processes: bool = False, resumes: Path | N
         nnlab_callbacks.GracefulStop(last),
         nnlab_callbacks.ResumeState(),
     ]
-    if is_multirun() and (reports := pruning_callback(last)) is not None:  # a pruned search's
+    trial = this_trial() if is_multirun() else None  # a search's job: its Optuna trial
+    if trial is not None:  # where it runs, so that a later search can resume it in place
+        record_run_dir(trial, Path(cfg.paths.output_dir))
+    if (reports := pruning_callback(trial, last)) is not None:  # a pruned search's
         callbacks.append(reports)
     # Without a ModelCheckpoint among the callbacks, Lightning would add its own.
     settings = {"enable_checkpointing": any(isinstance(c, ModelCheckpoint) for c in callbacks)}
@@ -393,7 +396,7 @@ def _job(cfg: DictConfig) -> dict[str, float]:
         if isinstance(known, Interrupted) and signals.is_cluster_job():
             signals.requeue_and_exit(known.signum)  # it resumes in place: resumes_in_place
         elif isinstance(known, Interrupted):  # a signal stops the whole (local) sweep
-            signals.mark_stopped(Path(HydraConfig.get().sweep.dir), known.signum)
+            signals.mark_stopped(signals.sweep_of_this_job(), known.signum)
         raise  # a bug; or a sweep's job, which fails alone: the sweep reports it when done
 
 

@@ -40,8 +40,10 @@ from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from nnlab.checks import NO_VALUE, BadValue, check_choice, check_int
 from nnlab.errors import DISK_FULL, ConfigError, Pruned, stop, stopped
 from nnlab.overrides import as_value, parse
+from nnlab.run import layout
 from nnlab.sweep import signals
 from nnlab.sweep.grid import (
+    RESUMED,
     ended_without_a_result,
     job_status,
     one_line_if_refused,
@@ -55,7 +57,8 @@ from nnlab.sweep.study_figures import save_study_figures
 
 log = logging.getLogger("nnlab")
 RESULTS_FILE = "optimization_results.yaml"
-TRIAL = "NNLAB_OPTUNA_TRIAL"  # the number of the trial a pruned search's job runs
+TRIAL = "NNLAB_OPTUNA_TRIAL"  # the number of the trial a search's job runs (nnlab.sweep.trial)
+RUN_DIR = "run_dir"  # a trial's user attribute: its run dir, recorded by its job
 OVER_BUDGET = "over_budget"  # a trial another process's took the place of: pruned, never run
 STORAGE_ATTEMPTS = 5
 MAX_RETRIES = 3  # a trial is run again at most 3 times
@@ -201,8 +204,8 @@ class OptunaSweeper(Sweeper):
         `at_once` per launch would wait for its slowest trial (make bench measures both).
         Raises the first error a thread met, once every thread has ended."""
         ended = threading.Condition()  # held to ask or tell; notified when a trial ends
-        # a pruned trial's job finds its trial itself (nnlab.sweep.pruning)
-        trial_env = f"++hydra.job.env_set.{TRIAL}=" if self.pruner else None
+        # a trial's job finds its trial itself in the storage (nnlab.sweep.trial)
+        trial_env = f"++hydra.job.env_set.{TRIAL}=" if self.rdb is not None else None
         errors: list[BaseException] = []
 
         def run_trials() -> None:
@@ -224,6 +227,7 @@ class OptunaSweeper(Sweeper):
                     params = [f"{k}={as_value(v)}" for k, v in trial.params.items()]
                     if trial_env:
                         params.append(f"{trial_env}{trial.number}")
+                    params += self._in_place(trial)
                     launched = self.launcher.launch([[*self.fixed, *params]], job_number)
                     with ended:
                         self._tell(study, trial, launched[0], space)
@@ -248,6 +252,25 @@ class OptunaSweeper(Sweeper):
                 thread.join(0.2)
         if errors:
             raise errors[0]
+
+    def _in_place(self, trial: optuna.Trial) -> list[str]:
+        """The overrides that resume a trial in place: one queued again after an interruption
+        (a signal, or its search killed) whose run dir, which its job recorded (RUN_DIR), holds
+        its unfinished run with a last.ckpt. Its job then runs in that dir, as a resumed
+        sweep's job does (nnlab.train.resumes_in_place), and resumes exactly; its Hydra files
+        go to .hydra/resumed/<stamp>. Any other trial starts afresh."""
+        from nnlab.train import resumes_in_place
+
+        run_dir = Path(str(trial.user_attrs.get(RUN_DIR, "")))
+        if not trial.user_attrs.get(RUN_DIR) or not resumes_in_place(run_dir):
+            return []
+        log.info("Trial %d resumes in place: %s", trial.number, run_dir)
+        return [
+            f"hydra.sweep.dir={as_value(str(run_dir.parent))}",
+            f"hydra.sweep.subdir={as_value(run_dir.name)}",
+            f"hydra.output_subdir={layout.HYDRA_DIR}/resumed/{layout.run_stamp()}",
+            f"++hydra.job.env_set.{RESUMED}=1",
+        ]
 
     def _ask(self, study: optuna.Study, space: Space) -> optuna.Trial | None:
         """A new trial within the study's budget, which every process shares, or None.
@@ -315,10 +338,10 @@ class OptunaSweeper(Sweeper):
         if self.seed is not None:
             check_int("hydra.sweeper.seed", self.seed, minimum=0)
         if self.pruner is not None:
-            from nnlab.sweep import pruning  # only then: its trials' callback is Lightning's
+            from nnlab.sweep import trial  # only then: its trials' callback is Lightning's
 
-            check_choice("hydra.sweeper.pruner", self.pruner, pruning.PRUNERS)
-            pruning.make_pruner(self.pruner, self.pruner_args)
+            check_choice("hydra.sweeper.pruner", self.pruner, trial.PRUNERS)
+            trial.make_pruner(self.pruner, self.pruner_args)
             if self.storage is None:
                 reason = "a pruned trial reports to its study from its own job: name a storage"
                 raise ConfigError("hydra.sweeper.storage", None, reason)
@@ -428,7 +451,7 @@ class OptunaSweeper(Sweeper):
     ) -> None:
         """Give Optuna the trial's result. A trial that completed without the metric raises
         (no later one would have it): the search stops, the trial not counted."""
-        if _stopped_by_a_signal(result):
+        if _stopped_by_a_signal(result) and signals.stopped_by(self.sweep_dir):
             return  # closed and queued again by _stop
         if job_status(result.hydra_cfg) == Pruned.status:  # it reported its values itself
             study.tell(trial, state=TrialState.PRUNED, skip_if_finished=True)

@@ -100,6 +100,15 @@ class _Signalled(BaseException):
 
 
 SWEEP_PID = "NNLAB_SWEEP_PID"  # set by the sweepers for their jobs: the sweep's own process
+SWEEP_DIR = "NNLAB_SWEEP_DIR"  # and its dir, which a trial resumed in an earlier one's lacks
+
+
+def sweep_of_this_job() -> Path:
+    """The dir of the sweep that launched this job, whose stop mark stops it: its own sweep
+    dir, except for a search's trial resumed in place in an earlier sweep's dir."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return Path(os.environ.get(SWEEP_DIR) or HydraConfig.get().sweep.dir)
 GRACE_S = 5  # for a training job to save last.ckpt once its sweep is gone
 
 

@@ -1,11 +1,13 @@
-"""Pruning a search's trials with Optuna's pruners: `hydra.sweeper.pruner=median`.
+"""A search's trial as its job sees it: its Optuna trial, its run dir, and its pruner.
 
-The search runs each trial as a Hydra job, not inside `Study.optimize`, so the trial finds its
-Optuna trial itself: the sweeper gives the job its trial's number (search.TRIAL, through Hydra's
-`hydra.job.env_set`), and the job opens the study from its storage. At every validation the
-trial reports the search's metric (step: the epoch) and asks the pruner; a pruned trial saves
-its `last.ckpt` and stops at once, its metrics.json saying `pruned`, and the search tells the
-study so.
+The search runs each trial as a Hydra job, not inside `Study.optimize`, so the job finds its
+Optuna trial itself: the sweeper gives the job its trial's number (search.TRIAL, through
+Hydra's `hydra.job.env_set`), and the job opens the study from its storage. There it records
+its run dir (RUN_DIR), so that a search that continues the study resumes an interrupted
+trial in place, even one whose search was killed. With `hydra.sweeper.pruner=median`, at every
+validation the trial reports the search's metric (step: the epoch) and asks the pruner; a
+pruned trial saves its `last.ckpt` and stops at once, its metrics.json saying `pruned`, and
+the search tells the study so.
 """
 
 from __future__ import annotations
@@ -43,20 +45,33 @@ def make_pruner(name: str | None, arguments: dict[str, Any]) -> optuna.pruners.B
         raise ConfigError("hydra.sweeper.pruner_args", arguments, reason) from None
 
 
-def pruning_callback(checkpoint: Path) -> L.Callback | None:
-    """The callback that reports a pruned search's trial to its study; None for any other job."""
+def this_trial() -> optuna.Trial | None:
+    """The Optuna trial this job runs, with the search's pruner; None outside a search's job."""
     from nnlab.sweep.search import TRIAL, rdb_storage, storage_url
 
     number = os.environ.get(TRIAL)
-    sweeper = HydraConfig.get().sweeper if HydraConfig.initialized() else {}
-    if number is None or not sweeper.get("pruner"):
+    if number is None or not HydraConfig.initialized():
         return None
+    sweeper = HydraConfig.get().sweeper
     storage = rdb_storage(storage_url(sweeper.storage))
-    pruner = make_pruner(sweeper.pruner, dict(sweeper.get("pruner_args") or {}))
+    pruner = make_pruner(sweeper.get("pruner"), dict(sweeper.get("pruner_args") or {}))
     study = optuna.load_study(study_name=sweeper.study_name, storage=storage, pruner=pruner)
     study_id = storage.get_study_id_from_name(sweeper.study_name)
     trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, int(number))
-    return ReportsToItsTrial(optuna.Trial(study, trial_id), str(sweeper.metric), checkpoint)
+    return optuna.Trial(study, trial_id)
+
+
+def record_run_dir(trial: optuna.Trial, run_dir: Path) -> None:
+    from nnlab.sweep.search import RUN_DIR
+
+    trial.set_user_attr(RUN_DIR, str(run_dir))
+
+
+def pruning_callback(trial: optuna.Trial | None, checkpoint: Path) -> L.Callback | None:
+    """The callback that reports a pruned search's trial to its study; None for any other job."""
+    if trial is None or not HydraConfig.get().sweeper.get("pruner"):
+        return None
+    return ReportsToItsTrial(trial, str(HydraConfig.get().sweeper.metric), checkpoint)
 
 
 class ReportsToItsTrial(L.Callback):
