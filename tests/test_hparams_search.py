@@ -634,3 +634,26 @@ def test_sigterm_stops_a_search_of_parallel_trials_and_both_run_again(cli, tmp_p
     assert {t.params["model.hidden_nodes"] for t in trials[2:]} == {
         t.params["model.hidden_nodes"] for t in trials[:2]
     }
+
+
+def test_a_trial_recorded_outside_the_log_dir_starts_afresh_and_writes_nothing_there(cli, tmp_path):
+    """A trial's recorded run dir is data from a storage others may write: a dir outside this
+    search's log dir, even one that looks like an unfinished run, is never written into."""
+    outside = tmp_path / "outside" / "multiruns" / "stamp" / "0_x"
+    (outside / "checkpoints").mkdir(parents=True)
+    (outside / "checkpoints" / "last.ckpt").write_bytes(b"not a checkpoint")
+    (outside / ".hydra").mkdir()
+    (outside / ".hydra" / "config.yaml").write_text("task_name: rings\n")
+    before = sorted(p.relative_to(tmp_path) for p in (tmp_path / "outside").rglob("*"))
+    storage = f"sqlite:///{tmp_path / 'logs' / 'rings' / 'searches' / 'rings_optuna.db'}"
+    (tmp_path / "logs" / "rings" / "searches").mkdir(parents=True)
+    study = optuna.create_study(study_name="rings_optuna", storage=storage, direction="maximize")
+    params = {"model.hidden_nodes": 3, "model.activation": "relu", "optimizer.lr": 0.01}
+    study.enqueue_trial(params, user_attrs={"run_dir": str(outside)})
+
+    assert search(cli, 1).returncode == 0
+    (trial,) = load_study(tmp_path).trials
+    assert trial.state == TrialState.COMPLETE and trial.params == params
+    (run,) = run_dirs(tmp_path / "logs")
+    assert trial.user_attrs["run_dir"] == str(run)  # a dir of its own, which its job recorded
+    assert sorted(p.relative_to(tmp_path) for p in (tmp_path / "outside").rglob("*")) == before

@@ -97,7 +97,8 @@ def train(cfg: DictConfig, starts_processes: bool = False) -> Run:
     run_dir.mkdir(parents=True, exist_ok=True)  # Hydra makes it; the compose API does not
     last_checkpoint = layout.checkpoint(run_dir, "last")
     if is_multirun() and os.environ.get(devices.DEVICES):  # before CUDA starts in this worker
-        device = devices.take_a_device(run_dir.parent, os.environ[devices.DEVICES].split(","))
+        sweep = signals.sweep_of_this_job()  # a trial resumed in place: the new sweep's slots
+        device = devices.take_a_device(sweep, os.environ[devices.DEVICES].split(","))
         log.info("%s: on device %s (CUDA_VISIBLE_DEVICES=%s)", run_dir.name, device, device)
     if is_multirun() and not cfg.get("ckpt_path") and finds_its_dir_again():
         if resumes_in_place(run_dir):
@@ -121,6 +122,9 @@ def train(cfg: DictConfig, starts_processes: bool = False) -> Run:
             recording(run_dir, cfg, cfg.task_name) as record,
             at_once,
         ):
+            record.resuming = bool(
+                cfg.get("ckpt_path")
+            )  # a resume not run leaves its run as it was
             stopped_by = is_multirun() and signals.stopped_by(signals.sweep_of_this_job())
             if stopped_by:  # a signal stopped the sweep before this job started
                 raise NotRun(stopped_by.name)
@@ -130,7 +134,6 @@ def train(cfg: DictConfig, starts_processes: bool = False) -> Run:
                 signals.end_with_the_sweep()
             checkpoint = None
             if cfg.get("ckpt_path"):
-                record.resuming = True
                 resume.replay(cfg, run_dir)  # the run's own settings, beneath this command's
                 resume.check_same_code(cfg, run_dir, key="ckpt_path")  # a run dir names no code
                 checkpoint = layout.resumed_checkpoint(str(cfg.ckpt_path), run_dir)

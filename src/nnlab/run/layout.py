@@ -115,10 +115,9 @@ def locked(run_dir: Path | str, key: str) -> Iterator[None]:
             break
         except FileExistsError:
             pid, host, holder_job = [*lock.read_text(errors="replace").split(), "", "", ""][:3]
-            dead = host == socket.gethostname() and pid.isdigit() and not process_alive(int(pid))
             # a requeued SLURM job, on any node, after SLURM ended its earlier run
             requeued = bool(job) and holder_job == job and os.environ.get("SLURM_RESTART_COUNT")
-            if dead or requeued:
+            if lock_holder(run_dir) is None or requeued:
                 lock.unlink(missing_ok=True)  # its holder died: take it over
                 continue
             reason = (
@@ -170,6 +169,17 @@ def path_safe(text: str, max_length: int = 120) -> str:
     """`text` as one path component: no '/', and short enough for any file system."""
     text = str(text).replace("/", "|")
     return text if len(text) <= max_length else text[: max_length - 3] + "..."
+
+
+def lock_holder(run_dir: Path | str) -> str | None:
+    """Who holds the run dir's `run.lock` ("<pid> <host>"), or None: no lock, or one whose
+    holder on this host has died."""
+    try:
+        pid, host = [*(Path(run_dir) / LOCK).read_text(errors="replace").split(), "", ""][:2]
+    except OSError:
+        return None
+    dead = host == socket.gethostname() and pid.isdigit() and not process_alive(int(pid))
+    return None if dead else f"{pid} {host}"
 
 
 def task_dir(log_dir: str, task_name: str | None) -> Path:

@@ -294,8 +294,9 @@ def start_sweep(
             config.hydra.overrides.hydra.append(
                 f"+hydra.job.env_set.{signals.SWEEP_PID}={os.getpid()}"
             )
-        stops = as_value(str(sweep_dir))
-        config.hydra.overrides.hydra.append(f"+hydra.job.env_set.{signals.SWEEP_DIR}={stops}")
+        if not {"$", "\\"} & set(str(sweep_dir)):  # else Hydra would read them: its own dir
+            stops = as_value(str(sweep_dir))
+            config.hydra.overrides.hydra.append(f"+hydra.job.env_set.{signals.SWEEP_DIR}={stops}")
     return sweep_dir
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import math
+import os
 import signal
 import sys
 import threading
@@ -259,11 +260,10 @@ class OptunaSweeper(Sweeper):
         its unfinished run with a last.ckpt. Its job then runs in that dir, as a resumed
         sweep's job does (nnlab.train.resumes_in_place), and resumes exactly; its Hydra files
         go to .hydra/resumed/<stamp>. Any other trial starts afresh."""
-        from nnlab.train import resumes_in_place
-
-        run_dir = Path(str(trial.user_attrs.get(RUN_DIR, "")))
-        if not trial.user_attrs.get(RUN_DIR) or not resumes_in_place(run_dir):
+        recorded = trial.user_attrs.get(RUN_DIR)
+        if not isinstance(recorded, str) or not self._may_resume_in(Path(recorded)):
             return []
+        run_dir = Path(recorded)
         log.info("Trial %d resumes in place: %s", trial.number, run_dir)
         return [
             f"hydra.sweep.dir={as_value(str(run_dir.parent))}",
@@ -271,6 +271,26 @@ class OptunaSweeper(Sweeper):
             f"hydra.output_subdir={layout.HYDRA_DIR}/resumed/{layout.run_stamp()}",
             f"++hydra.job.env_set.{RESUMED}=1",
         ]
+
+    def _may_resume_in(self, run_dir: Path) -> bool:
+        """Whether a trial's recorded run dir (data from the study's storage, which others may
+        write) is one this search resumes in: a job dir of this task's sweeps under this
+        search's log dir, with no symbolic link where a run writes, no character Hydra's
+        override syntax would read otherwise, not in use, and holding its own unfinished run
+        with a last.ckpt (nnlab.train.resumes_in_place). Any other trial starts afresh."""
+        from nnlab.train import resumes_in_place
+
+        log_dir = os.path.expanduser(str(self.config.paths.log_dir))
+        multiruns = Path(os.path.realpath(log_dir)) / str(self.config.task_name) / "multiruns"
+        plain = run_dir.is_absolute() and not {"$", "\\", "'", '"'} & set(str(run_dir))
+        if not plain or Path(os.path.realpath(run_dir)).parent.parent != multiruns:
+            return False
+        try:
+            layout.check_no_links(run_dir, RUN_DIR, str(run_dir))
+        except ConfigError:
+            return False
+        holder = layout.lock_holder(run_dir)
+        return holder is None and layout.is_run_dir(run_dir) and resumes_in_place(run_dir)
 
     def _ask(self, study: optuna.Study, space: Space) -> optuna.Trial | None:
         """A new trial within the study's budget, which every process shares, or None.

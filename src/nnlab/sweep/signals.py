@@ -109,6 +109,8 @@ def sweep_of_this_job() -> Path:
     from hydra.core.hydra_config import HydraConfig
 
     return Path(os.environ.get(SWEEP_DIR) or HydraConfig.get().sweep.dir)
+
+
 GRACE_S = 5  # for a training job to save last.ckpt once its sweep is gone
 
 

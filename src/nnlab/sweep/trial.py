@@ -12,6 +12,7 @@ the search tells the study so.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import warnings
@@ -24,6 +25,8 @@ from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.trainer.states import TrainerFn
 
 from nnlab.errors import ConfigError, Pruned
+
+log = logging.getLogger("nnlab")
 
 PRUNERS = {  # hydra.sweeper.pruner: Optuna's pruners by name
     "median": "MedianPruner",
@@ -46,25 +49,41 @@ def make_pruner(name: str | None, arguments: dict[str, Any]) -> optuna.pruners.B
 
 
 def this_trial() -> optuna.Trial | None:
-    """The Optuna trial this job runs, with the search's pruner; None outside a search's job."""
+    """The Optuna trial this job runs, with the search's pruner; None outside a search's job,
+    or when the study's storage does not answer (the trial then runs unpruned, and the log
+    says why)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
     from nnlab.sweep.search import TRIAL, rdb_storage, storage_url
 
     number = os.environ.get(TRIAL)
     if number is None or not HydraConfig.initialized():
         return None
     sweeper = HydraConfig.get().sweeper
-    storage = rdb_storage(storage_url(sweeper.storage))
-    pruner = make_pruner(sweeper.get("pruner"), dict(sweeper.get("pruner_args") or {}))
-    study = optuna.load_study(study_name=sweeper.study_name, storage=storage, pruner=pruner)
-    study_id = storage.get_study_id_from_name(sweeper.study_name)
-    trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, int(number))
+    try:
+        storage = rdb_storage(storage_url(sweeper.storage))
+        pruner = make_pruner(sweeper.get("pruner"), dict(sweeper.get("pruner_args") or {}))
+        study = optuna.load_study(study_name=sweeper.study_name, storage=storage, pruner=pruner)
+        study_id = storage.get_study_id_from_name(sweeper.study_name)
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, int(number))
+    except (SQLAlchemyError, KeyError) as error:
+        log.warning("Trial %s did not reach its study: %s", number, str(error).splitlines()[0])
+        return None
     return optuna.Trial(study, trial_id)
 
 
 def record_run_dir(trial: optuna.Trial, run_dir: Path) -> None:
+    """The trial's run dir, on its Optuna trial (search.RUN_DIR): a search that continues the
+    study resumes it there if it is interrupted. Best effort: a trial another process has
+    failed meanwhile (as stale) takes no attribute, and runs on."""
+    from sqlalchemy.exc import SQLAlchemyError
+
     from nnlab.sweep.search import RUN_DIR
 
-    trial.set_user_attr(RUN_DIR, str(run_dir))
+    try:
+        trial.set_user_attr(RUN_DIR, str(run_dir))
+    except (SQLAlchemyError, RuntimeError) as error:
+        log.warning("Trial %d's run dir not recorded: %s", trial.number, error)
 
 
 def pruning_callback(trial: optuna.Trial | None, checkpoint: Path) -> L.Callback | None:
