@@ -221,3 +221,18 @@ def trained(cfg: DictConfig) -> dict[str, float | str]:
 
     with restored_process_state():
         return train(cfg).metrics
+
+
+def replace_launch(monkeypatch: pytest.MonkeyPatch, make_launch: Callable[..., Any]) -> None:
+    """Hydra's launcher as a sweep builds it, with its `launch` replaced by
+    `make_launch(real_launch)`: for tests of what a sweeper does with a launch's outcome."""
+    from hydra.core.plugins import Plugins
+
+    real_instantiate = Plugins.instantiate_launcher
+
+    def instantiate(self: Any, *args: Any, **kwargs: Any) -> Any:
+        launcher = real_instantiate(self, *args, **kwargs)
+        launcher.launch = make_launch(launcher.launch)
+        return launcher
+
+    monkeypatch.setattr(Plugins, "instantiate_launcher", instantiate)

@@ -16,7 +16,7 @@ import optuna
 import pytest
 import torch
 import yaml
-from conftest import read_metrics, run_dirs
+from conftest import read_metrics, replace_launch, run_dirs
 from optuna.trial import TrialState
 
 from nnlab.errors import ConfigError
@@ -195,21 +195,14 @@ def test_a_full_disk_where_hydra_writes_a_trial_stops_the_search_with_4(cli, tmp
     launcher. The search ends as a signal ends it, its trials queued again, with exit 4."""
     import errno
 
-    from hydra.core.plugins import Plugins
-
-    real_instantiate = Plugins.instantiate_launcher
-
-    def launcher_on_a_full_disk(self, *args, **kwargs):
-        launcher = real_instantiate(self, *args, **kwargs)
-
+    def on_a_full_disk(real_launch):
         def launch(jobs, initial_job_idx):
             raise OSError(errno.ENOSPC, "No space left on device", "x/.hydra/config.yaml")
 
-        launcher.launch = launch
-        return launcher
+        return launch
 
     with monkeypatch.context() as patch:
-        patch.setattr(Plugins, "instantiate_launcher", launcher_on_a_full_disk)
+        replace_launch(patch, on_a_full_disk)
         stopped = search(cli, 2)
     assert stopped.returncode == 4, stopped.stderr
     assert stopped.stderr.splitlines()[-1] == (
@@ -500,18 +493,14 @@ def test_trials_run_without_a_barrier_n_jobs_at_a_time(cli, tmp_path, monkeypatc
     third, and the first would time out. Never more than 2 run at once; the budget exactly."""
     import threading
 
-    from hydra.core.plugins import Plugins
     from hydra.core.utils import JobReturn, JobStatus
     from omegaconf import OmegaConf
 
-    real_instantiate = Plugins.instantiate_launcher
     lock, ended_three = threading.Lock(), threading.Event()
     running: list[int] = []
     most_at_once, ended = [0], []
 
-    def launcher_with_held_first_trial(self, *args, **kwargs):
-        launcher = real_instantiate(self, *args, **kwargs)
-
+    def with_the_first_trial_held(real_launch):
         def launch(jobs, initial_job_idx):
             assert len(jobs) == 1  # one trial per launch
             with lock:
@@ -533,10 +522,9 @@ def test_trials_run_without_a_barrier_n_jobs_at_a_time(cli, tmp_path, monkeypatc
                     ended_three.set()
             return [result]
 
-        launcher.launch = launch
-        return launcher
+        return launch
 
-    monkeypatch.setattr(Plugins, "instantiate_launcher", launcher_with_held_first_trial)
+    replace_launch(monkeypatch, with_the_first_trial_held)
     result = cli(
         "hparams_search=rings_optuna",
         "hydra.sweeper.n_trials=6",

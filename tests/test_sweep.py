@@ -11,7 +11,7 @@ import time
 import psutil
 import pytest
 import yaml
-from conftest import read_metrics, run_command, run_dirs, sigterm_at_validation
+from conftest import read_metrics, replace_launch, run_command, run_dirs, sigterm_at_validation
 
 from nnlab.analysis.report import main as report_main
 
@@ -73,8 +73,6 @@ def test_a_full_disk_ends_the_sweep_with_exit_4_and_its_summary(cli, tmp_path, m
     ends with its one line, naming the full disk, and exit 4 (it was three tracebacks)."""
     import errno
 
-    from hydra.core.plugins import Plugins
-
     from nnlab.tasks.rings import RingsTask
 
     full = OSError(errno.ENOSPC, "No space left on device", "figures/x.png")
@@ -88,20 +86,15 @@ def test_a_full_disk_ends_the_sweep_with_exit_4_and_its_summary(cli, tmp_path, m
         real_analyse = RingsTask.analyse
         monkeypatch.setattr(RingsTask, "analyse", analyse_on_a_full_disk)
     else:
-        real_instantiate = Plugins.instantiate_launcher
 
-        def launcher_on_a_full_disk(self, *args, **kwargs):
-            launcher = real_instantiate(self, *args, **kwargs)
-            real_launch = launcher.launch
-
+        def on_a_full_disk(real_launch):
             def launch(jobs, initial_job_idx):
                 real_launch(jobs[:1], initial_job_idx)  # the first job; then the disk is full
                 raise full
 
-            launcher.launch = launch
-            return launcher
+            return launch
 
-        monkeypatch.setattr(Plugins, "instantiate_launcher", launcher_on_a_full_disk)
+        replace_launch(monkeypatch, on_a_full_disk)
     result = cli(
         "experiment=rings",
         "trainer.max_steps=100",
