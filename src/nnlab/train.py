@@ -122,9 +122,8 @@ def train(cfg: DictConfig, starts_processes: bool = False) -> Run:
             recording(run_dir, cfg, cfg.task_name) as record,
             at_once,
         ):
-            record.resuming = bool(
-                cfg.get("ckpt_path")
-            )  # a resume not run leaves its run as it was
+            # a resume that a stop keeps from starting leaves its run as it was
+            record.resuming = bool(cfg.get("ckpt_path"))
             stopped_by = is_multirun() and signals.stopped_by(signals.sweep_of_this_job())
             if stopped_by:  # a signal stopped the sweep before this job started
                 raise NotRun(stopped_by.name)

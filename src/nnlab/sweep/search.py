@@ -242,15 +242,13 @@ class OptunaSweeper(Sweeper):
 
         if at_once == 1:  # in this thread: a job of the basic launcher takes its own signals
             run_trials()
-        threads = [
-            threading.Thread(target=run_trials, name=f"nnlab-trials-{n}")
-            for n in range(at_once if at_once > 1 else 0)
-        ]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            while thread.is_alive():  # in short waits: the main thread takes signals between
-                thread.join(0.2)
+        else:
+            threads = [threading.Thread(target=run_trials) for _ in range(at_once)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                while thread.is_alive():  # in short waits: the main thread takes signals between
+                    thread.join(0.2)
         if errors:
             raise errors[0]
 
