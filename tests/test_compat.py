@@ -132,3 +132,27 @@ def test_pending_loader_states_reach_the_loaders_of_a_resumed_fit(tmp_path):
     assert Remembers.loaded == []  # Lightning issue #20550: the state is dropped
     trainer(LoadPending()).fit(Resumed(), ckpt_path=tmp_path / "mid.ckpt")
     assert Remembers.loaded == [{"at": 3}]
+
+
+def test_lightning_skips_the_empty_hooks_set_to_none_and_calls_the_defined_ones(tmp_path):
+    calls = []
+
+    class CountsSteps(L.Callback):
+        def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+            calls.append("callback")
+
+    class CountsBackward(OneParameter):
+        def on_after_backward(self):
+            calls.append("module")
+
+    callback, module = CountsSteps(), CountsBackward()
+    compat.skip_empty_hooks([callback], module)
+    assert callback.on_after_backward is None and callback.on_before_optimizer_step is not None
+    assert module.on_before_backward is None and module.on_before_optimizer_step is None
+    assert module.on_before_zero_grad is None and module.on_train_batch_end is not None
+    assert module.on_after_backward is not None
+    L.Trainer(
+        max_steps=2, logger=False, enable_progress_bar=False, enable_model_summary=False,
+        enable_checkpointing=False, default_root_dir=tmp_path, callbacks=[callback],
+    ).fit(module)  # fmt: skip
+    assert calls == ["module", "callback"] * 2  # a None hook is skipped, not called

@@ -234,7 +234,7 @@ def build_run(cfg: DictConfig, starts_processes: bool = False, resumes: Path | N
     if not cfg.trainer.get("plugins"):  # a config's own plugins are as the user wrote them
         settings["plugins"] = [nnlab_callbacks.WholeCheckpoints()]
     trainer = build(cfg, "trainer", logger=loggers or False, callbacks=callbacks, **settings)
-    compat.skip_empty_hooks(trainer.callbacks)
+    compat.skip_empty_hooks(trainer.callbacks, task)
     launches = (
         trainer.world_size > 1
         and not trainer.strategy.cluster_environment.creates_processes_externally
