@@ -175,6 +175,7 @@ def test_values_the_run_cannot_honour_are_refused_with_what_to_do(cli, overrides
         (["+trainer.gradient_clip_val=nan"], "trainer.gradient_clip_val=nan: expected a finite"),
         (["trainer.limit_train_batches=0"], "trainer.limit_train_batches=0: 0 batches trains"),
         (["trainer._target_=builtins.print"], "trainer._target_='builtins.print': expected light"),
+        (["trainer._target_=nope.Trainer"], "trainer._target_='nope.Trainer': cannot be imported"),
         (  # data= and task= under the default experiment would train under its name and budget
             ["data=wave"],
             "experiment='rings': the default experiment sets its own name, budget and model over "

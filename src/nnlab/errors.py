@@ -266,13 +266,11 @@ def _arguments_of(node: Any) -> list[str]:
     target = node.get("_target_") if hasattr(node, "get") else None
     if not isinstance(target, str):
         return []
-    import hydra.utils
-
-    from nnlab.run.build import accepted_keys
+    from nnlab.run.build import accepted_keys, locate
 
     try:
-        return accepted_keys(hydra.utils.get_object(target)) or []
-    except Exception:  # building the node says why it does not import
+        return accepted_keys(locate(target, "_target_")) or []
+    except ConfigError:  # building the node says why it does not import
         return []
 
 

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import hydra
-import hydra.utils
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -187,7 +186,7 @@ def build_run(cfg: DictConfig, starts_processes: bool = False, resumes: Path | N
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     from nnlab.run import callbacks as nnlab_callbacks
-    from nnlab.run.build import build, check_network_fits
+    from nnlab.run.build import build, check_network_fits, locate
     from nnlab.run.loaders import make_training_loaders_resumable
     from nnlab.sweep.trial import pruning_callback, record_run_dir, this_trial
 
@@ -227,7 +226,7 @@ def build_run(cfg: DictConfig, starts_processes: bool = False, resumes: Path | N
         trainer_settings = OmegaConf.to_container(cfg.trainer, resolve=True)
         callbacks.append(nnlab_callbacks.progress_bar(trainer_settings))
     _check_accelerator(cfg.trainer)
-    trainer_class = hydra.utils.get_object(str(cfg.trainer.get("_target_")))
+    trainer_class = locate(str(cfg.trainer.get("_target_")), "trainer._target_")
     if not (isinstance(trainer_class, type) and issubclass(trainer_class, L.Trainer)):
         expected = "expected lightning.pytorch.Trainer or a subclass of it"
         raise ConfigError("trainer._target_", cfg.trainer.get("_target_"), expected)

@@ -113,7 +113,7 @@ def check_arguments(node: Any, path: str, objects: Mapping[str, Any] | None = No
     if not isinstance(node, DictConfig):
         return
     if "_target_" in node:
-        target = _locate(str(node._target_), f"{path}._target_")
+        target = locate(str(node._target_), f"{path}._target_")
         _check_value_types(target, node, path)
         accepted = accepted_keys(target)
         given = [*(str(k) for k in node if not str(k).startswith("_")), *(objects or {})]
@@ -182,7 +182,7 @@ def accepted_keys(target: Any) -> list[str] | None:
     return None
 
 
-def _locate(target: str, key: str) -> Any:
+def locate(target: str, key: str) -> Any:
     """The object a dotted path names, as Hydra finds it (the longest importable module, then
     attributes); else ConfigError saying why not."""
     parts = target.split(".")
