@@ -155,6 +155,22 @@ def test_the_best_checkpoint_follows_the_validation_loss_the_module_logs(tmp_pat
     assert float(state["best_model_score"]) == pytest.approx(trained.metrics["val_loss"], abs=0.1)
 
 
+def test_a_modules_own_validation_and_test_loaders_give_the_final_validation_and_the_test(
+    tmp_path,
+):
+    from corpus.no_validation import lines
+
+    # The last of 3 epochs is not validated in training.
+    trained = run("own_loaders", tmp_path, "trainer.check_val_every_n_epoch=2")
+    assert {"val_loss", "test_mse"} <= set(trained.metrics)
+    last = torch.load(trained.run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["global_step"] == 36
+    weight, bias = last["state_dict"]["line.weight"], last["state_dict"]["line.bias"]
+    x, y = lines(120, 140).tensors
+    final = torch.nn.functional.mse_loss(x @ weight.T + bias, y)  # the final weights' validation
+    assert trained.metrics["val_loss"] == pytest.approx(float(final), rel=1e-4)
+
+
 def test_a_module_without_a_validation_loss_stops_before_training_naming_its_keys(tmp_path):
     accuracy_only = ["task._target_=corpus.underscore_names.AccuracyOnly", "trainer.max_epochs=1"]
     with pytest.raises(ConfigError) as raised:

@@ -267,7 +267,7 @@ def _fit_validate_and_test(run: Run, record: Record, checkpoint: Path | None) ->
     record.metrics.update(run.logged_metrics())
     record.note = _early_stop_note(trainer)
     guard = next(c for c in trainer.callbacks if isinstance(c, TrainingGuard))
-    validates = has_stage(run, "validation_step", "val_dataloader")
+    validates = has_stage(task, datamodule, "validation_step", "val_dataloader")
     with signals.interrupting(trainer, layout.checkpoint(run.run_dir, "last")):
         if trainer.limit_val_batches and guard.validated_at != trainer.global_step and validates:
             trainer.validate(task, datamodule=datamodule, verbose=False)  # the final weights'

@@ -23,7 +23,6 @@ from lightning.pytorch.callbacks import (
 )
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.trainer.states import TrainerFn
-from lightning.pytorch.utilities.model_helpers import is_overridden
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from torchmetrics import Metric
@@ -31,7 +30,7 @@ from torchmetrics import Metric
 from nnlab import compat
 from nnlab.errors import ConfigError, Diverged, Interrupted
 from nnlab.run.loaders import not_resumable
-from nnlab.run.record import write_atomically
+from nnlab.run.record import has_stage, write_atomically
 from nnlab.run.resume import read, save_hparams_as_data
 from nnlab.sweep.signals import STOP_SIGNALS
 from nnlab.tasks.base import Task
@@ -287,11 +286,8 @@ class MonitorChoice(Callback):
             chosen = saved.get(self.state_key, {}).get("monitor")
             if chosen:
                 self._choose(chosen, trainer)
-        datamodule = trainer.datamodule
-        validates = (
-            trainer.limit_val_batches != 0
-            and is_overridden("validation_step", pl_module)
-            and any(is_overridden("val_dataloader", s) for s in (pl_module, datamodule) if s)
+        validates = trainer.limit_val_batches != 0 and has_stage(
+            pl_module, trainer.datamodule, "validation_step", "val_dataloader"
         )
         if stage != TrainerFn.FITTING or validates or not self._waiting(trainer):
             return

@@ -51,8 +51,9 @@ def evaluate(
         recording(eval_dir, cfg, title, note) as record,
     ):
         record.run = build_run(cfg)
-        if not has_stage(record.run, "test_step", "test_dataloader") and not hasattr(
-            record.run.task, "analyse"
+        run = record.run
+        if not has_stage(run.task, run.datamodule, "test_step", "test_dataloader") and not hasattr(
+            run.task, "analyse"
         ):
             task = type(record.run.task).__name__
             reason = f"{task} has no test_step (or its data no test_dataloader): nothing to test"

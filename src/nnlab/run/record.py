@@ -162,11 +162,13 @@ def write_atomically(path: Path, write: Callable[[Path], object]) -> None:
         raise
 
 
-def has_stage(run: Run, step: str, loader: str) -> bool:
-    """Whether the module defines `step` (test_step) and the data `loader` (test_dataloader)."""
+def has_stage(module: Any, datamodule: Any, step: str, loader: str) -> bool:
+    """Whether the module defines `step` (test_step), and the data `loader` (test_dataloader):
+    Lightning takes every loader from the datamodule when there is one, else from the module."""
     from lightning.pytorch.utilities.model_helpers import is_overridden
 
-    return is_overridden(step, run.task) and is_overridden(loader, run.datamodule)
+    source = module if datamodule is None else datamodule
+    return is_overridden(step, module) and is_overridden(loader, source)
 
 
 def test_and_analyse(run: Run, out_dir: Path) -> dict[str, float]:
@@ -174,7 +176,7 @@ def test_and_analyse(run: Run, out_dir: Path) -> dict[str, float]:
     has one: its figures, tables and arrays go to `out_dir` and the loggers. The metrics."""
     trainer, task, datamodule = run.trainer, run.task, run.datamodule
     metrics: dict[str, float] = {}
-    if has_stage(run, "test_step", "test_dataloader"):
+    if has_stage(task, datamodule, "test_step", "test_dataloader"):
         trainer.test(task, datamodule=datamodule, verbose=False)
         metrics = run.logged_metrics()
     else:
