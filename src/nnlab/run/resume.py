@@ -17,6 +17,7 @@ import functools
 import io
 import logging
 import pickle
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -154,26 +155,27 @@ def check_same_code(
             raise ConfigError(key, str(run_dir), reason)
 
 
-def _target_paths(node: Any, path: str = "") -> dict[str, str]:
+def _mappings(node: Any, path: str = "") -> Iterator[tuple[str, dict]]:
+    """Every mapping in a plain config tree, with its dotted path ("" for the root)."""
+    if isinstance(node, dict):
+        yield path, node
+    if isinstance(node, dict | list):
+        for name, value in node.items() if isinstance(node, dict) else enumerate(node):
+            yield from _mappings(value, f"{path}.{name}" if path else str(name))
+
+
+def _target_paths(node: Any) -> dict[str, str]:
     """`{"data._target_": "nnlab.data...", ...}`: every `_target_` in a plain config tree."""
-    found: dict[str, str] = {}
-    if not isinstance(node, dict | list):
-        return found
-    for name, value in node.items() if isinstance(node, dict) else enumerate(node):
-        key = f"{path}.{name}" if path else str(name)
-        if name == "_target_":
-            found[key] = str(value)
-        else:
-            found |= _target_paths(value, key)
-    return found
+    return {
+        f"{path}._target_".lstrip("."): str(mapping["_target_"])
+        for path, mapping in _mappings(node)
+        if "_target_" in mapping
+    }
 
 
 def _targets(node: Any) -> set[str]:
     """Every `_target_` named in a plain config tree."""
-    if isinstance(node, dict):
-        found = {str(node["_target_"])} if "_target_" in node else set()
-        return found.union(*(_targets(value) for value in node.values()))
-    return set().union(*(_targets(v) for v in node)) if isinstance(node, list) else set()
+    return set(_target_paths(node).values())
 
 
 def _text(value: Any) -> str:
@@ -186,7 +188,7 @@ def check_resumable(task: Any, cfg: DictConfig, checkpoint: Path) -> int:
     import torch
 
     saved = read(checkpoint, "ckpt_path", mapped=True)
-    difference = weights_difference(_weights_of(saved, task), weights(task))
+    difference = weights_difference(weights(task, saved), weights(task))
     if difference:
         raise refusal(cfg, difference)
     for name, _ in task.named_parameters():  # a run resumed at its last step trains no more
@@ -291,31 +293,21 @@ def load_weights(module: Any, path: Path | str, key: str) -> None:
     """Copy the checkpoint's weights into `module`, exactly: every tensor must exist in both
     with the same shape, or ConfigError names the first that does not. The running sums of
     the module's metrics are not weights: a run started from them begins its epochs anew."""
-    own, saved = weights(module), _weights_of(read(path, key), module)
+    own, saved = weights(module), weights(module, read(path, key))
     difference = weights_difference(saved, own)
     if difference:
         raise ConfigError(key, str(path), difference)
     module.load_state_dict(saved, strict=False)
 
 
-def _weights_of(checkpoint: dict[str, Any], module: Any) -> dict[str, Any]:
-    """The checkpoint's tensors, less those of `module`'s metrics."""
-    metrics = _metric_prefixes(module)
-    return {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith(metrics)}
-
-
-def weights(module: Any) -> dict[str, Any]:
-    """The module's state without its torchmetrics' running sums."""
-    metrics = _metric_prefixes(module)
-    return {k: v for k, v in module.state_dict().items() if not k.startswith(metrics)}
-
-
-def _metric_prefixes(module: Any) -> tuple[str, ...]:
-    """`name.` for each torchmetrics Metric in `module`: its running sums are not weights (a
-    training run keeps them in its checkpoints, nnlab.run.callbacks.ResumeState)."""
+def weights(module: Any, checkpoint: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The module's state, or the checkpoint's, without the module's torchmetrics' running
+    sums: they are not weights (a training run keeps them in its checkpoints, ResumeState)."""
     from torchmetrics import Metric
 
-    return tuple(f"{name}." for name, m in module.named_modules() if isinstance(m, Metric) and name)
+    metrics = tuple(f"{n}." for n, m in module.named_modules() if isinstance(m, Metric) and n)
+    state = module.state_dict() if checkpoint is None else checkpoint["state_dict"]
+    return {k: v for k, v in state.items() if not k.startswith(metrics)}
 
 
 def weights_difference(saved: dict[str, Any], own: dict[str, Any]) -> str | None:
@@ -347,19 +339,14 @@ def allow_partials(cfg: DictConfig) -> None:
     import torch
 
     callables: list[Any] = [functools.partial]
-    for node in _partial_nodes(OmegaConf.to_container(cfg.get("task") or {}, resolve=False)):
+    for _, node in _mappings(OmegaConf.to_container(cfg.get("task") or {}, resolve=False)):
+        if node.get("_partial_") is not True or "_target_" not in node:
+            continue
         try:
             callables.append(hydra.utils.get_object(str(node["_target_"])))
         except Exception:  # building the task names it, in a ConfigError
             continue
     torch.serialization.add_safe_globals(callables)
-
-
-def _partial_nodes(node: Any) -> list[dict]:
-    if isinstance(node, dict):
-        own = [node] if node.get("_partial_") is True and "_target_" in node else []
-        return own + [n for value in node.values() for n in _partial_nodes(value)]
-    return [n for value in node for n in _partial_nodes(value)] if isinstance(node, list) else []
 
 
 def as_saved(value: Any) -> Any:
