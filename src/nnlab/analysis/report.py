@@ -186,14 +186,11 @@ def write_markdown(
 def _pareto_front(sweep_dir: Path) -> list[str]:
     """A multi-objective search's Pareto front, as its optimization_results.yaml lists it
     (nnlab.sweep.search), with Optuna's figure of it: a table, or nothing."""
-    import yaml
-
+    front = layout.read_yaml(sweep_dir / "optimization_results.yaml", "pareto_front")
     try:
-        front = yaml.safe_load(layout.read_small(sweep_dir / "optimization_results.yaml"))
-        front = front["pareto_front"]
         header = list(front[0])
         rows = [[str(row.get(key, "")) for key in header] for row in front]
-    except (OSError, ValueError, RecursionError, yaml.YAMLError, KeyError, TypeError, IndexError):
+    except (LookupError, TypeError, AttributeError):
         return []  # not a multi-objective search, or a file that does not read
     figure = (
         ["![pareto_front](pareto_front.png)", ""]

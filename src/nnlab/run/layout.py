@@ -74,6 +74,18 @@ def read_metrics(run_dir: Path | str) -> dict:
     return metrics if isinstance(metrics, dict) else {}
 
 
+def read_yaml(path: Path, *keys: str | int) -> Any:
+    """A small YAML file read as data, and the value at `keys` inside it (`"hydra",
+    "overrides"`); None when the file does not read or holds no such value."""
+    try:
+        value = yaml.safe_load(read_small(path))
+        for key in keys:
+            value = value[key]
+    except (OSError, ValueError, RecursionError, yaml.YAMLError, LookupError, TypeError):
+        return None
+    return value
+
+
 def saved_file(run_dir: Path | str, name: str, key: str) -> Any:
     """A YAML file of the run's .hydra/, read as data (safe_load builds no object a tag names);
     one that does not read is refused under `key`, naming the file."""

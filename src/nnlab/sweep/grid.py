@@ -19,7 +19,6 @@ from contextlib import contextmanager, redirect_stderr
 from pathlib import Path
 from typing import Any
 
-import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.plugins import Plugins
 from hydra.plugins.launcher import Launcher
@@ -157,11 +156,7 @@ def _compared(overrides: list[Any]) -> list[str]:
 
 
 def _started_with(sweep_dir: Path) -> list[str] | None:
-    try:
-        overrides = yaml.safe_load(layout.read_small(sweep_dir / MULTIRUN_FILE))
-        overrides = overrides["hydra"]["overrides"]["task"]
-    except (OSError, ValueError, RecursionError, yaml.YAMLError, KeyError, TypeError):
-        return None
+    overrides = layout.read_yaml(sweep_dir / MULTIRUN_FILE, "hydra", "overrides", "task")
     return _compared(overrides) if isinstance(overrides, list) else None
 
 

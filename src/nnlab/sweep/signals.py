@@ -295,12 +295,10 @@ def resume_command(sweep_dir: Path) -> str | None:
     not read (nnlab-report says so)."""
     import shlex
 
-    import yaml
-
+    saved = layout.read_yaml(Path(sweep_dir) / "multirun.yaml", "hydra", "overrides")
     try:
-        saved = yaml.safe_load(layout.read_small(Path(sweep_dir) / "multirun.yaml"))
-        overrides = [*saved["hydra"]["overrides"]["hydra"], *saved["hydra"]["overrides"]["task"]]
-    except (OSError, ValueError, RecursionError, yaml.YAMLError, KeyError, TypeError):
+        overrides = [*saved["hydra"], *saved["task"]]
+    except (LookupError, TypeError):
         return None
     resume = shlex.quote(f"ckpt_path='{sweep_dir}'")
     return " ".join(["nnlab-train", "-m", *map(shlex.quote, map(str, overrides)), resume])
