@@ -112,7 +112,7 @@ def read_runs(folder: Path) -> list[RunRecord]:
                 file=sys.stderr,
             )
             overrides = {}
-        metrics_file = run_dir / "metrics.json"
+        metrics_file = run_dir / layout.METRICS
         if not metrics_file.is_file():
             runs.append(RunRecord(run_dir, overrides, "no metrics.json: killed, or still running"))
             continue
