@@ -68,6 +68,24 @@ def test_unknown_keys_follow_kwargs_to_the_base_class_and_a_close_one_is_named()
         built("trainer", trainer)
 
 
+@pytest.mark.parametrize(
+    ("key", "kind"),
+    [
+        ("task", "LightningModule"),
+        ("data", "LightningDataModule"),
+        ("logger.tensorboard", "Logger"),
+        ("callbacks.model_checkpoint", "Callback"),
+    ],
+)
+def test_a_target_that_builds_something_else_than_its_place_needs_is_a_config_error(key, kind):
+    cfg = OmegaConf.create()
+    OmegaConf.update(cfg, key, {"_target_": "builtins.dict"})
+    with pytest.raises(ConfigError) as error:  # it failed inside Lightning, with a traceback
+        build(cfg, key)
+    expected = f"bad config {key}._target_='builtins.dict': builds a dict, not a {kind}"
+    assert str(error.value) == expected
+
+
 def test_a_target_that_does_not_import_says_why():
     with pytest.raises(ConfigError) as error:
         built("optimizer", {"_target_": "torch.optim.Nope", "_partial_": True})

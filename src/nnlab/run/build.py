@@ -43,7 +43,7 @@ def build(cfg: DictConfig, key: str, **objects: Any) -> Any:
     log.info("Instantiating %s <%s>", key, target)
     try:
         check_arguments(node, key, objects)
-        return hydra.utils.instantiate(node, **objects)
+        built = hydra.utils.instantiate(node, **objects)
     except Exception as error:
         known = config_error(cfg, key, error)
         if known is not None:
@@ -51,6 +51,26 @@ def build(cfg: DictConfig, key: str, **objects: Any) -> Any:
         if isinstance(error, InstantiationException) and error.__cause__ is not None:
             raise error.__cause__ from None  # a bug: its own traceback, not Hydra's wrapper
         raise
+    _check_kind(built, key, target)
+    return built
+
+
+def _check_kind(built: Any, key: str, target: Any) -> None:
+    """What the node built is what its place needs: a `_target_` that builds something else (a
+    dict, a function's result) failed later, inside Lightning, with a traceback."""
+    import lightning as L
+    from lightning.pytorch.loggers import Logger
+
+    kinds = {
+        "task": L.LightningModule,
+        "data": L.LightningDataModule,
+        "logger": Logger,
+        "callbacks": L.Callback,
+    }
+    kind = kinds.get(key.partition(".")[0])
+    if kind is not None and built is not None and not isinstance(built, kind):
+        reason = f"builds a {type(built).__name__}, not a {kind.__name__}"
+        raise ConfigError(f"{key}._target_", target, reason)
 
 
 def config_error(cfg: DictConfig, key: str, error: BaseException) -> ConfigError | None:
