@@ -166,6 +166,12 @@ def test_values_the_run_cannot_honour_are_refused_with_what_to_do(cli, overrides
         (["experiment=null"], "experiment='null': Hydra drops a config group with ~experiment"),
         (["hydra.run.dir=/tmp/elsewhere"], "hydra.run.dir='/tmp/elsewhere': nnlab places every"),
         (["paths.output_dir=/tmp/elsewhere"], "paths.output_dir='/tmp/elsewhere': a run's files"),
+        (
+            ["callbacks.model_checkpoint.dirpath=/tmp/elsewhere"],
+            "callbacks.model_checkpoint.dirpath='/tmp/elsewhere': a run writes only inside its d",
+        ),
+        (["logger=mlflow", "logger.mlflow.tracking_uri=sqlite:////tmp/x.db"], "logger.mlflow.tra"),
+        (["trainer.default_root_dir=/tmp/elsewhere"], "trainer.default_root_dir='/tmp/elsewhere'"),
         (["hydra.output_subdir=../../.."], "hydra.output_subdir='../../..': nnlab places every"),
         (
             ["task_name=${oc.env:NNLAB_UNSET_X}"],

@@ -80,11 +80,40 @@ def check_config(cfg: DictConfig) -> None:
     if precision.startswith("64") and task.startswith("nnlab.tasks."):
         reason = "nnlab's tasks and their figures compute in float32; use 32-true or bf16-mixed"
         raise ConfigError("trainer.precision", precision, reason)
+    _check_writes_inside_its_dirs(cfg)
     for name, logger in (cfg.get("logger") or {}).items():
         folder = logger.get("save_dir") if isinstance(logger, DictConfig) else None
         reason = folder and unwritable(Path(str(folder)))  # it would fail at its first value
         if reason:
             raise ConfigError(f"logger.{name}.save_dir", folder, f"cannot write there ({reason})")
+
+
+# The settings of Lightning's and nnlab's objects that name where they write files.
+WRITES_TO = ("dirpath", "save_dir", "default_root_dir", "artifact_location", "tracking_uri")
+DIRS = ("output_dir", "log_dir")  # where they may write: the run's own dir, and paths.log_dir
+
+
+def _check_writes_inside_its_dirs(cfg: DictConfig) -> None:
+    """Every folder that the trainer, its profiler, a callback or a logger writes to lies inside
+    the run's own dir or paths.log_dir (MLflow's store is shared there; a remote URI, s3://...,
+    http://..., is not a folder here): a run writes nowhere else, and a setting like
+    callbacks.model_checkpoint.dirpath=/elsewhere wrote there."""
+    dirs = (OmegaConf.select(cfg, f"paths.{d}", throw_on_resolution_failure=False) for d in DIRS)
+    homes = [Path(str(d)).expanduser().resolve() for d in dirs if d is not None]
+    trainer = cfg.get("trainer") or {}
+    nodes = [("trainer", trainer), ("trainer.profiler", trainer.get("profiler"))]
+    for group in ("callbacks", "logger"):
+        nodes += [(f"{group}.{name}", node) for name, node in (cfg.get(group) or {}).items()]
+    for path, node in nodes:
+        for key in WRITES_TO if isinstance(node, DictConfig) else ():
+            value = str(OmegaConf.select(node, key, throw_on_resolution_failure=False) or "")
+            for prefix in ("sqlite:///", "file://", "file:"):
+                value = value.removeprefix(prefix)
+            local = value and "://" not in value
+            folder = Path(value).expanduser().resolve()
+            if local and not any(folder.is_relative_to(home) for home in homes):
+                reason = f"a run writes only inside its dir and paths.log_dir ({cfg.paths.log_dir})"
+                raise ConfigError(f"{path}.{key}", node.get(key), reason)
 
 
 def check_choices() -> None:
