@@ -55,7 +55,7 @@ def evaluate(
         if not has_stage(run.task, run.datamodule, "test_step", "test_dataloader") and not hasattr(
             run.task, "analyse"
         ):
-            task = type(record.run.task).__name__
+            task = type(run.task).__name__
             reason = f"{task} has no test_step (or its data no test_dataloader): nothing to test"
             raise ConfigError("run_dir", str(run_dir), reason)
         load_weights(record.run.task, checkpoint, "ckpt")

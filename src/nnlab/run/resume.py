@@ -335,16 +335,17 @@ def allow_partials(cfg: DictConfig) -> None:
     checkpoints keep them as configs (`as_saved`), but not one written before that, or by a
     ModelCheckpoint with save_weights_only (Lightning skips the callbacks' hooks there).
     Rebuilding one calls nothing; the module's own code calls it, when it trains."""
-    import hydra.utils
     import torch
+
+    from nnlab.run.build import locate
 
     callables: list[Any] = [functools.partial]
     for _, node in _mappings(OmegaConf.to_container(cfg.get("task") or {}, resolve=False)):
         if node.get("_partial_") is not True or "_target_" not in node:
             continue
         try:
-            callables.append(hydra.utils.get_object(str(node["_target_"])))
-        except Exception:  # building the task names it, in a ConfigError
+            callables.append(locate(str(node["_target_"]), "task"))
+        except ConfigError:  # building the task names it
             continue
     torch.serialization.add_safe_globals(callables)
 
