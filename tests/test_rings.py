@@ -54,8 +54,12 @@ def test_the_3d_hidden_activations_keep_every_label_inside_the_saved_image():
     from nnlab.plots.rings import hidden_space
 
     rng = np.random.default_rng(0)
-    for nodes in (3, 5):
+    for nodes, panels in ((3, 1), (5, 4), (8, 4)):  # at most 4 triples, spread over them all
         figure = hidden_space(rng.random((300, nodes)), rng.integers(0, 2, 300))
+        assert len(figure.axes) == panels
+        if nodes == 8:
+            assert figure.get_suptitle().endswith("(4 of 56 triples)")
+            assert {ax.get_zlabel() for ax in figure.axes} > {"node 2", "node 7"}
         canvas = FigureCanvasAgg(figure)
         canvas.draw()
         width, height = canvas.get_width_height()

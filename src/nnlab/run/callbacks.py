@@ -29,6 +29,7 @@ from torchmetrics import Metric
 
 from nnlab import compat
 from nnlab.errors import ConfigError, Diverged, Interrupted
+from nnlab.run import layout
 from nnlab.run.loaders import not_resumable
 from nnlab.run.record import has_stage, write_atomically
 from nnlab.run.resume import read, save_hparams_as_data
@@ -200,7 +201,7 @@ def _last_saved(trainer: L.Trainer) -> str | None:
     """The last.ckpt a ModelCheckpoint has written in this run, if any."""
     for callback in trainer.checkpoint_callbacks:
         for path in (callback.last_model_path, callback.best_model_path):
-            if path and Path(path).name == "last.ckpt" and Path(path).is_file():
+            if path and Path(path).name == layout.LAST_CHECKPOINT and Path(path).is_file():
                 return path
     return None
 
@@ -351,8 +352,15 @@ class LastCheckpoint(ModelCheckpoint):
 
     def __init__(self, dirpath: str | Path) -> None:
         super().__init__(
-            dirpath=dirpath, filename="last", monitor=None, enable_version_counter=False
+            dirpath=dirpath,
+            filename=Path(layout.LAST_CHECKPOINT).stem,
+            monitor=None,
+            enable_version_counter=False,
         )
+
+    # It saves at epoch ends and validations, never every n steps: ModelCheckpoint's batch
+    # hook would only return. Lightning skips a hook that is not callable (nnlab.compat).
+    on_train_batch_end = None  # type: ignore[assignment]
 
     @property
     def state_key(self) -> str:  # distinct from any ModelCheckpoint's, one without monitor too
@@ -363,7 +371,7 @@ class LastCheckpoint(ModelCheckpoint):
         every = trainer.check_val_every_n_epoch
         skipped = every and every > 1 and (trainer.current_epoch + 1) % every
         if skipped or not sum(trainer.num_val_batches):  # or no validation at all
-            trainer.save_checkpoint(Path(self.dirpath) / "last.ckpt")
+            trainer.save_checkpoint(Path(self.dirpath) / layout.LAST_CHECKPOINT)
 
 
 class WholeCheckpoints(TorchCheckpointIO):

@@ -33,13 +33,17 @@ from omegaconf import OmegaConf
 from nnlab.checks import NO_VALUE
 from nnlab.errors import ConfigError
 
-HYDRA_DIR, CHECKPOINTS, METRICS, SWEEP_STOPPED, LOCK = (
+HYDRA_DIR, CHECKPOINTS, METRICS, SWEEP_STOPPED, LOCK, MULTIRUN_FILE = (
     ".hydra",
     "checkpoints",
     "metrics.json",
     "sweep_stopped",
     "run.lock",
+    "multirun.yaml",  # a sweep dir's config, with the sweep's overrides
 )
+
+
+LAST_CHECKPOINT = "last.ckpt"  # where training stopped (nnlab.run.callbacks.LastCheckpoint)
 
 
 def checkpoint(run_dir: Path | str, which: str = "last") -> Path:
@@ -268,7 +272,7 @@ def resumed_run(value: str, runs: Path) -> Path:
     completed run is refused: nothing a finished run wrote is overwritten."""
     if value == "last":
         # the newest by its checkpoint's time: a run named by paths.run_name sorts anywhere
-        last_checkpoints = sorted(runs.glob(f"*/{CHECKPOINTS}/last.ckpt"), key=modified)
+        last_checkpoints = sorted(runs.glob(f"*/{CHECKPOINTS}/{LAST_CHECKPOINT}"), key=modified)
         saved = [path.parent.parent for path in last_checkpoints]
         if not saved:
             raise ConfigError("ckpt_path", value, f"no run with a last.ckpt to resume under {runs}")

@@ -113,7 +113,6 @@ def refuse_ddp_without_slurm(config: DictConfig) -> None:
         stop(ConfigError("trainer.devices", devices, DDP_IN_A_SWEEP))
 
 
-MULTIRUN_FILE = "multirun.yaml"
 STARTED: list[Path] = []  # the sweep dirs this process started, for nnlab.api.sweep
 
 
@@ -128,7 +127,7 @@ def resumed_sweep(config: DictConfig, arguments: list[str]) -> Path:
     multiruns = layout.task_dir(str(config.paths.log_dir), config.get("task_name")) / "multiruns"
     typed = _compared(arguments)
     if value == "last":
-        sweeps = sorted(multiruns.glob(f"*/{MULTIRUN_FILE}"), key=layout.modified)
+        sweeps = sorted(multiruns.glob(f"*/{layout.MULTIRUN_FILE}"), key=layout.modified)
         if not sweeps:
             raise ConfigError("ckpt_path", value, f"no sweep to resume under {multiruns}")
         same = [p.parent for p in sweeps if _started_with(p.parent) == typed]
@@ -137,7 +136,7 @@ def resumed_sweep(config: DictConfig, arguments: list[str]) -> Path:
         found = Path(value).expanduser().absolute()
     started_with = _started_with(found)
     if started_with is None:
-        reason = f"{found} is not a sweep's dir (no readable {MULTIRUN_FILE})"
+        reason = f"{found} is not a sweep's dir (no readable {layout.MULTIRUN_FILE})"
         raise ConfigError("ckpt_path", value, reason)
     layout.check_no_links(found, "ckpt_path", value)
     for job in found.iterdir():  # each job dir that the resume writes into again
@@ -156,7 +155,7 @@ def _compared(overrides: list[Any]) -> list[str]:
 
 
 def _started_with(sweep_dir: Path) -> list[str] | None:
-    overrides = layout.read_yaml(sweep_dir / MULTIRUN_FILE, "hydra", "overrides", "task")
+    overrides = layout.read_yaml(sweep_dir / layout.MULTIRUN_FILE, "hydra", "overrides", "task")
     return _compared(overrides) if isinstance(overrides, list) else None
 
 
@@ -269,7 +268,7 @@ def start_sweep(
         reason = f"cannot write there ({error.strerror}: {error.filename})"
         stop(ConfigError("paths.log_dir", str(config.paths.log_dir), reason))
     if resumed is None:  # a resumed sweep's keeps the command it was started with
-        OmegaConf.save(config, sweep_dir / MULTIRUN_FILE)
+        OmegaConf.save(config, sweep_dir / layout.MULTIRUN_FILE)
     fixed = [o.get_key_element() for o in overrides if not o.is_sweep_override()]
     excluded = [*config.hydra.job.config.override_dirname.exclude_keys, *fixed]
     excluded.append("hydra.output_subdir")  # a resumed job's (resumed_jobs): not in its name

@@ -295,7 +295,7 @@ def resume_command(sweep_dir: Path) -> str | None:
     not read (nnlab-report says so)."""
     import shlex
 
-    saved = layout.read_yaml(Path(sweep_dir) / "multirun.yaml", "hydra", "overrides")
+    saved = layout.read_yaml(Path(sweep_dir) / layout.MULTIRUN_FILE, "hydra", "overrides")
     try:
         overrides = [*saved["hydra"], *saved["task"]]
     except (LookupError, TypeError):
