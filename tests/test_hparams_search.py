@@ -53,26 +53,26 @@ def results_of_last_sweep(tmp_path: Path) -> dict[str, Any]:
 
 
 def test_a_search_continues_where_it_stopped_without_redoing_trials(cli, tmp_path):
-    assert search(cli, 2).returncode == 0
+    assert search(cli, 1).returncode == 0
     first = [(t.number, t.params, t.value) for t in load_study(tmp_path).trials]
-    assert len(first) == 2 and all(value is not None for *_, value in first)
+    assert len(first) == 1 and all(value is not None for *_, value in first)
 
-    assert search(cli, 4).returncode == 0  # the same command, a larger budget
+    assert search(cli, 2).returncode == 0  # the same command, a larger budget
     study = load_study(tmp_path)
-    assert [(t.number, t.params, t.value) for t in study.trials[:2]] == first
-    assert len(study.trials) == 4
-    assert len(run_dirs(tmp_path / "logs")) == 4  # 2 + 2 runs: nothing redone
+    assert [(t.number, t.params, t.value) for t in study.trials[:1]] == first
+    assert len(study.trials) == 2
+    assert len(run_dirs(tmp_path / "logs")) == 2  # 1 + 1 runs: nothing redone
     # the sampler is seeded afresh when the search continues: new values, not the first again
-    assert [t.params for t in study.trials[2:]] != [params for _, params, _ in first]
+    assert [t.params for t in study.trials[1:]] != [params for _, params, _ in first]
     results = results_of_last_sweep(tmp_path)
     assert results["study_trials"] == {
-        "completed": 4,
+        "completed": 2,
         "failed": 0,
         "pruned": 0,
         "running": 0,
         "not_counted": 0,
     }
-    assert results["this_sweep"] == {"completed": 2, "failed": 0, "pruned": 0}
+    assert results["this_sweep"] == {"completed": 1, "failed": 0, "pruned": 0}
     assert results["best_value"] == study.best_value
     assert results["best_params"] == study.best_params
 
@@ -102,7 +102,7 @@ def test_the_sampler_named_draws_the_trials(cli, tmp_path):
 
     from nnlab.train import CONFIG_DIR
 
-    result = search(cli, 2, "hydra.sweeper.sampler=random", "hydra.sweeper.n_jobs=1")
+    result = search(cli, 1, "hydra.sweeper.sampler=random", "hydra.sweeper.n_jobs=1")
     assert result.returncode == 0, result.stderr
     assert results_of_last_sweep(tmp_path)["sampler"] == "RandomSampler"
     params = OmegaConf.load(CONFIG_DIR / "hparams_search" / "rings_optuna.yaml").hydra.sweeper
@@ -336,10 +336,10 @@ def test_a_metric_that_no_trial_reports_stops_the_search_without_binding_the_stu
     assert "val/acc" in result.stderr.rsplit("metrics:", 1)[1]
     assert len(load_study(tmp_path).trials) == 1  # the first trial, not all 6
 
-    fixed = search(cli, 2)  # the corrected command continues the study; those 2 do not count
+    fixed = search(cli, 1)  # the corrected command continues the study; that 1 does not count
     assert fixed.returncode == 0, fixed.stderr
     assert results_of_last_sweep(tmp_path)["study_trials"] == {
-        "completed": 2,
+        "completed": 1,
         "failed": 0,
         "pruned": 0,
         "running": 0,
@@ -564,7 +564,7 @@ def test_a_pruned_trial_stops_at_its_first_validation_behind_the_others(cli, tmp
 def test_several_metrics_make_a_multi_objective_study_and_its_pareto_front(cli, tmp_path):
     result = search(
         cli,
-        4,
+        3,
         "hydra.sweeper.metric=[val/acc,val/loss]",
         "hydra.sweeper.direction=[maximize,minimize]",
         "trainer.max_steps=100",
