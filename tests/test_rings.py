@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 from conftest import trained
@@ -77,3 +79,22 @@ def test_the_3d_hidden_activations_keep_every_label_inside_the_saved_image():
             box = text.get_window_extent(renderer)
             assert box.x0 >= 0 and box.y0 >= 0, text.get_text()
             assert box.x1 <= width and box.y1 <= height, text.get_text()
+
+
+def test_the_3d_view_picks_its_triples_without_listing_them_all():
+    from itertools import combinations
+
+    from nnlab.plots.rings import _nth_triple, hidden_space
+
+    for nodes in range(3, 10):  # the same order as itertools.combinations
+        every = list(combinations(range(nodes), 3))
+        assert [_nth_triple(nodes, rank) for rank in range(len(every))] == every
+    # A wide layer: 22 million triples, 4 of them at ranks 0, 1/4, 1/2 and 3/4 of all. The
+    # triples from node a on number C(512 - a, 3): a quarter start before node 46, and so on.
+    figure = hidden_space(np.random.default_rng(0).random((50, 512)), np.arange(50) % 2)
+    assert figure.get_suptitle().endswith("(4 of 22,238,720 triples)")
+    firsts = [int(ax.get_xlabel().removeprefix("node ")) for ax in figure.axes]
+    total = math.comb(512, 3)
+    for panel, first in enumerate(firsts):
+        left = total - panel * total // 4  # the triples from this panel's on
+        assert math.comb(512 - first, 3) >= left > math.comb(511 - first, 3)
