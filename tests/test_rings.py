@@ -98,3 +98,18 @@ def test_the_3d_view_picks_its_triples_without_listing_them_all():
     for panel, first in enumerate(firsts):
         left = total - panel * total // 4  # the triples from this panel's on
         assert math.comb(512 - first, 3) >= left > math.comb(511 - first, 3)
+
+
+def test_the_hidden_lines_name_their_nodes_while_a_legend_can():
+    from nnlab.plots.rings import hidden_lines
+
+    rng = np.random.default_rng(0)
+    points, labels = rng.random((50, 2)), np.arange(50) % 2
+    for nodes, legend in ((3, ["node 0", "node 1", "node 2"]), (64, None)):
+        figure = hidden_lines(points, labels, rng.normal(size=(nodes, 2)), rng.normal(size=nodes))
+        (ax,) = figure.axes
+        assert ax.get_title().endswith(f"({nodes} nodes)")
+        assert len(ax.get_lines()) == nodes
+        shown = ax.get_legend()
+        texts = [t.get_text() for t in shown.get_texts()] if shown else None
+        assert texts == (None if legend is None else ["class 0", "class 1", *legend])

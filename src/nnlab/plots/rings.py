@@ -8,6 +8,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 CLASS_COLOURS = ("tab:red", "tab:green")
+MAX_LEGEND = 10  # matplotlib's cycle of colours: node 10's line has node 0's colour
 # Panels of the 3-D view: as the notebook does, a few triples of the N nodes. Every triple of 8
 # nodes (20 panels of C(8, 3) = 56) took 1.2 s a run to draw and save, 4 panels 0.2 s.
 MAX_TRIPLES = 4
@@ -63,8 +64,9 @@ def hidden_lines(
         else:
             ax.plot(-(w2 * y + b) / w1, y, linewidth=2, label=f"node {node}")
     ax.set(xlim=(x_min, x_max), ylim=(y_min, y_max), xlabel="x", ylabel="y", aspect="equal")
-    ax.set_title("Hidden nodes' lines  w1 x + w2 y + b = 0")
-    ax.legend(loc="upper right", fontsize="small", framealpha=0.8)
+    ax.set_title(f"Hidden nodes' lines  w1 x + w2 y + b = 0 ({len(biases)} nodes)")
+    if len(biases) <= MAX_LEGEND:  # beyond, a legend of colours names nothing
+        ax.legend(loc="upper right", fontsize="small", framealpha=0.8)
     return figure
 
 
