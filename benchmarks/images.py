@@ -73,8 +73,7 @@ def nnlab_epoch(data_dir: Path, log_dir: str, batch_size: int) -> float:
         "data.val_fraction=0",
         f"data.batch_size={batch_size}",
         f"trainer.max_epochs={EPOCHS}",
-        "trainer.limit_val_batches=0",
-        "callbacks.model_checkpoint.monitor=null",  # no validation: keep last.ckpt only
+        "trainer.limit_val_batches=0",  # as a user would: no best.ckpt, last.ckpt each epoch
         "trainer.enable_progress_bar=false",
         "trainer.enable_model_summary=false",
         "task.lr_schedule=constant",  # as the plain loops

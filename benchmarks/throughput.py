@@ -50,7 +50,6 @@ def main() -> None:
             f"data.batch_size={args.batch_size}",
             f"trainer.max_epochs={args.epochs}",
             "trainer.limit_val_batches=0",
-            "callbacks.model_checkpoint.monitor=null",
             "trainer.enable_progress_bar=false",
         ]
         with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
