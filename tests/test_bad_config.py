@@ -158,6 +158,29 @@ def test_values_the_run_cannot_honour_are_refused_with_what_to_do(cli, overrides
 @pytest.mark.parametrize(
     ("overrides", "expected"),
     [
+        (["experiment=mnist_mlp", "task.misclassified=1000"], "misclassified=1000: expected an"),
+        (["experiment=mnist_autoencoder", "task.top_k=500"], "top_k=500: expected an integer <="),
+        (
+            ["experiment=mnist_autoencoder", "task.top_k=60", "data.train_subset=50"],
+            "top_k=60: at most the 45 training images it ranks",
+        ),
+    ],
+)
+def test_what_an_image_task_shows_after_training_is_bounded_before_it(
+    cli, tiny_mnist, tmp_path, overrides, expected
+):
+    # a grid of thousands of images took minutes to draw; a search for more neighbours than
+    # training images failed in torch.topk, both after the training
+    result = cli(*overrides, f"paths.data_dir={tiny_mnist}", "data.download=false", "debug=fdr")
+    assert result.returncode == 2, result.stderr
+    assert f"nnlab: bad config task.{expected}" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not list(tmp_path.rglob("*.ckpt"))  # nothing trained
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
         (["optimizer.lr=1e300"], "optimizer.lr=1e+300: expected a number < 3.4e+38"),
         (["trainer.precision=64-true"], "trainer.precision='64-true': nnlab's tasks and their"),
         (["trainer.max_epochs=0", "trainer.max_steps=-1"], "trainer.max_epochs=0: 0 epochs"),

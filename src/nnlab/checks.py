@@ -53,11 +53,15 @@ class DataNotFound(FileNotFoundError):
         return (type(self), (self.title, self.looked, self.note, self.ways))
 
 
-def check_int(name: str, value: Any, *, minimum: int | None = None) -> int:
+def check_int(
+    name: str, value: Any, *, minimum: int | None = None, maximum: int | None = None
+) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise BadValue(name, value, "expected an integer")
     if minimum is not None and value < minimum:
         raise BadValue(name, value, f"expected an integer >= {minimum}")
+    if maximum is not None and value > maximum:
+        raise BadValue(name, value, f"expected an integer <= {maximum}")
     return value
 
 

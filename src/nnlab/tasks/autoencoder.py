@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nnlab.checks import check_int
+from nnlab.checks import BadValue, check_int
 from nnlab.data.images import ImageDataModule, Split
 from nnlab.tasks.base import Analysis, Batch, Task
 
@@ -31,8 +31,16 @@ class AutoencoderTask(Task):
         lr_schedule: str = "cosine",
     ) -> None:
         super().__init__(network, optimizer, lr_schedule)  # the reconstruction loss is the metric
-        self.top_k = check_int("top_k", top_k, minimum=1)
+        self.top_k = check_int("top_k", top_k, minimum=1, maximum=100)  # one row of the figure
         self.query = check_int("query", query, minimum=0)
+
+    def setup(self, stage: str) -> None:
+        """The search ranks the training images: top_k of them must exist, known before
+        training rather than after it."""
+        images = getattr(self.trainer.datamodule, "images", {})
+        if "train" in images and self.top_k > len(images["train"].labels):
+            expected = f"at most the {len(images['train'].labels)} training images it ranks"
+            raise BadValue("top_k", self.top_k, expected)
 
     def model_step(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         images = batch[0]  # the labels only score the search, after testing

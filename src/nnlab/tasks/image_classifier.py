@@ -51,7 +51,8 @@ class ImageClassifierTask(Task):
                 raise BadValue(f"robustness.{kind}", strengths, "expected a list of strengths")
             for i, strength in enumerate(strengths):
                 check_float(f"robustness.{kind}[{i}]", strength, above=0)
-        self.misclassified = check_int("misclassified", misclassified, minimum=0)
+        # 32 rows of 8: a grid of thousands took minutes to draw, after training
+        self.misclassified = check_int("misclassified", misclassified, minimum=0, maximum=256)
 
     def model_step(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         images, labels = batch
