@@ -105,10 +105,10 @@ def test_the_hidden_lines_name_their_nodes_while_a_legend_can():
 
     rng = np.random.default_rng(0)
     points, labels = rng.random((50, 2)), np.arange(50) % 2
-    for nodes, legend in ((3, ["node 0", "node 1", "node 2"]), (64, None)):
+    for nodes, legend in ((1, ["node 0"]), (3, ["node 0", "node 1", "node 2"]), (64, None)):
         figure = hidden_lines(points, labels, rng.normal(size=(nodes, 2)), rng.normal(size=nodes))
         (ax,) = figure.axes
-        assert ax.get_title().endswith(f"({nodes} nodes)")
+        assert ax.get_title().endswith(f"({nodes} node{'s' * (nodes > 1)})")
         assert len(ax.get_lines()) == nodes
         shown = ax.get_legend()
         texts = [t.get_text() for t in shown.get_texts()] if shown else None

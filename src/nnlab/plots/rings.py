@@ -64,7 +64,8 @@ def hidden_lines(
         else:
             ax.plot(-(w2 * y + b) / w1, y, linewidth=2, label=f"node {node}")
     ax.set(xlim=(x_min, x_max), ylim=(y_min, y_max), xlabel="x", ylabel="y", aspect="equal")
-    ax.set_title(f"Hidden nodes' lines  w1 x + w2 y + b = 0 ({len(biases)} nodes)")
+    count = f"{len(biases)} node{'s' * (len(biases) != 1)}"
+    ax.set_title(f"Hidden nodes' lines  w1 x + w2 y + b = 0 ({count})")
     if len(biases) <= MAX_LEGEND:  # beyond, a legend of colours names nothing
         ax.legend(loc="upper right", fontsize="small", framealpha=0.8)
     return figure
