@@ -41,3 +41,16 @@ def test_eval_names_what_is_wrong(tmp_path):
     assert result.returncode == 2
     assert f"nnlab-eval: bad config run_dir='{tmp_path}': not an nnlab run dir" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_value_the_data_refuses_when_testing_is_named_and_leaves_no_eval_dir(
+    cli, tmp_path, tiny_mnist
+):
+    data = [f"paths.data_dir={tiny_mnist}", "data.download=false"]
+    assert cli("experiment=mnist_mlp", *data, "trainer.max_steps=1").returncode == 0
+    (run_dir,) = run_dirs(tmp_path / "logs")
+    result = run_command(eval_main, [f"run_dir={run_dir}", "data.test_subset=100000"], tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "nnlab-eval: bad config data.test_subset=100000: " in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (run_dir / "evals").exists() or not list((run_dir / "evals").iterdir())
