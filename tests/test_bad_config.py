@@ -203,6 +203,7 @@ def test_what_an_image_task_shows_after_training_is_bounded_before_it(
             "hydra.run.dir: Environment variable 'NNLAB_UNSET_X'",
         ),
         (["threads=100000"], "threads=100000: expected at most"),
+        (["analyse=maybe"], "analyse='maybe': expected true or false"),
         (["+trainer.gradient_clip_val=nan"], "trainer.gradient_clip_val=nan: expected a finite"),
         (["trainer.limit_train_batches=0"], "trainer.limit_train_batches=0: 0 batches trains"),
         (["trainer._target_=builtins.print"], "trainer._target_='builtins.print': expected light"),

@@ -34,6 +34,12 @@ def test_three_sigmoid_nodes_separate_the_rings(config, tmp_path):
         assert png.startswith(b"\x89PNG") and len(png) > 10_000  # a drawn figure, not a blank
 
 
+def test_analyse_false_skips_the_figures_and_keeps_the_test_metrics(config, tmp_path):
+    metrics = trained(config("experiment=rings", "trainer.max_steps=100", "analyse=false"))
+    assert 0 <= metrics["test/acc"] <= 1 and metrics["status"].startswith("completed")
+    assert not (tmp_path / "run" / "figures").exists()
+
+
 def test_rings_have_their_radii_and_balanced_classes():
     data = RingsDataModule(train_per_class=300, val_per_class=50, test_per_class=70)
     data.setup()

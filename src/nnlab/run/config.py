@@ -17,14 +17,14 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
-from nnlab.checks import check_int
+from nnlab.checks import check_bool, check_int
 from nnlab.errors import ConfigError
 from nnlab.overrides import command_overrides, key_of, values
 from nnlab.run.layout import is_other_rank, unwritable
 
 # The top-level keys of conf/train.yaml: anything else is a typo (+seeds=0,1,2 would sweep nothing).
 TOP_LEVEL_KEYS = (
-    "task_name", "tags", "seed", "threads", "ckpt_path", "init_from",
+    "task_name", "tags", "seed", "threads", "ckpt_path", "init_from", "analyse",
     "paths", "data", "model", "task", "optimizer", "trainer", "logger", "callbacks",
 )  # fmt: skip
 MAX_SEED = 2**32 - 1  # numpy's limit, which Lightning's seed_everything enforces late
@@ -72,6 +72,7 @@ def check_config(cfg: DictConfig) -> None:
         most = 4 * (os.cpu_count() or 1)
         if check_int("threads", cfg.threads, minimum=1) > most:
             raise ConfigError("threads", cfg.threads, f"expected at most {most}, 4 per core")
+    check_bool("analyse", cfg.get("analyse", True))
     if cfg.get("seed") is not None and check_int("seed", cfg.seed, minimum=0) > MAX_SEED:
         raise ConfigError("seed", cfg.seed, f"expected an integer <= {MAX_SEED}")
     _check_trainer(cfg.trainer, (cfg.get("paths") or {}).get("run_name"))

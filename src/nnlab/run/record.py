@@ -173,7 +173,8 @@ def has_stage(module: Any, datamodule: Any, step: str, loader: str) -> bool:
 
 def test_and_analyse(run: Run, out_dir: Path) -> dict[str, float]:
     """Test the weights in memory, then, on rank 0, the module's `analyse(datamodule)` if it
-    has one: its figures, tables and arrays go to `out_dir` and the loggers. The metrics."""
+    has one and `analyse` is on: its figures, tables and arrays go to `out_dir` and the
+    loggers. The metrics."""
     trainer, task, datamodule = run.trainer, run.task, run.datamodule
     metrics: dict[str, float] = {}
     if has_stage(task, datamodule, "test_step", "test_dataloader"):
@@ -182,7 +183,7 @@ def test_and_analyse(run: Run, out_dir: Path) -> dict[str, float]:
     else:
         log.info("No test: %s has no test_step or no test_dataloader", type(task).__name__)
     analyse = getattr(task, "analyse", None)
-    if trainer.is_global_zero and callable(analyse):
+    if trainer.is_global_zero and callable(analyse) and run.cfg.get("analyse", True):
         analysis = analyse(datamodule)
         save_analysis(analysis, out_dir, trainer.loggers, trainer.global_step)
         metrics |= analysis.metrics | analysis.breakdown
