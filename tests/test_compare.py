@@ -114,3 +114,14 @@ def test_predictions_of_the_wrong_shape_or_none_are_bad_input(
         compare_main([str(tmp_path / "a"), str(tmp_path / "b")])
     assert stop.value.code == 2
     assert expected in capsys.readouterr().err
+
+
+def test_a_run_without_predictions_says_which_runs_save_them(tmp_path, capsys):
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+    with pytest.raises(SystemExit) as stop:
+        compare_main([str(tmp_path / "a"), str(tmp_path / "b")])
+    assert stop.value.code == 2
+    said = capsys.readouterr().err
+    assert f"{tmp_path / 'a' / 'test_predictions.npz'} does not exist" in said
+    assert "image classifiers save predictions, after testing, unless analyse=false" in said

@@ -117,7 +117,8 @@ def compare_runs(run_a: Path, run_b: Path) -> Comparison:
 def load(run_dir: Path) -> dict[str, np.ndarray]:
     path = run_dir / f"{PREDICTIONS}.npz"
     if not path.is_file():
-        raise BadInput(f"{path} does not exist (only image classifiers save predictions)")
+        saved = "only image classifiers save predictions, after testing, unless analyse=false"
+        raise BadInput(f"{path} does not exist ({saved})")
     try:  # allow_pickle stays False: a file of arrays, never of objects
         saved = np.load(path)
         if not isinstance(saved, np.lib.npyio.NpzFile):  # one .npy array under the name
