@@ -174,7 +174,20 @@ def has_stage(module: Any, datamodule: Any, step: str, loader: str) -> bool:
 def test_and_analyse(run: Run, out_dir: Path) -> dict[str, float]:
     """Test the weights in memory, then, on rank 0, the module's `analyse(datamodule)` if it
     has one and `analyse` is on: its figures, tables and arrays go to `out_dir` and the
-    loggers. The metrics."""
+    loggers. The metrics. A value that the data's or the task's setup refuses there (nnlab-eval
+    with data.test_subset=...) is named under the key typed, as in training."""
+    from nnlab.run.build import fit_error
+
+    try:
+        return _test_and_analyse(run, out_dir)
+    except Exception as error:
+        known = fit_error(run.cfg, error)
+        if known is None:
+            raise
+        raise known from None
+
+
+def _test_and_analyse(run: Run, out_dir: Path) -> dict[str, float]:
     trainer, task, datamodule = run.trainer, run.task, run.datamodule
     metrics: dict[str, float] = {}
     if has_stage(task, datamodule, "test_step", "test_dataloader"):
