@@ -132,23 +132,31 @@ def _exit_status(main: Callable[[], object]) -> int:
     return 0
 
 
+# Most tests read a run's metrics, files or exit status; the task's analysis after testing
+# (figures, tables, predictions) costs ~0.3 s a rings run, a third of a short one, and has tests
+# of its own. So the in-process runs of `cli` and `config` skip it unless a test asks for it.
+ANALYSIS_OFF = "analyse=false"
+
+
 @pytest.fixture
 def cli(tmp_path: Path) -> Callable[..., Completed]:
     """Run `nnlab-train` with overrides, in this process; runs land in tmp_path/logs.
 
     A sweep (`multirun=True`) runs its jobs one after another here (Hydra's basic launcher)
-    unless the overrides name a launcher: `process_cli` tests the parallel one.
+    unless the overrides name a launcher: `process_cli` tests the parallel one. The runs skip
+    the task's analysis unless the test asks for it (`analyse=True`; see `ANALYSIS_OFF`).
     """
     from nnlab.train import main
 
-    def run(*overrides: str, multirun: bool = False) -> Completed:
+    def run(*overrides: str, multirun: bool = False, analyse: bool = False) -> Completed:
         launcher = (
             []
             if any(o.startswith("hydra/launcher=") for o in overrides)
             else ["hydra/launcher=basic"]
         )
         flags = ["-m", *launcher] if multirun else []
-        arguments = [*flags, f"paths.log_dir={tmp_path / 'logs'}", *overrides]
+        analysis = [] if analyse else [ANALYSIS_OFF]
+        arguments = [*flags, f"paths.log_dir={tmp_path / 'logs'}", *analysis, *overrides]
         return run_command(main, arguments, tmp_path)
 
     return run
@@ -169,13 +177,13 @@ def process_cli(tmp_path: Path) -> Callable[..., Completed]:
 
 @pytest.fixture
 def config(tmp_path: Path) -> Callable[..., DictConfig]:
-    """The composed config for some overrides, with its run dir at tmp_path/run."""
+    """The composed config for some overrides, with its run dir at tmp_path/run; without the
+    task's analysis unless the test asks for it (`analyse=True`; see `ANALYSIS_OFF`)."""
 
-    def make(*overrides: str) -> DictConfig:
+    def make(*overrides: str, analyse: bool = False) -> DictConfig:
+        first = [f"paths.output_dir={tmp_path / 'run'}", *([] if analyse else [ANALYSIS_OFF])]
         with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-            return compose(
-                config_name="train", overrides=[f"paths.output_dir={tmp_path / 'run'}", *overrides]
-            )
+            return compose(config_name="train", overrides=[*first, *overrides])
 
     return make
 

@@ -17,7 +17,7 @@ from nnlab.run.layout import run_stamp
 
 
 def test_a_run_writes_its_dir_and_prints_where_it_is(cli, tmp_path):
-    result = cli("experiment=rings", "trainer.max_steps=1000", "model.hidden_nodes=4")
+    result = cli("experiment=rings", "trainer.max_steps=1000", "model.hidden_nodes=4", analyse=True)
     assert result.returncode == 0, result.stderr
     (run_dir,) = run_dirs(tmp_path / "logs")
     # <paths.log_dir>/<task_name>/runs/<timestamp>_<random>/
@@ -55,7 +55,9 @@ def test_a_run_writes_its_dir_and_prints_where_it_is(cli, tmp_path):
 
 
 def test_tensorboard_holds_metrics_per_optimizer_step_figures_and_hparams(cli, tmp_path):
-    result = cli("experiment=rings", "trainer.max_steps=1000", "model.activation=tanh")
+    result = cli(
+        "experiment=rings", "trainer.max_steps=1000", "model.activation=tanh", analyse=True
+    )
     assert result.returncode == 0, result.stderr
     (run_dir,) = run_dirs(tmp_path / "logs")
     events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "images": 0, "tensors": 0})

@@ -11,13 +11,14 @@ from nnlab.run.eval import main as eval_main
 
 
 def test_eval_reproduces_the_runs_test_metrics_and_leaves_its_files_alone(cli, tmp_path):
-    assert cli("experiment=rings", "trainer.max_steps=700", "model.hidden_nodes=3").returncode == 0
+    run = cli("experiment=rings", "trainer.max_steps=700", "model.hidden_nodes=3", analyse=True)
+    assert run.returncode == 0, run.stderr
     (run_dir,) = run_dirs(tmp_path / "logs")
     before = (run_dir / "metrics.json").read_text()
     metrics = evaluate(run_dir, "last")
-    trained = read_metrics(run_dir)
-    assert metrics["test/acc"] == pytest.approx(trained["test/acc"])
-    assert metrics["test/loss"] == pytest.approx(trained["test/loss"], rel=1e-6)
+    recorded = read_metrics(run_dir)
+    assert metrics["test/acc"] == pytest.approx(recorded["test/acc"])
+    assert metrics["test/loss"] == pytest.approx(recorded["test/loss"], rel=1e-6)
     (eval_dir,) = (run_dir / "evals").iterdir()
     assert read_metrics(eval_dir)["status"].startswith("completed; tested ")
     assert (eval_dir / "figures" / "decision_boundary.png").is_file()

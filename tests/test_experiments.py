@@ -19,7 +19,7 @@ EXPERIMENTS = sorted(path.stem for path in (CONFIG_DIR / "experiment").glob("*.y
 def test_experiment_runs_under_fast_dev_run(config, tmp_path, tiny_mnist, experiment):
     images = experiment.startswith(("mnist", "fashion"))
     data = [f"paths.data_dir={tiny_mnist}", "data.download=false"] if images else []
-    metrics = trained(config(f"experiment={experiment}", "debug=fdr", *data))
+    metrics = trained(config(f"experiment={experiment}", "debug=fdr", *data, analyse=True))
     assert math.isfinite(metrics["train/loss"]) and math.isfinite(metrics["test/loss"])
     assert list((tmp_path / "run" / "figures").glob("*.png"))
 

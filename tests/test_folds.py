@@ -109,7 +109,6 @@ def test_a_sweep_over_folds_and_seeds_is_averaged_by_the_report(cli, tmp_path):
         "data.folds=2",
         "data.fold=0,1",
         "seed=0,1",
-        "analyse=false",  # the report reads metrics only
         multirun=True,
     )
     assert result.returncode == 0, result.stderr

@@ -29,7 +29,7 @@ Cli = Callable[..., subprocess.CompletedProcess]
 
 def search(cli: Cli, trials: int, *extra: str) -> Any:
     """A search of `trials` in all, its trials in its own process (Hydra's basic launcher),
-    without the trials' figures (analyse=false: the slow tests' searches draw them).
+    without the trials' figures (`cli` skips them; the slow tests' searches draw them).
 
     The parallel launcher's path is the SIGTERM test's, with joblib's worker processes.
     """
@@ -37,7 +37,6 @@ def search(cli: Cli, trials: int, *extra: str) -> Any:
         "hparams_search=rings_optuna",
         f"hydra.sweeper.n_trials={trials}",
         "trainer.max_steps=100",
-        "analyse=false",
         *extra,
         "hydra/launcher=basic",
         multirun=True,

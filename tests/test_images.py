@@ -20,8 +20,8 @@ from nnlab.data.images import ImageDataModule
 DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
 
 
-def image_run(config, data_dir, *overrides):
-    return config(f"paths.data_dir={data_dir}", "data.download=false", *overrides)
+def image_run(config, data_dir, *overrides, analyse=False):
+    return config(f"paths.data_dir={data_dir}", "data.download=false", *overrides, analyse=analyse)
 
 
 def test_mlp_learns_the_digits_and_reports_classes_mistakes_and_robustness(
@@ -29,7 +29,12 @@ def test_mlp_learns_the_digits_and_reports_classes_mistakes_and_robustness(
 ):
     metrics = trained(
         image_run(
-            config, tiny_mnist, "experiment=mnist_mlp", "trainer.max_epochs=4", "data.batch_size=32"
+            config,
+            tiny_mnist,
+            "experiment=mnist_mlp",
+            "trainer.max_epochs=4",
+            "data.batch_size=32",
+            analyse=True,
         )
     )
     assert metrics["test/acc"] >= 0.95
@@ -57,7 +62,9 @@ def test_mlp_learns_the_digits_and_reports_classes_mistakes_and_robustness(
 
 def test_autoencoder_search_finds_neighbours_of_the_same_class(config, tmp_path, tiny_mnist):
     metrics = trained(
-        image_run(config, tiny_mnist, "experiment=mnist_autoencoder", "trainer.max_epochs=6")
+        image_run(
+            config, tiny_mnist, "experiment=mnist_autoencoder", "trainer.max_epochs=6", analyse=True
+        )
     )
     assert math.isfinite(metrics["test/loss"]) and metrics["test/loss"] < metrics["train/loss"] * 2
     assert metrics["test/precision_at_5"] > 0.5  # chance is 0.1
@@ -67,7 +74,9 @@ def test_autoencoder_search_finds_neighbours_of_the_same_class(config, tmp_path,
 
 def test_conv_autoencoder_learns_to_reconstruct(config, tmp_path, tiny_mnist):
     overrides = ["experiment=mnist_autoencoder", "model=conv_autoencoder", "data.batch_size=16"]
-    metrics = trained(image_run(config, tiny_mnist, *overrides, "trainer.max_epochs=8"))
+    metrics = trained(
+        image_run(config, tiny_mnist, *overrides, "trainer.max_epochs=8", analyse=True)
+    )
     blank = ((torch.tensor(blocky_digits(200, 2)[0]).float() / 255) ** 2).mean().item()
     assert metrics["test/loss"] < 0.5 * blank  # better than predicting an empty image
     assert (tmp_path / "run" / "figures" / "reconstructions.png").is_file()

@@ -254,7 +254,7 @@ def test_a_full_disk_ends_the_run_with_one_line_and_leaves_earlier_files_whole(
 
     real_imsave = matplotlib.image.imsave
     monkeypatch.setattr(matplotlib.image, "imsave", imsave_until_the_disk_fills)
-    result = cli("experiment=rings", "trainer.max_steps=300", "logger=none")
+    result = cli("experiment=rings", "trainer.max_steps=300", "logger=none", analyse=True)
     assert result.returncode == 4
     (run_dir,) = run_dirs(tmp_path / "logs")
     figures = sorted((run_dir / "figures").iterdir())

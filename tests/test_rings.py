@@ -24,7 +24,7 @@ def test_one_sigmoid_node_cannot_separate_the_rings(config):
 
 
 def test_three_sigmoid_nodes_separate_the_rings(config, tmp_path):
-    metrics = trained(config("experiment=rings", "model.hidden_nodes=3", STEPS))
+    metrics = trained(config("experiment=rings", "model.hidden_nodes=3", STEPS, analyse=True))
     assert metrics["val/acc"] >= 0.99
     assert metrics["test/acc"] >= 0.99
     figures = {path.name for path in (tmp_path / "run" / "figures").iterdir()}

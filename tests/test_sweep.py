@@ -101,6 +101,7 @@ def test_a_full_disk_ends_the_sweep_with_exit_4_and_its_summary(cli, tmp_path, m
         "logger=none",
         "model.hidden_nodes=2,3",
         multirun=True,
+        analyse=True,
     )
     assert result.returncode == 4, result.stderr
     (line,) = [line for line in result.stderr.splitlines() if line.startswith("nnlab: sweep")]
