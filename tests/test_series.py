@@ -85,16 +85,18 @@ def test_scratch_cell_equals_torch_rnn_with_the_same_weights():
 
 
 def test_a_short_run_beats_persistence_on_an_easy_series(config):
+    """Its error over persistence's: 0.9-1.0 untrained, 0.6-0.7 after 20 steps, 0.12 after
+    300 (seeds 0-2; 0.07 after 1,500)."""
     metrics = trained(
         config(
             "experiment=series_rnn",
             "data.noise=0.02",
-            "trainer.max_steps=1500",
+            "trainer.max_steps=300",
             "logger=none",
             analyse=True,  # the baselines' errors
         )
     )
-    assert metrics["test/mse"] < 0.5 * metrics["test/persistence_mse"]
+    assert metrics["test/mse"] < 0.25 * metrics["test/persistence_mse"]
     assert np.isfinite(metrics["test/rollout_mse"]) and np.isfinite(metrics["test/linear_mse"])
 
 
@@ -123,13 +125,16 @@ def test_rollout_feeds_each_prediction_back_as_the_next_input():
 
 
 def test_encoder_decoder_forecasts_several_steps(config):
+    """It learns the 5 steps: its test loss is 1.02 untrained, 0.75-0.77 after 100 steps
+    (seeds 0-1), 0.71 after 300."""
     overrides = [
         "experiment=series_rnn",
         "model.cell=seq2seq",
         "data.horizon=5",
-        "trainer.max_steps=300",
+        "trainer.max_steps=100",
     ]
     metrics = trained(config(*overrides, "logger=none", analyse=True))
+    assert metrics["test/loss"] < 0.85
     assert np.isfinite(metrics["test/mse"]) and np.isfinite(metrics["test/rollout_mse"])
     network = forecaster("seq2seq", hidden_size=4, horizon=5)
     window, teacher = torch.randn(2, 7, 1), torch.randn(2, 5)
