@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 import torch
 from conftest import read_metrics, run_dirs
@@ -123,6 +126,19 @@ def test_unwritable_log_dir_is_refused_before_the_run(cli, tmp_path):
     assert result.returncode == 2
     refused = f"bad config paths.log_dir='{blocker / 'logs'}': cannot write there (Not a directory"
     assert refused in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="no /proc on this system")
+def test_a_log_dir_the_file_system_refuses_though_access_allows_it_is_named(cli, monkeypatch):
+    """In /proc as root, os.access says writable and mkdir refuses (NFS with root_squash does
+    the same): Hydra's mkdir of the run dir ended in its traceback. os.access answers here as
+    it does for root, whoever runs the test."""
+    monkeypatch.setattr(os, "access", lambda *args, **kwargs: True)
+    result = cli("experiment=rings", "paths.log_dir=/proc/nnlab_logs")
+    assert result.returncode == 2, result.stderr
+    refused = "bad config paths.log_dir='/proc/nnlab_logs': cannot make the run's dir there ("
+    assert refused in result.stderr and ": /proc/nnlab_logs)" in result.stderr
     assert "Traceback" not in result.stderr
 
 

@@ -200,6 +200,12 @@ def stopped(error: BaseException) -> RunStopped | None:
             return composition_error(seen)
         if isinstance(seen, OSError) and seen.errno in DISK_FULL:
             return DiskFull(str(seen.filename or "the run's files"))
+        if isinstance(seen, OSError):
+            from nnlab.run.layout import refused_run_dir
+
+            refused = refused_run_dir(seen)
+            if refused is not None:
+                return refused
         seen = seen.__cause__ or seen.__context__
     return None
 

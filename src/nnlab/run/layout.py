@@ -241,7 +241,7 @@ def run_dir(
     if ckpt_path is not None:
         return str(resumed_run(str(ckpt_path), runs))
     if run_name is None:
-        return str(runs / run_stamp())
+        return _placing(log_dir, runs / run_stamp())
     name = str(run_name)
     if name in ("", ".", "..") or path_safe(name) != name:
         expected = "a name for the run's dir: no '/', at most 120 characters"
@@ -251,7 +251,32 @@ def run_dir(
     if is_run_dir(named) and not is_other_rank():
         reason = f"{named} exists: resume it with ckpt_path={named}, or name a new run"
         raise ConfigError("paths.run_name", run_name, reason)
-    return str(named)
+    return _placing(log_dir, named)
+
+
+# The new run dir Hydra is about to make, and its log dir: Hydra makes it after this resolver
+# and before nnlab's code runs, so a refusal there is told apart by its path (refused_run_dir).
+_PLACING: list[tuple[str, Path]] = []
+
+
+def _placing(log_dir: str, run: Path) -> str:
+    _PLACING[:] = [(log_dir, run)]
+    return str(run)
+
+
+def refused_run_dir(error: OSError) -> ConfigError | None:
+    """`error` as paths.log_dir's refusal if the file system refused to make the new run's
+    dir, or a folder of it inside the log dir, though task_dir's check found the log dir
+    writable: access() allows what mkdir refuses in /proc as root, or on NFS with root_squash."""
+    if not _PLACING or error.filename is None:
+        return None
+    log_dir, run = _PLACING[0]
+    refused, top = Path(os.fsdecode(error.filename)), Path(str(log_dir)).expanduser()
+    made = [run, *run.parents[: len(run.relative_to(top).parts)]] if run.is_relative_to(top) else []
+    if refused not in made:
+        return None
+    reason = f"cannot make the run's dir there ({error.strerror}: {refused})"
+    return ConfigError("paths.log_dir", log_dir, reason)
 
 
 def sweep_dir(log_dir: str, task_name: str) -> str:
