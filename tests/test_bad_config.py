@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -130,7 +131,9 @@ def test_unwritable_log_dir_is_refused_before_the_run(cli, tmp_path):
 
 
 @pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="no /proc on this system")
-def test_a_log_dir_the_file_system_refuses_though_access_allows_it_is_named(cli, monkeypatch):
+def test_a_log_dir_the_file_system_refuses_though_access_allows_it_is_named(
+    cli, tmp_path, monkeypatch
+):
     """In /proc as root, os.access says writable and mkdir refuses (NFS with root_squash does
     the same): Hydra's mkdir of the run dir ended in its traceback. os.access answers here as
     it does for root, whoever runs the test."""
@@ -140,6 +143,17 @@ def test_a_log_dir_the_file_system_refuses_though_access_allows_it_is_named(cli,
     refused = "bad config paths.log_dir='/proc/nnlab_logs': cannot make the run's dir there ("
     assert refused in result.stderr and ": /proc/nnlab_logs)" in result.stderr
     assert "Traceback" not in result.stderr
+
+    # Once the run has its dir, an error naming it is not the log dir's: it keeps its traceback
+    from nnlab.tasks.rings import RingsTask
+
+    def on_validation_start(self):
+        raise OSError(errno.ESTALE, os.strerror(errno.ESTALE), self.trainer.default_root_dir)
+
+    monkeypatch.setattr(RingsTask, "on_validation_start", on_validation_start)
+    result = cli("experiment=rings", "trainer.max_steps=100", f"paths.log_dir={tmp_path / 'kept'}")
+    assert result.returncode == 1 and "OSError: [Errno 116] Stale file handle" in result.stderr
+    assert "cannot make the run's dir" not in result.stderr
 
 
 def test_full_error_shows_the_traceback_for_debugging(cli, monkeypatch):

@@ -94,6 +94,7 @@ def train(cfg: DictConfig, starts_processes: bool = False) -> Run:
     processes by running this process's command again (a single nnlab-train run)."""
     run_dir = Path(cfg.paths.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)  # Hydra makes it; the compose API does not
+    layout.placed()
     last_checkpoint = layout.checkpoint(run_dir, "last")
     if is_multirun() and os.environ.get(devices.DEVICES):  # before CUDA starts in this worker
         sweep = signals.sweep_of_this_job()  # a trial resumed in place: the new sweep's slots

@@ -237,6 +237,7 @@ def run_dir(
     """A new run's dir, or the dir of the run `ckpt_path` resumes (resolver: hydra.run.dir).
     A new run's is named `run_name` when one is given, which makes it the same on each node
     of a run over several (trainer.num_nodes), else a new stamp."""
+    _PLACING.clear()
     runs = task_dir(log_dir, task_name) / "runs"
     if ckpt_path is not None:
         return str(resumed_run(str(ckpt_path), runs))
@@ -254,8 +255,8 @@ def run_dir(
     return _placing(log_dir, named)
 
 
-# The new run dir Hydra is about to make, and its log dir: Hydra makes it after this resolver
-# and before nnlab's code runs, so a refusal there is told apart by its path (refused_run_dir).
+# The new run dir Hydra is about to make, and its log dir, from this resolver until the run's
+# code has the dir (placed): a refusal to make it is then told apart by its path.
 _PLACING: list[tuple[str, Path]] = []
 
 
@@ -264,16 +265,20 @@ def _placing(log_dir: str, run: Path) -> str:
     return str(run)
 
 
+def placed() -> None:
+    """The run's dir is made: an error on its path from now on is not the log dir's refusal."""
+    _PLACING.clear()
+
+
 def refused_run_dir(error: OSError) -> ConfigError | None:
-    """`error` as paths.log_dir's refusal if the file system refused to make the new run's
-    dir, or a folder of it inside the log dir, though task_dir's check found the log dir
+    """`error` as paths.log_dir's refusal if, while the new run's dir was being made, the file
+    system refused it or a folder above it, though task_dir's check found the log dir
     writable: access() allows what mkdir refuses in /proc as root, or on NFS with root_squash."""
-    if not _PLACING or error.filename is None:
+    if not _PLACING or not isinstance(error.filename, str | bytes | os.PathLike):
         return None
     log_dir, run = _PLACING[0]
-    refused, top = Path(os.fsdecode(error.filename)), Path(str(log_dir)).expanduser()
-    made = [run, *run.parents[: len(run.relative_to(top).parts)]] if run.is_relative_to(top) else []
-    if refused not in made:
+    refused = Path(os.fsdecode(error.filename))
+    if refused not in (run, *run.parents):
         return None
     reason = f"cannot make the run's dir there ({error.strerror}: {refused})"
     return ConfigError("paths.log_dir", log_dir, reason)
