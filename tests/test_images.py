@@ -258,6 +258,7 @@ def test_real_fashion_mnist_from_the_debian_package_reaches_an_accuracy_floor(co
             "experiment=fashion_mlp",
             "trainer.max_epochs=2",
             "task.robustness=null",
+            analyse=True,  # the predictions it saves
         )
     )
     assert metrics["test/acc"] >= 0.83  # 2 of the default 20 epochs; the full budget reaches 0.887

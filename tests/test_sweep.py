@@ -256,7 +256,8 @@ def test_a_sweep_killed_by_sigkill_resumes_whole_with_one_command(cli, tmp_path)
         if status == "completed"
     }
 
-    resumed = cli(*sweep, "ckpt_path=last", multirun=True)  # the same command, plus ckpt_path
+    # the same command (its analysis on, as the sweep's), plus ckpt_path
+    resumed = cli(*sweep, "ckpt_path=last", multirun=True, analyse=True)
     assert resumed.returncode == 0, resumed.stderr
     assert f"Sweep {sweep_dir}: 6 completed" in resumed.stdout + resumed.stderr
     jobs = run_dirs(sweep_dir)
